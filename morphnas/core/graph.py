@@ -1,0 +1,359 @@
+"""The architecture graph: a validated DAG of layers, framework-free.
+
+A :class:`Graph` is an input shape plus a tuple of :class:`~morphnas.core.layers.Layer` values in
+topological order; the last layer is the output (the logits). Construction validates everything
+(unknown kinds, dangling or unreachable layers, cycles, shape and size errors) and raises an
+:class:`~morphnas.core.errors.InvalidGraphError` subclass naming the offending layer, so a
+``Graph`` that exists is always a runnable architecture.
+
+Canonical JSON (:meth:`Graph.to_json`) round-trips exactly. :attr:`Graph.content_hash` is
+structural: it hashes each layer's kind, attributes and (recursively) the hashes of its inputs,
+never names, so the same architecture reached along two morph paths gets the same hash.
+
+Weights are a plain mapping ``"<layer name>.<suffix>" -> numpy array`` (suffixes from the layer
+registry, e.g. ``conv3.weight``); :meth:`Graph.weight_shapes` lists what a graph needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from morphnas.core.errors import (
+    CycleError,
+    DanglingLayerError,
+    InvalidGraphError,
+    SizeLimitError,
+)
+from morphnas.core.layers import LAYER_KINDS, Layer, Shape, check_layer, layer_kind
+
+INPUT = "input"
+FORMAT = "morphnas.graph/1"
+MAX_LAYERS = 2_000
+MAX_INPUT_ELEMENTS = 16_000_000
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A validated architecture. Build one with :func:`build_graph` or :meth:`Graph.from_json`."""
+
+    input_shape: Shape
+    layers: tuple[Layer, ...]
+
+    def __post_init__(self) -> None:
+        self.shapes  # noqa: B018 - validation happens while inferring shapes
+
+    # ---------------------------------------------------------------- structure
+    @property
+    def output(self) -> Layer:
+        """The layer whose output is the network's output (the logits)."""
+        return self.layers[-1]
+
+    @cached_property
+    def by_name(self) -> dict[str, Layer]:
+        return {layer.name: layer for layer in self.layers}
+
+    @cached_property
+    def consumers(self) -> dict[str, tuple[str, ...]]:
+        """For each tensor name (a layer, or ``"input"``): the layers reading it, in order."""
+        result: dict[str, list[str]] = {INPUT: []}
+        for layer in self.layers:
+            result.setdefault(layer.name, [])
+            for source in layer.inputs:
+                result[source].append(layer.name)
+        return {name: tuple(names) for name, names in result.items()}
+
+    @cached_property
+    def shapes(self) -> dict[str, Shape]:
+        """Output shape of every layer, and of ``"input"``; validates the graph on the way."""
+        return _validate(self.input_shape, self.layers)
+
+    def shape_of(self, name: str) -> Shape:
+        return self.shapes[name]
+
+    def input_shapes(self, layer: Layer) -> list[Shape]:
+        return [self.shapes[name] for name in layer.inputs]
+
+    @cached_property
+    def main_chain(self) -> tuple[str, ...]:
+        """Layers on the longest input→output path (ties: earliest layer), in order.
+
+        This is the sequence the edit distance compares; other layers sit on skip branches.
+        """
+        depth: dict[str, int] = {INPUT: 0}
+        best_parent: dict[str, str] = {}
+        for layer in self.layers:
+            parent = max(layer.inputs, key=lambda name: depth[name])
+            depth[layer.name] = depth[parent] + 1
+            best_parent[layer.name] = parent
+        chain = [self.output.name]
+        while best_parent.get(chain[-1], INPUT) != INPUT:
+            chain.append(best_parent[chain[-1]])
+        return tuple(reversed(chain))
+
+    # ---------------------------------------------------------------- costs
+    def weight_shapes(self) -> dict[str, Shape]:
+        """Every weight tensor this graph needs: ``"<layer>.<suffix>" -> shape``."""
+        result: dict[str, Shape] = {}
+        for layer in self.layers:
+            kind = layer_kind(layer)
+            for suffix, shape in kind.weight_shapes(layer, self.input_shapes(layer)).items():
+                result[f"{layer.name}.{suffix}"] = shape
+        return result
+
+    @cached_property
+    def num_params(self) -> int:
+        """Trainable parameters (as ``sum(p.numel() for p in module.parameters())`` counts)."""
+        total = 0
+        for layer in self.layers:
+            kind = layer_kind(layer)
+            shapes = kind.weight_shapes(layer, self.input_shapes(layer))
+            total += sum(math.prod(shapes[name]) for name in kind.trainable)
+        return total
+
+    @cached_property
+    def flops(self) -> int:
+        """Floating-point operations of one forward pass on one example."""
+        return sum(
+            layer_kind(layer).flops(layer, self.input_shapes(layer), self.shapes[layer.name])
+            for layer in self.layers
+        )
+
+    def training_memory_bytes(self, batch_size: int, bytes_per_value: int = 4) -> int:
+        """A deliberately simple upper-ish estimate of the memory one training step needs.
+
+        Parameters: value, gradient and two Adam moments (4 copies). Activations: every layer
+        output and its gradient for the whole batch (2 copies), plus the input batch. Buffers
+        (BN statistics) count once. Framework workspace and fragmentation are not modelled.
+        """
+        weights = sum(math.prod(s) for s in self.weight_shapes().values())
+        activations = sum(math.prod(self.shapes[layer.name]) for layer in self.layers)
+        values = 4 * weights + batch_size * (2 * activations + math.prod(self.input_shape))
+        return values * bytes_per_value
+
+    # ---------------------------------------------------------------- helpers for morphs
+    def fresh_name(self, kind: str, taken: Iterable[str] = ()) -> str:
+        """A new layer name ``<kind><n>`` with n one past the highest number in use."""
+        used = set(self.by_name) | set(taken)
+        n = len(self.layers)
+        while f"{kind}{n}" in used:
+            n += 1
+        return f"{kind}{n}"
+
+    def is_non_negative(self, name: str) -> bool:
+        """Whether the tensor ``name`` is >= 0 for every input (so a ReLU on it is the identity)."""
+        return self._non_negative[name]
+
+    @cached_property
+    def _non_negative(self) -> dict[str, bool]:
+        result = {INPUT: False}
+        for layer in self.layers:
+            if layer.kind == "relu":
+                result[layer.name] = True
+            else:
+                kind = layer_kind(layer)
+                result[layer.name] = kind.keeps_non_negative and all(
+                    result[source] for source in layer.inputs
+                )
+        return result
+
+    # ---------------------------------------------------------------- identity
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "input_shape": list(self.input_shape),
+            "layers": [_layer_to_dict(layer) for layer in self.layers],
+        }
+
+    def to_json(self) -> str:
+        """Canonical JSON: sorted keys, no spaces; ``from_json(g.to_json()) == g``."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Graph:
+        if not isinstance(data, Mapping):
+            raise InvalidGraphError("an architecture must be a JSON object")
+        if data.get("format", FORMAT) != FORMAT:
+            raise InvalidGraphError(f"unknown architecture format {data.get('format')!r}")
+        raw_shape = data.get("input_shape")
+        raw_layers = data.get("layers")
+        if not isinstance(raw_shape, list) or not isinstance(raw_layers, list):
+            raise InvalidGraphError("an architecture needs the lists 'input_shape' and 'layers'")
+        shape = tuple(_as_int(n, "input_shape") for n in raw_shape)
+        return build_graph(shape, [_layer_from_dict(item) for item in raw_layers])
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Graph:
+        try:
+            data = json.loads(text)
+        except (ValueError, TypeError) as err:
+            raise InvalidGraphError(f"architecture is not valid JSON: {err}") from None
+        return cls.from_dict(data)
+
+    @cached_property
+    def content_hash(self) -> str:
+        """Structural SHA-256 (hex): independent of layer names and of listing order."""
+        digests: dict[str, str] = {INPUT: _sha(json.dumps(["input", list(self.input_shape)]))}
+        for layer in self.layers:
+            attrs = _layer_to_dict(layer)
+            del attrs["name"], attrs["inputs"]
+            sources = [digests[name] for name in layer.inputs]
+            if layer.kind == "add":
+                sources.sort()  # addition commutes; concatenation does not
+            digests[layer.name] = _sha(json.dumps([attrs, sources], sort_keys=True))
+        return digests[self.output.name]
+
+    def __hash__(self) -> int:
+        return hash((self.input_shape, self.layers))
+
+    def summary(self) -> str:
+        """A readable one-layer-per-line description."""
+        lines = [f"input {self.input_shape}"]
+        for layer in self.layers:
+            attrs = {a: getattr(layer, a) for a in LAYER_KINDS[layer.kind].attrs}
+            args = ", ".join(f"{k}={v}" for k, v in attrs.items())
+            src = ", ".join(layer.inputs)
+            lines.append(f"{layer.name}: {layer.kind}({args}) <- {src} -> {self.shapes[layer.name]}")
+        lines.append(f"{self.num_params:,} parameters")
+        return "\n".join(lines)
+
+
+def build_graph(input_shape: Iterable[int], layers: Iterable[Layer]) -> Graph:
+    """Validate and order layers into a :class:`Graph` (any order that is a DAG is accepted)."""
+    shape = tuple(input_shape)
+    return Graph(shape, _topological(list(layers)))
+
+
+# -------------------------------------------------------------------- validation
+
+
+def _check_input_shape(shape: Shape) -> None:
+    if not 1 <= len(shape) <= 3:
+        raise InvalidGraphError(
+            f"input_shape must be (D,), (C, L) or (C, H, W), got {shape}", INPUT
+        )
+    if any(not isinstance(n, int) or n < 1 for n in shape):
+        raise InvalidGraphError(f"input_shape must hold positive integers, got {shape}", INPUT)
+    if math.prod(shape) > MAX_INPUT_ELEMENTS:
+        raise SizeLimitError(f"input of {math.prod(shape):,} values is too large", INPUT)
+
+
+def _topological(layers: list[Layer]) -> tuple[Layer, ...]:
+    """Kahn's algorithm, stable in the given order; raises on duplicates, unknowns and cycles."""
+    if not layers:
+        raise InvalidGraphError("a graph needs at least one layer")
+    if len(layers) > MAX_LAYERS:
+        raise SizeLimitError(f"{len(layers)} layers is more than the limit of {MAX_LAYERS}")
+    names: dict[str, Layer] = {}
+    for layer in layers:
+        if not isinstance(layer.name, str) or not _NAME.match(layer.name) or layer.name == INPUT:
+            raise InvalidGraphError(
+                "layer names are 1-64 letters, digits or '_' starting with a letter, "
+                "and not 'input'",
+                str(layer.name),
+            )
+        if layer.name in names:
+            raise InvalidGraphError("two layers have this name", layer.name)
+        names[layer.name] = layer
+    for layer in layers:
+        layer_kind(layer)
+        for source in layer.inputs:
+            if source != INPUT and source not in names:
+                raise DanglingLayerError(f"reads unknown layer {source!r}", layer.name)
+        if not layer.inputs:
+            raise DanglingLayerError("has no inputs", layer.name)
+    placed: set[str] = {INPUT}
+    order: list[Layer] = []
+    pending = list(layers)
+    while pending:
+        ready = [layer for layer in pending if all(s in placed for s in layer.inputs)]
+        if not ready:
+            raise CycleError("is part of a cycle", pending[0].name)
+        for layer in ready:
+            placed.add(layer.name)
+            order.append(layer)
+        pending = [layer for layer in pending if layer.name not in placed]
+    return tuple(order)
+
+
+def _validate(input_shape: Shape, layers: tuple[Layer, ...]) -> dict[str, Shape]:
+    _check_input_shape(input_shape)
+    shapes: dict[str, Shape] = {INPUT: input_shape}
+    consumed: set[str] = set()
+    for layer in layers:
+        for source in layer.inputs:
+            if source not in shapes:
+                raise DanglingLayerError(f"reads {source!r} before it is computed", layer.name)
+            consumed.add(source)
+        shapes[layer.name] = check_layer(layer, [shapes[s] for s in layer.inputs])
+    if INPUT not in consumed:
+        raise DanglingLayerError("the input is not read by any layer", INPUT)
+    for layer in layers[:-1]:
+        if layer.name not in consumed:
+            raise DanglingLayerError(
+                "its output reaches nothing (only the last layer may be unread)", layer.name
+            )
+    if len(shapes[layers[-1].name]) != 1:
+        raise InvalidGraphError(
+            f"the output must be a vector of logits, got shape {shapes[layers[-1].name]}",
+            layers[-1].name,
+        )
+    return shapes
+
+
+# -------------------------------------------------------------------- JSON
+
+
+def _layer_to_dict(layer: Layer) -> dict[str, Any]:
+    data: dict[str, Any] = {"name": layer.name, "kind": layer.kind, "inputs": list(layer.inputs)}
+    kind = LAYER_KINDS.get(layer.kind)
+    for attr in kind.attrs if kind else ():
+        data[attr] = getattr(layer, attr)
+    return data
+
+
+def _as_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidGraphError(f"{what} must hold integers, got {value!r}")
+    return value
+
+
+def _layer_from_dict(item: Any) -> Layer:
+    if not isinstance(item, Mapping):
+        raise InvalidGraphError(f"each layer must be a JSON object, got {item!r}")
+    name = item.get("name")
+    if not isinstance(name, str):
+        raise InvalidGraphError(f"each layer needs a string 'name', got {name!r}")
+    kind = item.get("kind")
+    if not isinstance(kind, str):
+        raise InvalidGraphError("needs a string 'kind'", name)
+    inputs = item.get("inputs")
+    if not isinstance(inputs, list) or not all(isinstance(s, str) for s in inputs):
+        raise InvalidGraphError("needs 'inputs', a list of layer names", name)
+    known = {"name", "kind", "inputs", "units", "kernel", "stride", "rate"}
+    extra = set(item) - known
+    if extra:
+        raise InvalidGraphError(f"unknown fields {sorted(extra)}", name)
+    rate = item.get("rate", 0.0)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate):
+        raise InvalidGraphError(f"rate must be a finite number, got {rate!r}", name)
+    return Layer(
+        name=name,
+        kind=kind,
+        inputs=tuple(inputs),
+        units=_as_int(item.get("units", 0), f"layer {name!r} units"),
+        kernel=_as_int(item.get("kernel", 0), f"layer {name!r} kernel"),
+        stride=_as_int(item.get("stride", 0), f"layer {name!r} stride"),
+        rate=float(rate),
+    )
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

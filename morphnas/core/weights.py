@@ -1,0 +1,99 @@
+"""Weights: a mapping ``"<layer>.<suffix>" -> float32 numpy array``, stored as safetensors.
+
+Never pickle: :func:`weights_to_bytes` / :func:`weights_from_bytes` use the safetensors format,
+which holds raw tensors and a JSON header only, and :func:`check_weights` refuses anything that
+does not match the architecture exactly (missing, extra, wrong shape, not finite).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from morphnas.core.errors import WeightsError
+from morphnas.core.graph import Graph
+from morphnas.core.layers import BN_EPS
+
+Weights = dict[str, np.ndarray]
+
+
+def init_weights(graph: Graph, seed: int) -> Weights:
+    """Fresh weights as torch initialises them (Kaiming-uniform with a=sqrt(5)), seeded.
+
+    Conv/dense: W ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (torch's default reduces to this), bias the
+    same bound. BN: gamma 1, beta 0, running mean 0, running var 1.
+    """
+    rng = np.random.default_rng(seed)
+    weights: Weights = {}
+    for name, shape in graph.weight_shapes().items():
+        layer, suffix = name.rsplit(".", 1)
+        kind = graph.by_name[layer].kind
+        if kind == "bn":
+            value = 1.0 if suffix in ("weight", "running_var") else 0.0
+            weights[name] = np.full(shape, value, dtype=np.float32)
+        else:
+            w_shape = graph.weight_shapes()[f"{layer}.weight"]
+            fan_in = math.prod(w_shape[1:])
+            bound = 1.0 / math.sqrt(fan_in)
+            weights[name] = rng.uniform(-bound, bound, size=shape).astype(np.float32)
+    return weights
+
+
+def identity_bn(channels: int) -> dict[str, np.ndarray]:
+    """BN parameters that are exactly the identity in eval mode (running_var = 1 - eps)."""
+    return {
+        "weight": np.ones(channels, np.float32),
+        "bias": np.zeros(channels, np.float32),
+        "running_mean": np.zeros(channels, np.float32),
+        "running_var": np.full(channels, 1.0 - BN_EPS, np.float32),
+    }
+
+
+def check_weights(graph: Graph, weights: Mapping[str, np.ndarray]) -> Weights:
+    """Return ``weights`` as float32 arrays if they fit ``graph`` exactly, else raise WeightsError."""
+    expected = graph.weight_shapes()
+    missing = sorted(set(expected) - set(weights))
+    extra = sorted(set(weights) - set(expected))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {_few(missing)}")
+        if extra:
+            parts.append(f"unexpected {_few(extra)}")
+        raise WeightsError("weights do not match the architecture: " + "; ".join(parts))
+    result: Weights = {}
+    for name, shape in expected.items():
+        array = np.asarray(weights[name])
+        if array.shape != shape:
+            raise WeightsError(f"tensor {name!r} has shape {array.shape}, expected {shape}")
+        if not np.issubdtype(array.dtype, np.floating):
+            raise WeightsError(f"tensor {name!r} has dtype {array.dtype}, expected a float type")
+        array = array.astype(np.float32, copy=False)
+        if not np.isfinite(array).all():
+            raise WeightsError(f"tensor {name!r} holds NaN or infinite values")
+        result[name] = array
+    return result
+
+
+def weights_to_bytes(weights: Mapping[str, np.ndarray]) -> bytes:
+    """Serialise as safetensors."""
+    from safetensors.numpy import save
+
+    return save({k: np.ascontiguousarray(v) for k, v in weights.items()})
+
+
+def weights_from_bytes(data: bytes) -> Weights:
+    """Parse safetensors bytes (no code is ever executed); raises WeightsError when malformed."""
+    from safetensors.numpy import load
+
+    try:
+        return dict(load(data))
+    except Exception as err:  # safetensors raises several error types on malformed input
+        raise WeightsError(f"weights are not a valid safetensors file: {err}") from None
+
+
+def _few(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
