@@ -1,0 +1,170 @@
+"""Search and trial records: the plain values that storage returns and the server converts.
+
+No ORM rows or protos leave their folders; these frozen dataclasses are what moves between
+``storage``, ``search`` and ``server``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from morphnas.core.errors import InvalidArgumentError
+
+MAX_CLASSES = 100_000
+DEFAULT_LEASE_SECONDS = 600.0
+
+
+class TrialState(str, Enum):
+    """Life of a trial. ACTIVE trials hold a lease; the others are final."""
+
+    ACTIVE = "ACTIVE"  # handed to a worker, lease running
+    COMPLETED = "COMPLETED"  # score reported
+    FAILED = "FAILED"  # the worker gave up (reason says why, e.g. out-of-memory)
+    INFEASIBLE = "INFEASIBLE"  # the architecture cannot be trained as asked
+    STALE = "STALE"  # the lease expired; the architecture was handed out again
+
+    @property
+    def is_final(self) -> bool:
+        return self is not TrialState.ACTIVE
+
+
+class Policy(str, Enum):
+    """How a search proposes the next architecture."""
+
+    BAYESIAN = "bayesian"
+    RANDOM = "random"
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """What a user chooses when creating a search. Validated on construction."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    seed: int = 0
+    policy: Policy = Policy.BAYESIAN
+    beta: float = 2.576
+    seed_width: int = 64
+    seed_depth: int = 3
+    max_params: int = 20_000_000
+    max_memory_bytes: int = 8 * 1024**3
+    batch_size: int = 128  # used for the memory estimate
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    max_trials: int = 10_000
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not 1 <= len(self.name) <= 200:
+            raise InvalidArgumentError("name must be 1 to 200 characters")
+        if not 1 <= len(self.input_shape) <= 3 or any(
+            not isinstance(n, int) or n < 1 or n > 100_000 for n in self.input_shape
+        ):
+            raise InvalidArgumentError(
+                f"input_shape must be (D,), (C, L) or (C, H, W) with positive sizes, "
+                f"got {tuple(self.input_shape)}"
+            )
+        if not 2 <= self.num_classes <= MAX_CLASSES:
+            raise InvalidArgumentError(
+                f"num_classes must be between 2 and {MAX_CLASSES}, got {self.num_classes}"
+            )
+        if not isinstance(self.policy, Policy):
+            raise InvalidArgumentError(f"unknown policy {self.policy!r}")
+        if not math.isfinite(self.beta) or self.beta < 0:
+            raise InvalidArgumentError(f"beta must be finite and >= 0, got {self.beta}")
+        if not 1 <= self.seed_width <= 4096 or not 1 <= self.seed_depth <= 20:
+            raise InvalidArgumentError("seed_width must be in 1..4096 and seed_depth in 1..20")
+        if self.max_params < 1 or self.max_memory_bytes < 1 or self.batch_size < 1:
+            raise InvalidArgumentError("max_params, max_memory_bytes and batch_size must be positive")
+        if not 1.0 <= self.lease_seconds <= 7 * 24 * 3600:
+            raise InvalidArgumentError("lease_seconds must be between 1 s and 7 days")
+        if not 1 <= self.max_trials <= 1_000_000:
+            raise InvalidArgumentError("max_trials must be between 1 and 1,000,000")
+
+
+@dataclass(frozen=True)
+class Search:
+    """A stored search."""
+
+    id: str
+    config: SearchConfig
+    created_at: float
+    #: Current parameter cap: starts at config.max_params, lowered by out-of-memory failures.
+    size_cap_params: int
+    trial_count: int = 0
+    stopped: bool = False
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A stored trial: one architecture handed to a worker, and what came back."""
+
+    id: str
+    search_id: str
+    number: int  # 0, 1, 2... unique and gapless per search
+    state: TrialState
+    architecture: str  # canonical graph JSON
+    arch_hash: str
+    parent_id: str | None  # None for a seed
+    operations: tuple[dict[str, Any], ...]  # morph ops (to_dict form) from the parent
+    created_at: float
+    updated_at: float
+    score: float | None = None
+    reason: str = ""
+    worker_id: str = ""
+    lease_expires_at: float | None = None
+    has_trained_weights: bool = False
+    weights_sha256: str = ""  # of the reported (trained) weights, "" if none
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One intermediate value reported during training (e.g. validation accuracy at an epoch)."""
+
+    trial_id: str
+    step: int
+    value: float
+    name: str = "objective"
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class NewTrial:
+    """What a policy proposes; storage numbers it and stores it ACTIVE."""
+
+    architecture: str
+    arch_hash: str
+    parent_id: str | None
+    operations: tuple[dict[str, Any], ...]
+    initial_weights: bytes  # safetensors
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A trial as the optimiser sees it: an architecture and, when completed, its score."""
+
+    trial_id: str
+    number: int
+    architecture: str
+    arch_hash: str
+    state: TrialState
+    score: float | None
+    parent_id: str | None
+
+
+@dataclass(frozen=True)
+class SearchSnapshot:
+    """Everything a policy may read when proposing: the search and all its trials so far."""
+
+    search: Search
+    observations: tuple[Observation, ...] = field(default_factory=tuple)
+
+    @property
+    def completed(self) -> tuple[Observation, ...]:
+        return tuple(o for o in self.observations if o.state is TrialState.COMPLETED)
+
+    @property
+    def pending(self) -> tuple[Observation, ...]:
+        return tuple(o for o in self.observations if o.state is TrialState.ACTIVE)
