@@ -1,0 +1,110 @@
+"""The tables of morphnas (SQLAlchemy Core), private to ``morphnas.storage``.
+
+Nothing outside this folder sees a row: :mod:`morphnas.storage.repository` turns rows into the
+records of :mod:`morphnas.core.records`. The schema changes only through the Alembic migrations
+in ``migrations/versions``; a test checks that this metadata and the migrations agree.
+
+Times are float unix seconds (``DOUBLE``). JSON values (a search's config, a trial's morph
+operations) are stored as text written by :func:`json.dumps`, so both databases round-trip them
+byte for byte. Blobs (weights) live in their own table and are never read with a trial row.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+ID = String(32)  # uuid4 hex
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
+
+searches = Table(
+    "searches",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("config", Text, nullable=False),  # SearchConfig as JSON
+    Column("created_at", Double, nullable=False),
+    Column("size_cap_params", BigInteger, nullable=False),
+    # Trials numbered so far; the next number. Only changed under the search row's lock.
+    Column("trial_count", Integer, nullable=False),
+    Column("stopped", Boolean, nullable=False),
+    Index(None, "created_at", "id"),
+)
+
+trials = Table(
+    "trials",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("search_id", ID, ForeignKey("searches.id", ondelete="CASCADE"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("architecture", Text, nullable=False),
+    Column("arch_hash", String(128), nullable=False),
+    # Not a foreign key: a trial's parent is in the same search and goes away with it.
+    Column("parent_id", ID, nullable=True),
+    Column("operations", Text, nullable=False),  # JSON list of morph op dicts
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("score", Double, nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("worker_id", String(256), nullable=False),
+    Column("lease_expires_at", Double, nullable=True),
+    Column("lease_seconds", Double, nullable=False),
+    Column("weights_sha256", String(64), nullable=False),  # of the trained weights, "" if none
+    Column("reissue_of", ID, nullable=True),  # the STALE trial this one repeats
+    Column("reissued_as", ID, nullable=True),  # set on a STALE trial once handed out again
+    UniqueConstraint("search_id", "number"),
+    Index(None, "search_id", "state"),
+    Index(None, "state", "lease_expires_at"),
+)
+
+trial_weights = Table(
+    "trial_weights",
+    metadata,
+    Column(
+        "trial_id",
+        ID,
+        ForeignKey("trials.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("kind", String(16), primary_key=True),  # "initial" | "trained"
+    Column("sha256", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+)
+
+measurements = Table(
+    "measurements",
+    metadata,
+    Column(
+        "trial_id",
+        ID,
+        ForeignKey("trials.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("name", String(100), primary_key=True),
+    Column("step", Integer, primary_key=True),
+    Column("value", Double, nullable=False),
+    Column("created_at", Double, nullable=False),
+)

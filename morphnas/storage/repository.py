@@ -1,0 +1,858 @@
+"""The repository: every read and write of searches, trials, weights and measurements.
+
+Each public method is one unit of work (one connection, one transaction, commit or roll back)
+and returns the frozen records of :mod:`morphnas.core.records`; rows never leave this folder.
+Database errors surface as domain errors (:mod:`morphnas.core.errors`): a lost connection is
+:class:`UnavailableError`, a duplicate :class:`AlreadyExistsError`, and so on.
+
+Concurrency. ``suggest`` holds the search row's lock (``SELECT ... FOR NO KEY UPDATE`` on
+PostgreSQL; on SQLite every writing unit of work begins IMMEDIATE, so writers serialise) from
+expiring leases to storing the new trials, which makes trial numbers unique and gapless per
+search: the next number is the search's ``trial_count``, read and advanced under that lock.
+Reports and heartbeats lock only their trial row.
+
+Leases. A trial handed to a worker is ACTIVE until ``lease_expires_at``; heartbeats and
+measurements renew the lease. Once it has expired, the next ``suggest`` on the search (or
+:meth:`Repository.expire_leases`) marks it STALE, and ``suggest`` hands its architecture out
+again, exactly once, as a new trial with the next number and the same initial weights.
+
+Late reports. A worker whose lease ran out may still report: the STALE trial takes the reported
+state and score and counts like any other (the work was done; throwing it away helps no one).
+If its copy was already handed out, both trials end up with results of their own.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import hashlib
+import json
+import math
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    and_,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy import exc as sa_exc
+
+from morphnas.core.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    ResourceExhaustedError,
+)
+from morphnas.core.records import (
+    Measurement,
+    NewTrial,
+    Observation,
+    Policy,
+    Search,
+    SearchConfig,
+    SearchSnapshot,
+    Trial,
+    TrialState,
+)
+from morphnas.storage import _engine
+from morphnas.storage._migrate import SchemaVersionError, prepare_schema
+from morphnas.storage._tables import measurements, searches, trial_weights, trials
+
+__all__ = ["DEFAULT_URL", "Proposer", "Repository", "SchemaVersionError", "WEIGHT_KINDS"]
+
+DEFAULT_URL = "sqlite:///morphnas.db"
+WEIGHT_KINDS = ("initial", "trained")
+REPORTABLE = (TrialState.COMPLETED, TrialState.FAILED, TrialState.INFEASIBLE)
+MAX_PAGE_SIZE = 1000
+MAX_SUGGEST_COUNT = 1000
+
+#: A policy: given everything stored about a search, propose up to ``n`` new trials.
+Proposer = Callable[[SearchSnapshot, int], Sequence[NewTrial]]
+
+_OBSERVATION_COLUMNS = (
+    trials.c.id,
+    trials.c.number,
+    trials.c.architecture,
+    trials.c.arch_hash,
+    trials.c.state,
+    trials.c.score,
+    trials.c.parent_id,
+)
+
+
+class Repository:
+    """Storage of morphnas on SQLite or PostgreSQL. Thread-safe: share one per process."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @classmethod
+    def from_url(cls, url: str = DEFAULT_URL, *, create: bool = True) -> Repository:
+        """Open the database at ``url``, upgrading its schema to this version if ``create``.
+
+        ``sqlite:///path.db`` or ``postgresql+psycopg://user@host/db``. Raises
+        :class:`SchemaVersionError` on a schema written by a newer morphnas (or, with
+        ``create=False``, an older one) and :class:`UnavailableError` if unreachable.
+        """
+        engine = _engine.make_engine(url)
+        try:
+            prepare_schema(engine, create=create)
+        except sa_exc.DBAPIError as error:
+            engine.dispose()
+            domain = _engine.translate(error)
+            if domain is None:
+                raise
+            raise domain from error
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine)
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._engine.dialect.name
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def ping(self) -> None:
+        """Return if the database answers; raise :class:`UnavailableError` if not."""
+        _engine.run(self._engine, lambda c: c.execute(select(1)).scalar_one(), write=False)
+
+    # ------------------------------------------------------------------ searches
+    def create_search(self, config: SearchConfig, *, now: float | None = None) -> Search:
+        search = Search(
+            id=uuid.uuid4().hex,
+            config=config,
+            created_at=_now(now),
+            size_cap_params=config.max_params,
+        )
+        values = {
+            "id": search.id,
+            "name": config.name,
+            "config": _config_to_json(config),
+            "created_at": search.created_at,
+            "size_cap_params": search.size_cap_params,
+            "trial_count": 0,
+            "stopped": False,
+        }
+        _engine.run(self._engine, lambda c: c.execute(insert(searches).values(values)), write=True)
+        return search
+
+    def get_search(self, search_id: str) -> Search:
+        return _engine.run(self._engine, lambda c: _search_row(c, search_id), write=False)
+
+    def list_searches(self, page_size: int = 50, page_token: str = "") -> tuple[list[Search], str]:
+        """Searches oldest first (by creation time, then id); returns (page, next token or "")."""
+        size = _page_size(page_size, default=50)
+        query = select(searches).order_by(searches.c.created_at, searches.c.id).limit(size + 1)
+        if page_token:
+            created_at, last_id = _decode_token(page_token, float, str)
+            query = query.where(
+                or_(
+                    searches.c.created_at > created_at,
+                    and_(searches.c.created_at == created_at, searches.c.id > last_id),
+                )
+            )
+        rows = _engine.run(self._engine, lambda c: c.execute(query).all(), write=False)
+        page = [_search_record(row) for row in rows[:size]]
+        token = _encode_token(page[-1].created_at, page[-1].id) if len(rows) > size else ""
+        return page, token
+
+    def delete_search(self, search_id: str) -> None:
+        """Delete a search with its trials, weights and measurements."""
+
+        def work(c: Connection) -> None:
+            _lock_search(c, search_id)
+            of_search = select(trials.c.id).where(trials.c.search_id == search_id)
+            c.execute(delete(measurements).where(measurements.c.trial_id.in_(of_search)))
+            c.execute(delete(trial_weights).where(trial_weights.c.trial_id.in_(of_search)))
+            c.execute(delete(trials).where(trials.c.search_id == search_id))
+            c.execute(delete(searches).where(searches.c.id == search_id))
+
+        _engine.run(self._engine, work, write=True)
+
+    def stop_search(self, search_id: str) -> Search:
+        """Stop a search: no more suggestions; running trials are told to stop. Idempotent."""
+        return self._update_search(search_id, lambda search: {"stopped": True})
+
+    def lower_size_cap(self, search_id: str, params: int) -> Search:
+        """Lower the search's parameter cap to ``params`` (never raises it)."""
+        if params < 1:
+            raise InvalidArgumentError(f"size cap must be at least 1 parameter, got {params}")
+        return self._update_search(
+            search_id, lambda search: {"size_cap_params": min(search.size_cap_params, params)}
+        )
+
+    def _update_search(
+        self, search_id: str, change: Callable[[Search], Mapping[str, Any]]
+    ) -> Search:
+        def work(c: Connection) -> Search:
+            search = _lock_search(c, search_id)
+            values = dict(change(search))
+            c.execute(update(searches).where(searches.c.id == search_id).values(values))
+            return dataclasses.replace(search, **values)
+
+        return _engine.run(self._engine, work, write=True)
+
+    # ------------------------------------------------------------------ suggest
+    def suggest(
+        self,
+        search_id: str,
+        worker_id: str,
+        count: int,
+        propose: Proposer,
+        *,
+        lease_seconds: float | None = None,
+        now: float | None = None,
+    ) -> list[Trial]:
+        """Hand ``worker_id`` up to ``count`` trials, in one transaction under the search lock.
+
+        1. ACTIVE trials of the search whose lease has expired become STALE.
+        2. If ``worker_id`` (non-empty) still holds ACTIVE trials here, they are returned as they
+           are and nothing new is proposed (a retried call gets the same answer).
+        3. STALE trials not handed out again yet are re-issued first, each exactly once.
+        4. The rest come from ``propose(snapshot, n)``; the snapshot holds every trial's
+           observation (without blobs). Fewer than ``n`` proposals is fine.
+
+        Raises :class:`FailedPreconditionError` if the search is stopped and
+        :class:`ResourceExhaustedError` once it has ``config.max_trials`` trials (the count is
+        cut to what is left before that).
+        """
+        if not 1 <= count <= MAX_SUGGEST_COUNT:
+            raise InvalidArgumentError(f"count must be in 1..{MAX_SUGGEST_COUNT}, got {count}")
+        if lease_seconds is not None and not (math.isfinite(lease_seconds) and lease_seconds > 0):
+            raise InvalidArgumentError(f"lease_seconds must be positive, got {lease_seconds}")
+        at = _now(now)
+
+        def work(c: Connection) -> list[Trial]:
+            search = _lock_search(c, search_id)
+            if search.stopped:
+                raise FailedPreconditionError(f"search {search_id!r} is stopped")
+            _expire(c, at, trials.c.search_id == search_id)
+            if worker_id:
+                held = _held_trials(c, search_id, worker_id)
+                if held:
+                    return held
+            left = search.config.max_trials - search.trial_count
+            if left <= 0:
+                raise ResourceExhaustedError(
+                    f"search {search_id!r} has reached its limit of "
+                    f"{search.config.max_trials} trials"
+                )
+            issue = _Issuer(c, search, worker_id, lease_seconds or search.config.lease_seconds, at)
+            issue.reissue_stale(min(count, left))
+            wanted = min(count, left) - len(issue.issued)
+            if wanted > 0:
+                snapshot = SearchSnapshot(
+                    dataclasses.replace(search, trial_count=issue.next_number),
+                    _observations(c, search_id),
+                )
+                issue.store_new(snapshot, list(propose(snapshot, wanted))[:wanted])
+            issue.save_count()
+            return issue.issued
+
+        return _engine.run(self._engine, work, write=True)
+
+    def observations(self, search_id: str) -> SearchSnapshot:
+        """The snapshot a policy would see now (no lock; for read-only views)."""
+
+        def work(c: Connection) -> SearchSnapshot:
+            return SearchSnapshot(_search_row(c, search_id), _observations(c, search_id))
+
+        return _engine.run(self._engine, work, write=False)
+
+    # ------------------------------------------------------------------ trials
+    def get_trial(self, trial_id: str) -> Trial:
+        return _engine.run(
+            self._engine, lambda c: _trial_record(_trial_row(c, trial_id)), write=False
+        )
+
+    def list_trials(
+        self,
+        search_id: str,
+        *,
+        states: Sequence[TrialState] = (),
+        newer_than: int = -1,
+        page_size: int = 100,
+        page_token: str = "",
+    ) -> tuple[list[Trial], str]:
+        """Trials of a search by number, optionally only some states and numbers > newer_than."""
+        size = _page_size(page_size, default=100)
+        after = newer_than
+        if page_token:
+            (last,) = _decode_token(page_token, int)
+            after = max(after, last)
+        query = (
+            select(trials)
+            .where(trials.c.search_id == search_id, trials.c.number > after)
+            .order_by(trials.c.number)
+            .limit(size + 1)
+        )
+        if states:
+            query = query.where(trials.c.state.in_([TrialState(s).value for s in states]))
+
+        def work(c: Connection) -> list[Row[Any]]:
+            _search_row(c, search_id)
+            return list(c.execute(query).all())
+
+        rows = _engine.run(self._engine, work, write=False)
+        page = [_trial_record(row) for row in rows[:size]]
+        return page, _encode_token(page[-1].number) if len(rows) > size else ""
+
+    def count_trials(self, search_id: str, states: Sequence[TrialState] = ()) -> int:
+        query = select(func.count()).select_from(trials).where(trials.c.search_id == search_id)
+        if states:
+            query = query.where(trials.c.state.in_([TrialState(s).value for s in states]))
+
+        def work(c: Connection) -> int:
+            _search_row(c, search_id)
+            return int(c.execute(query).scalar_one())
+
+        return _engine.run(self._engine, work, write=False)
+
+    def load_weights(self, trial_id: str, kind: str) -> bytes | None:
+        """A trial's ``"initial"`` or ``"trained"`` weights (safetensors), or None."""
+        if kind not in WEIGHT_KINDS:
+            raise InvalidArgumentError(f"weights kind must be one of {WEIGHT_KINDS}, got {kind!r}")
+
+        def work(c: Connection) -> bytes | None:
+            data = c.execute(
+                select(trial_weights.c.data).where(
+                    trial_weights.c.trial_id == trial_id, trial_weights.c.kind == kind
+                )
+            ).scalar_one_or_none()
+            if data is None:
+                _require_trial(c, trial_id)
+            return None if data is None else bytes(data)
+
+        return _engine.run(self._engine, work, write=False)
+
+    # ------------------------------------------------------------------ workers
+    def report(
+        self,
+        trial_id: str,
+        *,
+        state: TrialState,
+        score: float | None,
+        reason: str = "",
+        weights: bytes | None = None,
+        worker_id: str = "",
+        now: float | None = None,
+    ) -> tuple[Trial, bool]:
+        """Store a trial's final result; returns (trial, changed).
+
+        COMPLETED needs a finite score; FAILED and INFEASIBLE take none (a non-finite one is
+        dropped). Repeating the same report (state, score, reason and weights digest) is a no-op
+        returning ``changed=False``; a different report on a final trial raises
+        :class:`FailedPreconditionError`. A STALE trial (a late worker) accepts its report.
+        A non-empty ``worker_id`` must match the worker an ACTIVE trial was handed to.
+        """
+        state = TrialState(state)
+        if state not in REPORTABLE:
+            raise InvalidArgumentError(
+                f"a report must be COMPLETED, FAILED or INFEASIBLE, not {state.value}"
+            )
+        score = _reported_score(state, score)
+        sha = hashlib.sha256(weights).hexdigest() if weights is not None else ""
+        at = _now(now)
+
+        def work(c: Connection) -> tuple[Trial, bool]:
+            row = _trial_row(c, trial_id, lock=True)
+            current = _trial_record(row)
+            if current.state.is_final and current.state is not TrialState.STALE:
+                return _repeat(current, state, score, reason, sha), False
+            if (
+                current.state is TrialState.ACTIVE
+                and worker_id
+                and current.worker_id
+                and worker_id != current.worker_id
+            ):
+                raise FailedPreconditionError(
+                    f"trial {current.number} is leased to worker {current.worker_id!r}, "
+                    f"not {worker_id!r}"
+                )
+            values: dict[str, Any] = {
+                "state": state.value,
+                "score": score,
+                "reason": reason,
+                "lease_expires_at": None,
+                "updated_at": at,
+                "weights_sha256": sha,
+            }
+            c.execute(update(trials).where(trials.c.id == trial_id).values(values))
+            if weights is not None:
+                _put_weights(c, trial_id, "trained", weights, sha)
+            return dataclasses.replace(
+                current,
+                state=state,
+                score=score,
+                reason=reason,
+                lease_expires_at=None,
+                updated_at=at,
+                weights_sha256=sha,
+                has_trained_weights=bool(sha),
+            ), True
+
+        return _engine.run(self._engine, work, write=True)
+
+    def heartbeat(self, trial_id: str, *, now: float | None = None) -> Trial:
+        """Renew an ACTIVE trial's lease; :class:`FailedPreconditionError` if it is final."""
+        at = _now(now)
+
+        def work(c: Connection) -> Trial:
+            row = _trial_row(c, trial_id, lock=True)
+            trial = _trial_record(row)
+            if trial.state is not TrialState.ACTIVE:
+                raise FailedPreconditionError(
+                    f"trial {trial.number} is {trial.state.value}: its lease cannot be renewed"
+                )
+            return _renew(c, trial, at + row.lease_seconds, at)
+
+        return _engine.run(self._engine, work, write=True)
+
+    def add_measurement(
+        self,
+        trial_id: str,
+        step: int,
+        value: float,
+        name: str = "objective",
+        *,
+        now: float | None = None,
+    ) -> tuple[Trial, bool]:
+        """Store an intermediate value and renew the lease; returns (trial, should_stop).
+
+        ``should_stop`` is True once the trial is no longer ACTIVE or its search is stopped.
+        Sending the same (name, step, value) again is fine; a different value for a stored
+        (name, step) raises :class:`AlreadyExistsError`.
+        """
+        if not isinstance(step, int) or step < 0:
+            raise InvalidArgumentError(f"step must be a non-negative integer, got {step!r}")
+        if not math.isfinite(value):
+            raise InvalidArgumentError(f"measurement value must be finite, got {value}")
+        if not 1 <= len(name) <= 100:
+            raise InvalidArgumentError("measurement name must be 1 to 100 characters")
+        at = _now(now)
+
+        def work(c: Connection) -> tuple[Trial, bool]:
+            row = _trial_row(c, trial_id, lock=True)
+            trial = _trial_record(row)
+            _put_measurement(c, trial, name, step, float(value), at)
+            if trial.state is TrialState.ACTIVE:
+                trial = _renew(c, trial, at + row.lease_seconds, at)
+            stopped = c.execute(
+                select(searches.c.stopped).where(searches.c.id == trial.search_id)
+            ).scalar_one()
+            return trial, bool(stopped) or trial.state is not TrialState.ACTIVE
+
+        return _engine.run(self._engine, work, write=True)
+
+    def list_measurements(self, trial_id: str) -> list[Measurement]:
+        """A trial's measurements by name, then step."""
+
+        def work(c: Connection) -> list[Measurement]:
+            _require_trial(c, trial_id)
+            rows = c.execute(
+                select(measurements)
+                .where(measurements.c.trial_id == trial_id)
+                .order_by(measurements.c.name, measurements.c.step)
+            ).all()
+            return [
+                Measurement(
+                    trial_id=row.trial_id,
+                    step=row.step,
+                    value=row.value,
+                    name=row.name,
+                    created_at=row.created_at,
+                )
+                for row in rows
+            ]
+
+        return _engine.run(self._engine, work, write=False)
+
+    def expire_leases(self, *, now: float | None = None) -> int:
+        """Mark every ACTIVE trial whose lease has run out STALE; returns how many."""
+        at = _now(now)
+        return _engine.run(self._engine, lambda c: _expire(c, at, true()), write=True)
+
+
+# ---------------------------------------------------------------------- suggest helpers
+class _Issuer:
+    """Stores the trials of one ``suggest`` call, numbering them from the search's count."""
+
+    def __init__(
+        self, c: Connection, search: Search, worker_id: str, lease_seconds: float, now: float
+    ) -> None:
+        self.c = c
+        self.search = search
+        self.worker_id = worker_id
+        self.lease_seconds = lease_seconds
+        self.now = now
+        self.next_number = search.trial_count
+        self.issued: list[Trial] = []
+
+    def reissue_stale(self, limit: int) -> None:
+        """Hand out again (as new trials) STALE trials that were not re-issued yet."""
+        rows = self.c.execute(
+            select(
+                trials.c.id,
+                trials.c.architecture,
+                trials.c.arch_hash,
+                trials.c.parent_id,
+                trials.c.operations,
+            )
+            .where(
+                trials.c.search_id == self.search.id,
+                trials.c.state == TrialState.STALE.value,
+                trials.c.reissued_as.is_(None),
+            )
+            .order_by(trials.c.number)
+            .limit(limit)
+        ).all()
+        for row in rows:
+            trial = self._insert(
+                row.architecture,
+                row.arch_hash,
+                row.parent_id,
+                tuple(json.loads(row.operations)),
+                reissue_of=row.id,
+            )
+            self.c.execute(update(trials).where(trials.c.id == row.id).values(reissued_as=trial.id))
+            self.c.execute(
+                insert(trial_weights).from_select(
+                    ["trial_id", "kind", "sha256", "size", "data"],
+                    select(
+                        literal(trial.id, type_=trials.c.id.type),
+                        trial_weights.c.kind,
+                        trial_weights.c.sha256,
+                        trial_weights.c.size,
+                        trial_weights.c.data,
+                    ).where(trial_weights.c.trial_id == row.id, trial_weights.c.kind == "initial"),
+                )
+            )
+
+    def store_new(self, snapshot: SearchSnapshot, proposals: Sequence[NewTrial]) -> None:
+        known = {o.trial_id for o in snapshot.observations}
+        for proposal in proposals:
+            _check_proposal(proposal, known, self.search.id)
+            trial = self._insert(
+                proposal.architecture,
+                proposal.arch_hash,
+                proposal.parent_id,
+                tuple(proposal.operations),
+                reissue_of=None,
+            )
+            _put_weights(
+                self.c,
+                trial.id,
+                "initial",
+                proposal.initial_weights,
+                hashlib.sha256(proposal.initial_weights).hexdigest(),
+            )
+
+    def save_count(self) -> None:
+        self.c.execute(
+            update(searches)
+            .where(searches.c.id == self.search.id)
+            .values(trial_count=self.next_number)
+        )
+
+    def _insert(
+        self,
+        architecture: str,
+        arch_hash: str,
+        parent_id: str | None,
+        operations: tuple[dict[str, Any], ...],
+        *,
+        reissue_of: str | None,
+    ) -> Trial:
+        trial = Trial(
+            id=uuid.uuid4().hex,
+            search_id=self.search.id,
+            number=self.next_number,
+            state=TrialState.ACTIVE,
+            architecture=architecture,
+            arch_hash=arch_hash,
+            parent_id=parent_id,
+            operations=operations,
+            created_at=self.now,
+            updated_at=self.now,
+            worker_id=self.worker_id,
+            lease_expires_at=self.now + self.lease_seconds,
+        )
+        self.c.execute(
+            insert(trials).values(
+                id=trial.id,
+                search_id=trial.search_id,
+                number=trial.number,
+                state=trial.state.value,
+                architecture=architecture,
+                arch_hash=arch_hash,
+                parent_id=parent_id,
+                operations=json.dumps(list(operations), sort_keys=True),
+                created_at=self.now,
+                updated_at=self.now,
+                score=None,
+                reason="",
+                worker_id=self.worker_id,
+                lease_expires_at=trial.lease_expires_at,
+                lease_seconds=self.lease_seconds,
+                weights_sha256="",
+                reissue_of=reissue_of,
+                reissued_as=None,
+            )
+        )
+        self.next_number += 1
+        self.issued.append(trial)
+        return trial
+
+
+def _check_proposal(proposal: NewTrial, known: set[str], search_id: str) -> None:
+    if not isinstance(proposal.architecture, str) or not proposal.architecture:
+        raise InvalidArgumentError("a proposed trial needs an architecture")
+    if proposal.parent_id is not None and proposal.parent_id not in known:
+        raise InvalidArgumentError(
+            f"proposed parent {proposal.parent_id!r} is not a trial of search {search_id!r}"
+        )
+
+
+def _held_trials(c: Connection, search_id: str, worker_id: str) -> list[Trial]:
+    rows = c.execute(
+        select(trials)
+        .where(
+            trials.c.search_id == search_id,
+            trials.c.state == TrialState.ACTIVE.value,
+            trials.c.worker_id == worker_id,
+        )
+        .order_by(trials.c.number)
+    ).all()
+    return [_trial_record(row) for row in rows]
+
+
+def _observations(c: Connection, search_id: str) -> tuple[Observation, ...]:
+    rows = c.execute(
+        select(*_OBSERVATION_COLUMNS)
+        .where(trials.c.search_id == search_id)
+        .order_by(trials.c.number)
+    ).all()
+    return tuple(
+        Observation(
+            trial_id=row.id,
+            number=row.number,
+            architecture=row.architecture,
+            arch_hash=row.arch_hash,
+            state=TrialState(row.state),
+            score=row.score,
+            parent_id=row.parent_id,
+        )
+        for row in rows
+    )
+
+
+def _expire(c: Connection, now: float, where: Any) -> int:
+    result = c.execute(
+        update(trials)
+        .where(
+            where,
+            trials.c.state == TrialState.ACTIVE.value,
+            trials.c.lease_expires_at < now,
+        )
+        .values(state=TrialState.STALE.value, lease_expires_at=None, updated_at=now)
+    )
+    return int(result.rowcount)
+
+
+# ---------------------------------------------------------------------- trial helpers
+def _reported_score(state: TrialState, score: float | None) -> float | None:
+    if state is TrialState.COMPLETED:
+        if score is None or not math.isfinite(score):
+            raise InvalidArgumentError(f"a COMPLETED trial needs a finite score, got {score}")
+        return float(score)
+    return float(score) if score is not None and math.isfinite(score) else None
+
+
+def _repeat(current: Trial, state: TrialState, score: float | None, reason: str, sha: str) -> Trial:
+    """The stored trial if this report repeats the stored one; else FailedPreconditionError."""
+    if (current.state, current.score, current.reason, current.weights_sha256) == (
+        state,
+        score,
+        reason,
+        sha,
+    ):
+        return current
+    detail = f" with score {current.score}" if current.score is not None else ""
+    if current.reason:
+        detail += f" ({current.reason})"
+    raise FailedPreconditionError(
+        f"trial {current.number} is already {current.state.value}{detail}"
+    )
+
+
+def _renew(c: Connection, trial: Trial, expires: float, now: float) -> Trial:
+    c.execute(
+        update(trials)
+        .where(trials.c.id == trial.id)
+        .values(lease_expires_at=expires, updated_at=now)
+    )
+    return dataclasses.replace(trial, lease_expires_at=expires, updated_at=now)
+
+
+def _put_weights(c: Connection, trial_id: str, kind: str, data: bytes, sha: str) -> None:
+    c.execute(
+        delete(trial_weights).where(
+            trial_weights.c.trial_id == trial_id, trial_weights.c.kind == kind
+        )
+    )
+    c.execute(
+        insert(trial_weights).values(
+            trial_id=trial_id, kind=kind, sha256=sha, size=len(data), data=bytes(data)
+        )
+    )
+
+
+def _put_measurement(
+    c: Connection, trial: Trial, name: str, step: int, value: float, now: float
+) -> None:
+    key = and_(
+        measurements.c.trial_id == trial.id,
+        measurements.c.name == name,
+        measurements.c.step == step,
+    )
+    stored = c.execute(select(measurements.c.value).where(key)).scalar_one_or_none()
+    if stored is None:
+        c.execute(
+            insert(measurements).values(
+                trial_id=trial.id, name=name, step=step, value=value, created_at=now
+            )
+        )
+    elif stored != value:
+        raise AlreadyExistsError(
+            f"trial {trial.number} already has {name!r} = {stored} at step {step}, not {value}"
+        )
+
+
+def _trial_row(c: Connection, trial_id: str, *, lock: bool = False) -> Row[Any]:
+    query = select(trials).where(trials.c.id == trial_id)
+    if lock:
+        query = query.with_for_update(key_share=True)
+    row = c.execute(query).first()
+    if row is None:
+        raise NotFoundError(f"no trial {trial_id!r}")
+    return row
+
+
+def _require_trial(c: Connection, trial_id: str) -> None:
+    if c.execute(select(trials.c.id).where(trials.c.id == trial_id)).first() is None:
+        raise NotFoundError(f"no trial {trial_id!r}")
+
+
+def _trial_record(row: Row[Any]) -> Trial:
+    return Trial(
+        id=row.id,
+        search_id=row.search_id,
+        number=row.number,
+        state=TrialState(row.state),
+        architecture=row.architecture,
+        arch_hash=row.arch_hash,
+        parent_id=row.parent_id,
+        operations=tuple(json.loads(row.operations)),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        score=row.score,
+        reason=row.reason,
+        worker_id=row.worker_id,
+        lease_expires_at=row.lease_expires_at,
+        has_trained_weights=bool(row.weights_sha256),
+        weights_sha256=row.weights_sha256,
+    )
+
+
+# ---------------------------------------------------------------------- search helpers
+def _search_row(c: Connection, search_id: str) -> Search:
+    row = c.execute(select(searches).where(searches.c.id == search_id)).first()
+    if row is None:
+        raise NotFoundError(f"no search {search_id!r}")
+    return _search_record(row)
+
+
+def _lock_search(c: Connection, search_id: str) -> Search:
+    row = c.execute(
+        select(searches).where(searches.c.id == search_id).with_for_update(key_share=True)
+    ).first()
+    if row is None:
+        raise NotFoundError(f"no search {search_id!r}")
+    return _search_record(row)
+
+
+def _search_record(row: Row[Any]) -> Search:
+    return Search(
+        id=row.id,
+        config=_config_from_json(row.config),
+        created_at=row.created_at,
+        size_cap_params=int(row.size_cap_params),
+        trial_count=row.trial_count,
+        stopped=bool(row.stopped),
+    )
+
+
+def _config_to_json(config: SearchConfig) -> str:
+    data = dataclasses.asdict(config)
+    data["input_shape"] = list(config.input_shape)
+    data["policy"] = config.policy.value
+    return json.dumps(data, sort_keys=True)
+
+
+@lru_cache(maxsize=4096)
+def _config_from_json(text: str) -> SearchConfig:
+    """Parse a stored config (cached: configs never change and SearchConfig is frozen).
+
+    Keys this version does not know (written by a later one) are ignored.
+    """
+    data = json.loads(text)
+    known = {f.name for f in dataclasses.fields(SearchConfig)}
+    kwargs = {key: value for key, value in data.items() if key in known}
+    kwargs["input_shape"] = tuple(kwargs["input_shape"])
+    kwargs["policy"] = Policy(kwargs["policy"])
+    return SearchConfig(**kwargs)
+
+
+# ---------------------------------------------------------------------- small helpers
+def _now(now: float | None) -> float:
+    return time.time() if now is None else float(now)
+
+
+def _page_size(page_size: int, *, default: int) -> int:
+    if page_size <= 0:
+        return default
+    return min(page_size, MAX_PAGE_SIZE)
+
+
+def _encode_token(*values: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str, *types: type) -> tuple[Any, ...]:
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if len(values) != len(types):
+            raise ValueError("wrong length")
+        return tuple(kind(value) for kind, value in zip(types, values, strict=True))
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as error:
+        raise InvalidArgumentError(f"invalid page_token {token!r}") from error
