@@ -1,0 +1,36 @@
+"""The morphnas Python SDK (grpc + protobuf + numpy; torch only for ``build_model``)."""
+
+from morphnas.client.client import Client, SearchHandle, TrialHandle, to_numpy_weights
+from morphnas.client.errors import ServerError
+from morphnas.core.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    InvalidGraphError,
+    MorphnasError,
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    UnauthenticatedError,
+    UnavailableError,
+    WeightsError,
+)
+
+__all__ = [
+    "AlreadyExistsError",
+    "Client",
+    "FailedPreconditionError",
+    "InvalidArgumentError",
+    "InvalidGraphError",
+    "MorphnasError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "ResourceExhaustedError",
+    "SearchHandle",
+    "ServerError",
+    "TrialHandle",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "WeightsError",
+    "to_numpy_weights",
+]

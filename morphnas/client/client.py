@@ -1,0 +1,339 @@
+"""The Python SDK: a thin, typed layer over the gRPC stubs.
+
+    from morphnas.client import Client
+    with Client("127.0.0.1:50051") as c:
+        s = c.create_search(name="digits", input_shape=(1, 8, 8), num_classes=10, seed=0)
+        [t] = s.suggest(count=1, worker_id="w1")
+        model = t.build_model()          # torch module holding the trial's inherited weights
+        ...train...
+        t.report(score=0.93, weights=model.state_dict())
+
+Needs grpcio, protobuf, numpy and safetensors only; torch is imported by ``build_model`` alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+
+from morphnas.client.errors import from_rpc_error
+from morphnas.core.graph import Graph
+from morphnas.core.records import Policy
+from morphnas.core.weights import weights_from_bytes, weights_to_bytes
+from morphnas.v1 import morphnas_pb2 as pb
+from morphnas.v1 import morphnas_pb2_grpc as pb_grpc
+
+T = TypeVar("T")
+
+#: Weights up to this size go inline in ReportTrial; larger ones are streamed first.
+INLINE_WEIGHTS_BYTES = 2 * 1024**2
+CHUNK_BYTES = 1024 * 1024
+_STATES = {
+    "ACTIVE": pb.ACTIVE,
+    "COMPLETED": pb.COMPLETED,
+    "FAILED": pb.FAILED,
+    "INFEASIBLE": pb.INFEASIBLE,
+    "STALE": pb.STALE,
+}
+_STATE_NAMES = {v: k for k, v in _STATES.items()}
+_POLICIES = {"bayesian": pb.POLICY_BAYESIAN, "random": pb.POLICY_RANDOM}
+
+
+class Client:
+    """A connection to a morphnas server. Use as a context manager, or call ``close``."""
+
+    def __init__(
+        self,
+        address: str = "127.0.0.1:50051",
+        *,
+        timeout: float = 60.0,
+        max_message_bytes: int = 64 * 1024**2,
+        channel: grpc.Channel | None = None,
+    ) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._channel = channel or grpc.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+            ],
+        )
+        self.stub = pb_grpc.MorphNasStub(self._channel)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def call(self, method: str, request: Any, **kwargs: Any) -> Any:
+        """Invoke a unary RPC, turning gRPC errors into morphnas exceptions."""
+        try:
+            return getattr(self.stub, method)(request, timeout=kwargs.pop("timeout", self.timeout), **kwargs)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+    # ------------------------------------------------------------------ searches
+    def create_search(
+        self,
+        name: str,
+        input_shape: Sequence[int],
+        num_classes: int,
+        *,
+        seed: int = 0,
+        policy: str | Policy = "bayesian",
+        **options: Any,
+    ) -> SearchHandle:
+        """Create a search. ``options``: beta, seed_width, seed_depth, max_params,
+        max_memory_bytes, batch_size, lease_seconds, max_trials (see the proto)."""
+        policy_value = Policy(policy).value if isinstance(policy, str) else policy.value
+        request = pb.CreateSearchRequest(
+            name=name,
+            input_shape=list(input_shape),
+            num_classes=num_classes,
+            seed=seed,
+            policy=_POLICIES[policy_value],
+            **options,
+        )
+        return SearchHandle(self, self.call("CreateSearch", request))
+
+    def get_search(self, search_id: str) -> SearchHandle:
+        return SearchHandle(self, self.call("GetSearch", pb.GetSearchRequest(search_id=search_id)))
+
+    def list_searches(self, page_size: int = 100) -> list[SearchHandle]:
+        """Every search (all pages)."""
+        return [
+            SearchHandle(self, s)
+            for s in _all_pages(
+                lambda token: self.call(
+                    "ListSearches", pb.ListSearchesRequest(page_size=page_size, page_token=token)
+                ),
+                "searches",
+            )
+        ]
+
+    def delete_search(self, search_id: str) -> None:
+        self.call("DeleteSearch", pb.DeleteSearchRequest(search_id=search_id))
+
+    def get_trial(self, trial_id: str) -> TrialHandle:
+        return TrialHandle(self, self.call("GetTrial", pb.GetTrialRequest(trial_id=trial_id)))
+
+    # ------------------------------------------------------------------ weights
+    def download_weights(self, trial_id: str, kind: str = "initial") -> dict[str, np.ndarray]:
+        """A trial's ``"initial"`` or ``"trained"`` weights as numpy arrays (checked by sha256)."""
+        request = pb.DownloadWeightsRequest(
+            trial_id=trial_id, kind=pb.INITIAL if kind == "initial" else pb.TRAINED
+        )
+        try:
+            chunks = list(self.stub.DownloadWeights(request, timeout=self.timeout))
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        blob = b"".join(c.data for c in chunks)
+        if not chunks or hashlib.sha256(blob).hexdigest() != chunks[0].sha256:
+            raise ConnectionError(f"weights of trial {trial_id} arrived damaged (sha256 mismatch)")
+        return weights_from_bytes(blob)
+
+    def upload_weights(self, trial_id: str, blob: bytes) -> str:
+        """Stream safetensors bytes for a later report; returns their sha256."""
+        digest = hashlib.sha256(blob).hexdigest()
+
+        def messages() -> Iterator[pb.UploadWeightsRequest]:
+            yield pb.UploadWeightsRequest(
+                trial_id=trial_id, total_size=len(blob), sha256=digest, data=blob[:CHUNK_BYTES]
+            )
+            for start in range(CHUNK_BYTES, len(blob), CHUNK_BYTES):
+                yield pb.UploadWeightsRequest(data=blob[start : start + CHUNK_BYTES])
+
+        try:
+            return self.stub.UploadWeights(messages(), timeout=self.timeout).sha256  # type: ignore[no-any-return]
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+
+def _all_pages(fetch: Callable[[str], Any], field: str) -> Iterator[Any]:
+    token = ""
+    while True:
+        response = fetch(token)
+        yield from getattr(response, field)
+        token = response.next_page_token
+        if not token:
+            return
+
+
+@dataclass
+class SearchHandle:
+    """A search on the server. ``info`` is the last fetched ``morphnas.v1.Search`` message."""
+
+    client: Client
+    info: pb.Search
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def refresh(self) -> SearchHandle:
+        self.info = self.client.call("GetSearch", pb.GetSearchRequest(search_id=self.id))
+        return self
+
+    def suggest(self, count: int = 1, worker_id: str = "") -> list[TrialHandle]:
+        response = self.client.call(
+            "SuggestTrials", pb.SuggestTrialsRequest(search_id=self.id, count=count, worker_id=worker_id)
+        )
+        return [TrialHandle(self.client, t) for t in response.trials]
+
+    def trials(
+        self, states: Sequence[str] = (), newer_than: int | None = None, page_size: int = 500
+    ) -> list[TrialHandle]:
+        """All trials (every page), ordered by number; filter by state names and number."""
+
+        def fetch(token: str) -> Any:
+            request = pb.ListTrialsRequest(
+                search_id=self.id,
+                states=[_STATES[s.upper()] for s in states],
+                page_size=page_size,
+                page_token=token,
+            )
+            if newer_than is not None:
+                request.newer_than = newer_than
+            return self.client.call("ListTrials", request)
+
+        return [TrialHandle(self.client, t) for t in _all_pages(fetch, "trials")]
+
+    def best_trial(self) -> TrialHandle | None:
+        """The completed trial with the highest score (the earliest on ties), or None."""
+        completed = self.trials(states=["COMPLETED"])
+        return max(completed, key=lambda t: (t.score, -t.number), default=None)
+
+    def delete(self) -> None:
+        self.client.delete_search(self.id)
+
+
+@dataclass
+class TrialHandle:
+    """A trial on the server: its architecture, lineage, and the calls a worker makes."""
+
+    client: Client
+    info: pb.Trial
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    @property
+    def number(self) -> int:
+        return self.info.number
+
+    @property
+    def state(self) -> str:
+        return _STATE_NAMES.get(self.info.state, "UNSPECIFIED")
+
+    @property
+    def parent_id(self) -> str | None:
+        return self.info.parent_id or None
+
+    @property
+    def score(self) -> float | None:
+        return self.info.score if self.info.HasField("score") else None
+
+    @property
+    def architecture(self) -> dict[str, Any]:
+        """The architecture as the canonical JSON object."""
+        return json.loads(self.info.architecture_json)  # type: ignore[no-any-return]
+
+    @property
+    def graph(self) -> Graph:
+        return Graph.from_json(self.info.architecture_json)
+
+    @property
+    def operations(self) -> list[dict[str, Any]]:
+        """The morphs that made this architecture from its parent's."""
+        return json.loads(self.info.operations_json or "[]")  # type: ignore[no-any-return]
+
+    def initial_weights(self) -> dict[str, np.ndarray]:
+        return self.client.download_weights(self.id, "initial")
+
+    def trained_weights(self) -> dict[str, np.ndarray]:
+        return self.client.download_weights(self.id, "trained")
+
+    def build_model(self, weights: str = "initial") -> Any:
+        """A ``torch.nn.Module`` of this architecture holding its initial (or trained) weights."""
+        try:
+            from morphnas.nn.module import build_module
+        except ImportError as err:  # torch missing
+            raise ImportError(
+                "build_model needs PyTorch: pip install 'morphnas[torch]' "
+                "(on a machine without a GPU, install the CPU build of torch first)"
+            ) from err
+        return build_module(self.graph, self.client.download_weights(self.id, weights))
+
+    def report(
+        self,
+        score: float | None = None,
+        *,
+        weights: Mapping[str, Any] | None = None,
+        state: str = "COMPLETED",
+        reason: str = "",
+        worker_id: str = "",
+    ) -> TrialHandle:
+        """Tell the outcome. ``weights``: a torch ``state_dict()`` of the built model, or a mapping
+        of numpy arrays named as in the architecture. Safe to repeat with the same content."""
+        request = pb.ReportTrialRequest(
+            trial_id=self.id, state=_STATES[state.upper()], reason=reason, worker_id=worker_id
+        )
+        if score is not None:
+            request.score = score
+        if weights is not None:
+            blob = weights_to_bytes(to_numpy_weights(weights))
+            if len(blob) <= INLINE_WEIGHTS_BYTES:
+                request.weights = blob
+            else:
+                request.weights_sha256 = self.client.upload_weights(self.id, blob)
+        self.info = self.client.call("ReportTrial", request)
+        return self
+
+    def fail(self, reason: str, *, infeasible: bool = False) -> TrialHandle:
+        return self.report(state="INFEASIBLE" if infeasible else "FAILED", reason=reason)
+
+    def progress(self, step: int, value: float, name: str = "objective") -> bool:
+        """Report an intermediate value; returns True when the worker should stop."""
+        response = self.client.call(
+            "ReportProgress", pb.ReportProgressRequest(trial_id=self.id, step=step, value=value, name=name)
+        )
+        self.info = response.trial
+        return bool(response.should_stop)
+
+    def heartbeat(self) -> TrialHandle:
+        self.info = self.client.call("Heartbeat", pb.HeartbeatRequest(trial_id=self.id)).trial
+        return self
+
+    def refresh(self) -> TrialHandle:
+        self.info = self.client.call("GetTrial", pb.GetTrialRequest(trial_id=self.id))
+        return self
+
+
+def to_numpy_weights(weights: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Accept a torch state_dict of a built model (``layers.<name>.<suffix>`` keys, tensors) or
+    a mapping of arrays named ``<name>.<suffix>``; BN's ``num_batches_tracked`` is dropped."""
+    result: dict[str, np.ndarray] = {}
+    for key, value in weights.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        name = key.removeprefix("layers.")
+        if hasattr(value, "detach"):  # a torch tensor; no torch import needed
+            value = value.detach().to("cpu").float().numpy()
+        result[name] = np.ascontiguousarray(value, dtype=np.float32)
+    return result

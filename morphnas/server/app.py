@@ -1,0 +1,134 @@
+"""Composition root: wires repository, service, servicer, health and reflection into a server.
+
+``build_server`` returns ``(server, port)`` and binds port 0 in tests; ``serve`` runs one until
+SIGTERM/SIGINT, then drains in-flight calls and returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from morphnas.core.errors import UnavailableError
+from morphnas.server.service import SearchService, ServiceLimits
+from morphnas.server.servicer import MorphNasServicer
+from morphnas.storage.repository import Repository
+from morphnas.v1 import morphnas_pb2, morphnas_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = morphnas_pb2.DESCRIPTOR.services_by_name["MorphNas"].full_name
+DEFAULT_DB_URL = "sqlite:///morphnas.db"
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    db_url: str = DEFAULT_DB_URL
+    host: str = "127.0.0.1"
+    port: int = 50051
+    max_workers: int = 32  # gRPC handler threads
+    max_message_bytes: int = 64 * 1024**2
+    sweep_seconds: float = 5.0  # how often expired leases are turned STALE
+    grace_seconds: float = 30.0  # how long SIGTERM waits for in-flight calls
+    limits: ServiceLimits = field(default_factory=ServiceLimits)
+
+
+@dataclass
+class RunningServer:
+    """A started server and what it owns; ``stop`` releases all of it."""
+
+    server: grpc.Server
+    port: int
+    service: SearchService
+    health: health.HealthServicer
+    _stop: threading.Event
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self, grace: float | None = None) -> None:
+        self._stop.set()
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        self.service.repo.close()
+
+
+def build_server(options: ServerOptions, repo: Repository | None = None) -> RunningServer:
+    """Create, bind and start a server. ``options.port == 0`` picks a free port."""
+    repo = repo or Repository.from_url(options.db_url)
+    service = SearchService(repo, options.limits)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=options.max_workers, thread_name_prefix="rpc"),
+        options=[
+            ("grpc.max_receive_message_length", options.max_message_bytes),
+            ("grpc.max_send_message_length", options.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    morphnas_pb2_grpc.add_MorphNasServicer_to_server(MorphNasServicer(service), server)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    port = server.add_insecure_port(f"{options.host}:{options.port}")
+    if port == 0:
+        raise OSError(f"cannot bind {options.host}:{options.port}")
+    server.start()
+    stop = threading.Event()
+    running = RunningServer(server, port, service, health_servicer, stop)
+    threading.Thread(
+        target=_maintain, args=(running, options.sweep_seconds), name="lease-sweeper", daemon=True
+    ).start()
+    _set_health(running)
+    return running
+
+
+def _set_health(running: RunningServer) -> bool:
+    try:
+        running.service.repo.ping()
+        status = health_pb2.HealthCheckResponse.SERVING
+    except UnavailableError:
+        status = health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in ("", SERVICE_NAME):
+        running.health.set(name, status)
+    return status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _maintain(running: RunningServer, every: float) -> None:
+    """Background duties: expire leases, keep the health status in step with the database."""
+    while not running._stop.wait(every):
+        try:
+            if _set_health(running):
+                expired = running.service.expire_leases()
+                if expired:
+                    log.info("%d trial lease(s) expired; their architectures will be handed out again", expired)
+        except Exception:  # noqa: BLE001 - a sweeper must survive anything
+            log.exception("lease sweeper failed; retrying")
+
+
+def serve(options: ServerOptions, ready_line: bool = True) -> None:
+    """Run until SIGTERM or SIGINT; then stop taking calls, drain, exit."""
+    running = build_server(options)
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        log.info("signal %d: draining in-flight calls", signum)
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if ready_line:
+        print(f"morphnas listening on {options.host}:{running.port}", flush=True)
+    done.wait()
+    running.stop(options.grace_seconds)
+    log.info("server stopped")

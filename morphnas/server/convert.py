@@ -1,0 +1,140 @@
+"""Proto ⇄ domain converters, in symmetric pairs. Enums go through explicit maps."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from morphnas.core.errors import InvalidArgumentError
+from morphnas.core.graph import Graph
+from morphnas.core.records import Policy, Search, SearchConfig, Trial, TrialState
+from morphnas.v1 import morphnas_pb2 as pb
+
+POLICY_TO_PB = {Policy.BAYESIAN: pb.POLICY_BAYESIAN, Policy.RANDOM: pb.POLICY_RANDOM}
+POLICY_FROM_PB = {v: k for k, v in POLICY_TO_PB.items()} | {pb.POLICY_UNSPECIFIED: Policy.BAYESIAN}
+
+STATE_TO_PB = {
+    TrialState.ACTIVE: pb.ACTIVE,
+    TrialState.COMPLETED: pb.COMPLETED,
+    TrialState.FAILED: pb.FAILED,
+    TrialState.INFEASIBLE: pb.INFEASIBLE,
+    TrialState.STALE: pb.STALE,
+}
+STATE_FROM_PB = {v: k for k, v in STATE_TO_PB.items()}
+
+
+def policy_from_pb(value: int) -> Policy:
+    try:
+        return POLICY_FROM_PB[value]
+    except KeyError:
+        raise InvalidArgumentError(f"unknown policy {value}") from None
+
+
+def state_from_pb(value: int) -> TrialState:
+    try:
+        return STATE_FROM_PB[value]
+    except KeyError:
+        raise InvalidArgumentError(
+            f"unknown trial state {value}; use COMPLETED, FAILED or INFEASIBLE"
+        ) from None
+
+
+def search_config_from_pb(request: pb.CreateSearchRequest) -> SearchConfig:
+    """Build a validated config; unset optional fields take the defaults of SearchConfig."""
+    optional = {}
+    for field in (
+        "beta",
+        "seed_width",
+        "seed_depth",
+        "max_params",
+        "max_memory_bytes",
+        "batch_size",
+        "lease_seconds",
+        "max_trials",
+    ):
+        if request.HasField(field):
+            optional[field] = getattr(request, field)
+    return SearchConfig(
+        name=request.name,
+        input_shape=tuple(request.input_shape),
+        num_classes=request.num_classes,
+        seed=request.seed,
+        policy=policy_from_pb(request.policy),
+        **optional,
+    )
+
+
+def search_config_to_pb(config: SearchConfig) -> pb.CreateSearchRequest:
+    return pb.CreateSearchRequest(
+        name=config.name,
+        input_shape=list(config.input_shape),
+        num_classes=config.num_classes,
+        seed=config.seed,
+        policy=POLICY_TO_PB[config.policy],
+        beta=config.beta,
+        seed_width=config.seed_width,
+        seed_depth=config.seed_depth,
+        max_params=config.max_params,
+        max_memory_bytes=config.max_memory_bytes,
+        batch_size=config.batch_size,
+        lease_seconds=config.lease_seconds,
+        max_trials=config.max_trials,
+    )
+
+
+def search_to_pb(search: Search) -> pb.Search:
+    c = search.config
+    return pb.Search(
+        id=search.id,
+        name=c.name,
+        input_shape=list(c.input_shape),
+        num_classes=c.num_classes,
+        seed=c.seed,
+        policy=POLICY_TO_PB[c.policy],
+        beta=c.beta,
+        seed_width=c.seed_width,
+        seed_depth=c.seed_depth,
+        max_params=c.max_params,
+        max_memory_bytes=c.max_memory_bytes,
+        batch_size=c.batch_size,
+        lease_seconds=c.lease_seconds,
+        max_trials=c.max_trials,
+        created_at=search.created_at,
+        size_cap_params=search.size_cap_params,
+        trial_count=search.trial_count,
+        stopped=search.stopped,
+    )
+
+
+def trial_to_pb(trial: Trial) -> pb.Trial:
+    message = pb.Trial(
+        id=trial.id,
+        search_id=trial.search_id,
+        number=trial.number,
+        state=STATE_TO_PB[trial.state],
+        architecture_json=trial.architecture,
+        architecture_hash=trial.arch_hash,
+        parent_id=trial.parent_id or "",
+        operations_json=json.dumps(list(trial.operations), sort_keys=True),
+        reason=trial.reason,
+        worker_id=trial.worker_id,
+        lease_expires_at=trial.lease_expires_at or 0.0,
+        created_at=trial.created_at,
+        updated_at=trial.updated_at,
+        has_trained_weights=trial.has_trained_weights,
+        trained_weights_sha256=trial.weights_sha256,
+        num_params=_num_params(trial.architecture),
+    )
+    if trial.score is not None:
+        message.score = trial.score
+    return message
+
+
+def _num_params(architecture: str) -> int:
+    return Graph.from_json(architecture).num_params
+
+
+def finite(value: float, what: str) -> float:
+    if not math.isfinite(value):
+        raise InvalidArgumentError(f"{what} must be a finite number, got {value}")
+    return value

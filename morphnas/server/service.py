@@ -1,0 +1,276 @@
+"""Use cases of the ask/tell service: plain Python over the repository, the policy and the morphs.
+
+Nothing here knows gRPC: the servicer converts requests, calls one method, converts the answer.
+Nothing lives only in memory either: every decision is rebuilt from the repository, so a restarted
+server (or another replica) continues where this one stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from morphnas.core.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    ResourceExhaustedError,
+    WeightsError,
+)
+from morphnas.core.graph import Graph
+from morphnas.core.morphs import apply_path
+from morphnas.core.records import (
+    Measurement,
+    NewTrial,
+    Search,
+    SearchConfig,
+    SearchSnapshot,
+    Trial,
+    TrialState,
+)
+from morphnas.core.seeds import seed_graph
+from morphnas.core.weights import (
+    check_weights,
+    init_weights,
+    weights_from_bytes,
+    weights_to_bytes,
+)
+from morphnas.search.policy import propose
+from morphnas.storage.repository import Repository
+
+log = logging.getLogger(__name__)
+
+MAX_SUGGEST_COUNT = 64
+#: A FAILED report whose reason contains one of these lowers the search's parameter cap.
+OUT_OF_MEMORY_MARKERS = ("out of memory", "out-of-memory", "oom")
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    """Size limits the service enforces (the server's command line can change them)."""
+
+    max_weights_bytes: int = 512 * 1024**2
+    suggest_time_budget_s: float = 1.0
+    max_page_size: int = 1000
+    max_searches: int = 100_000
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def is_out_of_memory(reason: str) -> bool:
+    text = reason.lower()
+    return any(marker in text for marker in OUT_OF_MEMORY_MARKERS)
+
+
+class SearchService:
+    """The ask/tell use cases. One instance serves every request; it holds no search state."""
+
+    def __init__(self, repo: Repository, limits: ServiceLimits | None = None) -> None:
+        self.repo = repo
+        self.limits = limits or ServiceLimits()
+
+    # ------------------------------------------------------------------ searches
+    def create_search(self, config: SearchConfig) -> Search:
+        seed = seed_graph(config.input_shape, config.num_classes, config.seed_width, config.seed_depth)
+        if seed.num_params > config.max_params:
+            raise InvalidArgumentError(
+                f"the seed architecture has {seed.num_params:,} parameters, more than "
+                f"max_params={config.max_params:,}: lower seed_width/seed_depth or raise max_params"
+            )
+        return self.repo.create_search(config)
+
+    def get_search(self, search_id: str) -> Search:
+        return self.repo.get_search(_id(search_id, "search_id"))
+
+    def list_searches(self, page_size: int, page_token: str) -> tuple[list[Search], str]:
+        return self.repo.list_searches(self._page_size(page_size, 50), page_token)
+
+    def delete_search(self, search_id: str) -> None:
+        self.repo.delete_search(_id(search_id, "search_id"))
+
+    # ------------------------------------------------------------------ ask
+    def suggest(self, search_id: str, count: int, worker_id: str) -> list[Trial]:
+        if not 1 <= count <= MAX_SUGGEST_COUNT:
+            raise InvalidArgumentError(f"count must be between 1 and {MAX_SUGGEST_COUNT}, got {count}")
+        if len(worker_id) > 200:
+            raise InvalidArgumentError("worker_id must be at most 200 characters")
+        return self.repo.suggest(_id(search_id, "search_id"), worker_id, count, self._propose)
+
+    def _propose(self, snapshot: SearchSnapshot, count: int) -> list[NewTrial]:
+        """Called by the repository under the search lock: policy → child graphs and weights."""
+        proposals = propose(snapshot, count, time_budget_s=self.limits.suggest_time_budget_s)
+        by_id = {o.trial_id: o for o in snapshot.observations}
+        new: list[NewTrial] = []
+        for proposal in proposals:
+            parent_graph, parent_weights = self._parent(snapshot, proposal.parent_id, by_id)
+            graph, weights = apply_path(parent_graph, proposal.operations, parent_weights)
+            assert weights is not None and graph.content_hash == proposal.graph.content_hash
+            new.append(
+                NewTrial(
+                    architecture=graph.to_json(),
+                    arch_hash=graph.content_hash,
+                    parent_id=proposal.parent_id,
+                    operations=tuple(op.to_dict() for op in proposal.operations),
+                    initial_weights=weights_to_bytes(weights),
+                )
+            )
+        return new
+
+    def _parent(self, snapshot: SearchSnapshot, parent_id: str | None, by_id: dict) -> tuple[Graph, dict]:
+        """The graph and weights a proposal starts from.
+
+        A seed starts from fresh weights seeded by the search seed. A child starts from its
+        parent's trained weights, or, when the parent was reported without weights, from the
+        parent's initial weights (the child then still computes what the parent computed at start).
+        """
+        config = snapshot.search.config
+        if parent_id is None:
+            graph = seed_graph(config.input_shape, config.num_classes, config.seed_width, config.seed_depth)
+            return graph, init_weights(graph, config.seed)
+        graph = Graph.from_json(by_id[parent_id].architecture)
+        blob = self.repo.load_weights(parent_id, "trained") or self.repo.load_weights(parent_id, "initial")
+        if blob is None:
+            raise FailedPreconditionError(f"trial {parent_id!r} has no stored weights")
+        return graph, check_weights(graph, weights_from_bytes(blob))
+
+    # ------------------------------------------------------------------ tell
+    def report(
+        self,
+        trial_id: str,
+        *,
+        state: TrialState,
+        score: float | None,
+        reason: str = "",
+        weights: bytes = b"",
+        weights_sha256: str = "",
+        worker_id: str = "",
+    ) -> Trial:
+        trial = self.repo.get_trial(_id(trial_id, "trial_id"))
+        if state not in (TrialState.COMPLETED, TrialState.FAILED, TrialState.INFEASIBLE):
+            raise InvalidArgumentError(
+                f"a report sets state COMPLETED, FAILED or INFEASIBLE, not {state.value}"
+            )
+        if state is TrialState.COMPLETED:
+            if score is None or not math.isfinite(score):
+                raise InvalidArgumentError(f"a COMPLETED report needs a finite score, got {score}")
+        elif score is not None and not math.isfinite(score):
+            raise InvalidArgumentError(f"score must be finite, got {score}")
+        if len(reason) > 10_000:
+            raise InvalidArgumentError("reason must be at most 10,000 characters")
+        blob = self._reported_weights(trial, weights, weights_sha256)
+        if blob is not None and state is not TrialState.COMPLETED:
+            raise InvalidArgumentError("only a COMPLETED report can carry trained weights")
+        updated, changed = self.repo.report(
+            trial.id, state=state, score=score, reason=reason, weights=blob, worker_id=worker_id
+        )
+        if changed and state is TrialState.FAILED and is_out_of_memory(reason):
+            params = Graph.from_json(trial.architecture).num_params
+            search = self.repo.lower_size_cap(trial.search_id, max(1, params - 1))
+            log.warning(
+                "trial %s ran out of memory: search %s now caps models at %d parameters",
+                trial.id, trial.search_id, search.size_cap_params,
+            )
+        return updated
+
+    def _reported_weights(self, trial: Trial, inline: bytes, sha: str) -> bytes | None:
+        if inline and sha and sha256_hex(inline) != sha:
+            raise InvalidArgumentError("weights_sha256 does not match the inline weights")
+        if inline:
+            blob = inline
+        elif sha:
+            blob = self.repo.load_staged_weights(trial.id, sha)
+            if blob is None:
+                raise FailedPreconditionError(
+                    f"no weights with sha256 {sha} were uploaded for trial {trial.number}; "
+                    "call UploadWeights first"
+                )
+        else:
+            return None
+        self.validate_weights(trial, blob)
+        return blob
+
+    def validate_weights(self, trial: Trial, blob: bytes) -> None:
+        """Weights must be safetensors matching the trial's architecture exactly."""
+        if len(blob) > self.limits.max_weights_bytes:
+            raise ResourceExhaustedError(
+                f"weights of {len(blob):,} bytes exceed the limit of {self.limits.max_weights_bytes:,}"
+            )
+        try:
+            check_weights(Graph.from_json(trial.architecture), weights_from_bytes(blob))
+        except WeightsError as err:
+            raise WeightsError(f"trial {trial.number}: {err}") from None
+
+    def stage_weights(self, trial_id: str, blob: bytes, expected_sha: str) -> str:
+        """Store uploaded weights until a report names them; returns their sha256."""
+        trial = self.repo.get_trial(_id(trial_id, "trial_id"))
+        digest = sha256_hex(blob)
+        if expected_sha and expected_sha != digest:
+            raise InvalidArgumentError(
+                f"uploaded bytes have sha256 {digest}, not the announced {expected_sha}"
+            )
+        self.validate_weights(trial, blob)
+        self.repo.stage_weights(trial.id, digest, blob)
+        return digest
+
+    def progress(self, trial_id: str, step: int, value: float, name: str) -> tuple[Trial, bool]:
+        if step < 0:
+            raise InvalidArgumentError(f"step must be >= 0, got {step}")
+        if not math.isfinite(value):
+            raise InvalidArgumentError(f"value must be finite, got {value}")
+        if len(name) > 100:
+            raise InvalidArgumentError("name must be at most 100 characters")
+        return self.repo.add_measurement(_id(trial_id, "trial_id"), step, value, name or "objective")
+
+    def heartbeat(self, trial_id: str) -> Trial:
+        return self.repo.heartbeat(_id(trial_id, "trial_id"))
+
+    # ------------------------------------------------------------------ reads
+    def get_trial(self, trial_id: str) -> Trial:
+        return self.repo.get_trial(_id(trial_id, "trial_id"))
+
+    def list_trials(
+        self,
+        search_id: str,
+        states: Sequence[TrialState],
+        newer_than: int,
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[Trial], str]:
+        return self.repo.list_trials(
+            _id(search_id, "search_id"),
+            states=tuple(states),
+            newer_than=newer_than,
+            page_size=self._page_size(page_size, 100),
+            page_token=page_token,
+        )
+
+    def measurements(self, trial_id: str) -> list[Measurement]:
+        return self.repo.list_measurements(_id(trial_id, "trial_id"))
+
+    def weights(self, trial_id: str, kind: str) -> bytes:
+        trial = self.repo.get_trial(_id(trial_id, "trial_id"))
+        blob = self.repo.load_weights(trial.id, kind)
+        if blob is None:
+            raise FailedPreconditionError(f"trial {trial.number} has no {kind} weights")
+        return blob
+
+    def expire_leases(self) -> int:
+        return self.repo.expire_leases(time.time())
+
+    def _page_size(self, requested: int, default: int) -> int:
+        if requested < 0:
+            raise InvalidArgumentError(f"page_size must be >= 0, got {requested}")
+        return min(requested or default, self.limits.max_page_size)
+
+
+def _id(value: str, field: str) -> str:
+    if not value:
+        raise InvalidArgumentError(f"{field} is required")
+    if len(value) > 64:
+        raise InvalidArgumentError(f"{field} is too long")
+    return value

@@ -1,0 +1,132 @@
+"""gRPC handlers: convert → use case → convert. No logic lives here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from morphnas.core.errors import InvalidArgumentError, ResourceExhaustedError
+from morphnas.server import convert
+from morphnas.server.errors import handles_errors, handles_stream_errors
+from morphnas.server.service import SearchService, sha256_hex
+from morphnas.v1 import morphnas_pb2 as pb
+from morphnas.v1 import morphnas_pb2_grpc as pb_grpc
+
+CHUNK_BYTES = 1024 * 1024
+_WEIGHT_KINDS = {pb.WEIGHTS_KIND_UNSPECIFIED: "initial", pb.INITIAL: "initial", pb.TRAINED: "trained"}
+
+
+class MorphNasServicer(pb_grpc.MorphNasServicer):
+    def __init__(self, service: SearchService) -> None:
+        self.service = service
+
+    @handles_errors
+    def CreateSearch(self, request: pb.CreateSearchRequest, context: grpc.ServicerContext) -> pb.Search:
+        search = self.service.create_search(convert.search_config_from_pb(request))
+        return convert.search_to_pb(search)
+
+    @handles_errors
+    def GetSearch(self, request: pb.GetSearchRequest, context: grpc.ServicerContext) -> pb.Search:
+        return convert.search_to_pb(self.service.get_search(request.search_id))
+
+    @handles_errors
+    def ListSearches(
+        self, request: pb.ListSearchesRequest, context: grpc.ServicerContext
+    ) -> pb.ListSearchesResponse:
+        searches, token = self.service.list_searches(request.page_size, request.page_token)
+        return pb.ListSearchesResponse(
+            searches=[convert.search_to_pb(s) for s in searches], next_page_token=token
+        )
+
+    @handles_errors
+    def DeleteSearch(
+        self, request: pb.DeleteSearchRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteSearchResponse:
+        self.service.delete_search(request.search_id)
+        return pb.DeleteSearchResponse()
+
+    @handles_errors
+    def SuggestTrials(
+        self, request: pb.SuggestTrialsRequest, context: grpc.ServicerContext
+    ) -> pb.SuggestTrialsResponse:
+        trials = self.service.suggest(request.search_id, request.count, request.worker_id)
+        return pb.SuggestTrialsResponse(trials=[convert.trial_to_pb(t) for t in trials])
+
+    @handles_errors
+    def ReportTrial(self, request: pb.ReportTrialRequest, context: grpc.ServicerContext) -> pb.Trial:
+        trial = self.service.report(
+            request.trial_id,
+            state=convert.state_from_pb(request.state),
+            score=request.score if request.HasField("score") else None,
+            reason=request.reason,
+            weights=request.weights,
+            weights_sha256=request.weights_sha256,
+            worker_id=request.worker_id,
+        )
+        return convert.trial_to_pb(trial)
+
+    @handles_errors
+    def ReportProgress(
+        self, request: pb.ReportProgressRequest, context: grpc.ServicerContext
+    ) -> pb.ReportProgressResponse:
+        trial, stop = self.service.progress(request.trial_id, request.step, request.value, request.name)
+        return pb.ReportProgressResponse(should_stop=stop, trial=convert.trial_to_pb(trial))
+
+    @handles_errors
+    def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatResponse:
+        return pb.HeartbeatResponse(trial=convert.trial_to_pb(self.service.heartbeat(request.trial_id)))
+
+    @handles_errors
+    def GetTrial(self, request: pb.GetTrialRequest, context: grpc.ServicerContext) -> pb.Trial:
+        return convert.trial_to_pb(self.service.get_trial(request.trial_id))
+
+    @handles_errors
+    def ListTrials(self, request: pb.ListTrialsRequest, context: grpc.ServicerContext) -> pb.ListTrialsResponse:
+        trials, token = self.service.list_trials(
+            request.search_id,
+            states=[convert.state_from_pb(s) for s in request.states],
+            newer_than=request.newer_than if request.HasField("newer_than") else -1,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return pb.ListTrialsResponse(trials=[convert.trial_to_pb(t) for t in trials], next_page_token=token)
+
+    @handles_errors
+    def UploadWeights(
+        self, request_iterator: Iterator[pb.UploadWeightsRequest], context: grpc.ServicerContext
+    ) -> pb.UploadWeightsResponse:
+        first = next(request_iterator, None)
+        if first is None or not first.trial_id:
+            raise InvalidArgumentError("the first UploadWeights message must name trial_id")
+        limit = self.service.limits.max_weights_bytes
+        if first.total_size > limit:
+            raise ResourceExhaustedError(f"weights of {first.total_size:,} bytes exceed the limit of {limit:,}")
+        parts = [first.data]
+        size = len(first.data)
+        for message in request_iterator:
+            size += len(message.data)
+            if size > limit:
+                raise ResourceExhaustedError(f"upload exceeds the limit of {limit:,} bytes")
+            parts.append(message.data)
+        blob = b"".join(parts)
+        if first.total_size and first.total_size != len(blob):
+            raise InvalidArgumentError(f"announced {first.total_size} bytes, received {len(blob)}")
+        digest = self.service.stage_weights(first.trial_id, blob, first.sha256)
+        return pb.UploadWeightsResponse(sha256=digest, size=len(blob))
+
+    @handles_stream_errors
+    def DownloadWeights(
+        self, request: pb.DownloadWeightsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.WeightsChunk]:
+        kind = _WEIGHT_KINDS.get(request.kind)
+        if kind is None:
+            raise InvalidArgumentError(f"unknown weights kind {request.kind}")
+        blob = self.service.weights(request.trial_id, kind)
+        digest = sha256_hex(blob)
+        yield pb.WeightsChunk(total_size=len(blob), sha256=digest, data=blob[:CHUNK_BYTES])
+        for start in range(CHUNK_BYTES, len(blob), CHUNK_BYTES):
+            if not context.is_active():
+                return
+            yield pb.WeightsChunk(data=blob[start : start + CHUNK_BYTES])
+

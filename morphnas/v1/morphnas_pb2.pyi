@@ -1,0 +1,313 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Policy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    POLICY_UNSPECIFIED: _ClassVar[Policy]
+    POLICY_BAYESIAN: _ClassVar[Policy]
+    POLICY_RANDOM: _ClassVar[Policy]
+
+class TrialState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRIAL_STATE_UNSPECIFIED: _ClassVar[TrialState]
+    ACTIVE: _ClassVar[TrialState]
+    COMPLETED: _ClassVar[TrialState]
+    FAILED: _ClassVar[TrialState]
+    INFEASIBLE: _ClassVar[TrialState]
+    STALE: _ClassVar[TrialState]
+
+class WeightsKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WEIGHTS_KIND_UNSPECIFIED: _ClassVar[WeightsKind]
+    INITIAL: _ClassVar[WeightsKind]
+    TRAINED: _ClassVar[WeightsKind]
+POLICY_UNSPECIFIED: Policy
+POLICY_BAYESIAN: Policy
+POLICY_RANDOM: Policy
+TRIAL_STATE_UNSPECIFIED: TrialState
+ACTIVE: TrialState
+COMPLETED: TrialState
+FAILED: TrialState
+INFEASIBLE: TrialState
+STALE: TrialState
+WEIGHTS_KIND_UNSPECIFIED: WeightsKind
+INITIAL: WeightsKind
+TRAINED: WeightsKind
+
+class Search(_message.Message):
+    __slots__ = ("id", "name", "input_shape", "num_classes", "seed", "policy", "beta", "seed_width", "seed_depth", "max_params", "max_memory_bytes", "batch_size", "lease_seconds", "max_trials", "created_at", "size_cap_params", "trial_count", "stopped")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    BETA_FIELD_NUMBER: _ClassVar[int]
+    SEED_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    SEED_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    MAX_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    MAX_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_CAP_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    input_shape: _containers.RepeatedScalarFieldContainer[int]
+    num_classes: int
+    seed: int
+    policy: Policy
+    beta: float
+    seed_width: int
+    seed_depth: int
+    max_params: int
+    max_memory_bytes: int
+    batch_size: int
+    lease_seconds: float
+    max_trials: int
+    created_at: float
+    size_cap_params: int
+    trial_count: int
+    stopped: bool
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., seed: _Optional[int] = ..., policy: _Optional[_Union[Policy, str]] = ..., beta: _Optional[float] = ..., seed_width: _Optional[int] = ..., seed_depth: _Optional[int] = ..., max_params: _Optional[int] = ..., max_memory_bytes: _Optional[int] = ..., batch_size: _Optional[int] = ..., lease_seconds: _Optional[float] = ..., max_trials: _Optional[int] = ..., created_at: _Optional[float] = ..., size_cap_params: _Optional[int] = ..., trial_count: _Optional[int] = ..., stopped: _Optional[bool] = ...) -> None: ...
+
+class CreateSearchRequest(_message.Message):
+    __slots__ = ("name", "input_shape", "num_classes", "seed", "policy", "beta", "seed_width", "seed_depth", "max_params", "max_memory_bytes", "batch_size", "lease_seconds", "max_trials")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    BETA_FIELD_NUMBER: _ClassVar[int]
+    SEED_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    SEED_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    MAX_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    MAX_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    input_shape: _containers.RepeatedScalarFieldContainer[int]
+    num_classes: int
+    seed: int
+    policy: Policy
+    beta: float
+    seed_width: int
+    seed_depth: int
+    max_params: int
+    max_memory_bytes: int
+    batch_size: int
+    lease_seconds: float
+    max_trials: int
+    def __init__(self, name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., seed: _Optional[int] = ..., policy: _Optional[_Union[Policy, str]] = ..., beta: _Optional[float] = ..., seed_width: _Optional[int] = ..., seed_depth: _Optional[int] = ..., max_params: _Optional[int] = ..., max_memory_bytes: _Optional[int] = ..., batch_size: _Optional[int] = ..., lease_seconds: _Optional[float] = ..., max_trials: _Optional[int] = ...) -> None: ...
+
+class GetSearchRequest(_message.Message):
+    __slots__ = ("search_id",)
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    search_id: str
+    def __init__(self, search_id: _Optional[str] = ...) -> None: ...
+
+class ListSearchesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListSearchesResponse(_message.Message):
+    __slots__ = ("searches", "next_page_token")
+    SEARCHES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    searches: _containers.RepeatedCompositeFieldContainer[Search]
+    next_page_token: str
+    def __init__(self, searches: _Optional[_Iterable[_Union[Search, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteSearchRequest(_message.Message):
+    __slots__ = ("search_id",)
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    search_id: str
+    def __init__(self, search_id: _Optional[str] = ...) -> None: ...
+
+class DeleteSearchResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Trial(_message.Message):
+    __slots__ = ("id", "search_id", "number", "state", "architecture_json", "architecture_hash", "parent_id", "operations_json", "score", "reason", "worker_id", "lease_expires_at", "created_at", "updated_at", "has_trained_weights", "trained_weights_sha256", "num_params")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ARCHITECTURE_JSON_FIELD_NUMBER: _ClassVar[int]
+    ARCHITECTURE_HASH_FIELD_NUMBER: _ClassVar[int]
+    PARENT_ID_FIELD_NUMBER: _ClassVar[int]
+    OPERATIONS_JSON_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    HAS_TRAINED_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_WEIGHTS_SHA256_FIELD_NUMBER: _ClassVar[int]
+    NUM_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    search_id: str
+    number: int
+    state: TrialState
+    architecture_json: str
+    architecture_hash: str
+    parent_id: str
+    operations_json: str
+    score: float
+    reason: str
+    worker_id: str
+    lease_expires_at: float
+    created_at: float
+    updated_at: float
+    has_trained_weights: bool
+    trained_weights_sha256: str
+    num_params: int
+    def __init__(self, id: _Optional[str] = ..., search_id: _Optional[str] = ..., number: _Optional[int] = ..., state: _Optional[_Union[TrialState, str]] = ..., architecture_json: _Optional[str] = ..., architecture_hash: _Optional[str] = ..., parent_id: _Optional[str] = ..., operations_json: _Optional[str] = ..., score: _Optional[float] = ..., reason: _Optional[str] = ..., worker_id: _Optional[str] = ..., lease_expires_at: _Optional[float] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., has_trained_weights: _Optional[bool] = ..., trained_weights_sha256: _Optional[str] = ..., num_params: _Optional[int] = ...) -> None: ...
+
+class SuggestTrialsRequest(_message.Message):
+    __slots__ = ("search_id", "count", "worker_id")
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    search_id: str
+    count: int
+    worker_id: str
+    def __init__(self, search_id: _Optional[str] = ..., count: _Optional[int] = ..., worker_id: _Optional[str] = ...) -> None: ...
+
+class SuggestTrialsResponse(_message.Message):
+    __slots__ = ("trials",)
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    trials: _containers.RepeatedCompositeFieldContainer[Trial]
+    def __init__(self, trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ...) -> None: ...
+
+class ReportTrialRequest(_message.Message):
+    __slots__ = ("trial_id", "state", "score", "reason", "weights", "weights_sha256", "worker_id")
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_SHA256_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    trial_id: str
+    state: TrialState
+    score: float
+    reason: str
+    weights: bytes
+    weights_sha256: str
+    worker_id: str
+    def __init__(self, trial_id: _Optional[str] = ..., state: _Optional[_Union[TrialState, str]] = ..., score: _Optional[float] = ..., reason: _Optional[str] = ..., weights: _Optional[bytes] = ..., weights_sha256: _Optional[str] = ..., worker_id: _Optional[str] = ...) -> None: ...
+
+class ReportProgressRequest(_message.Message):
+    __slots__ = ("trial_id", "step", "value", "name")
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    trial_id: str
+    step: int
+    value: float
+    name: str
+    def __init__(self, trial_id: _Optional[str] = ..., step: _Optional[int] = ..., value: _Optional[float] = ..., name: _Optional[str] = ...) -> None: ...
+
+class ReportProgressResponse(_message.Message):
+    __slots__ = ("should_stop", "trial")
+    SHOULD_STOP_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_FIELD_NUMBER: _ClassVar[int]
+    should_stop: bool
+    trial: Trial
+    def __init__(self, should_stop: _Optional[bool] = ..., trial: _Optional[_Union[Trial, _Mapping]] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("trial_id",)
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    trial_id: str
+    def __init__(self, trial_id: _Optional[str] = ...) -> None: ...
+
+class HeartbeatResponse(_message.Message):
+    __slots__ = ("trial",)
+    TRIAL_FIELD_NUMBER: _ClassVar[int]
+    trial: Trial
+    def __init__(self, trial: _Optional[_Union[Trial, _Mapping]] = ...) -> None: ...
+
+class GetTrialRequest(_message.Message):
+    __slots__ = ("trial_id",)
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    trial_id: str
+    def __init__(self, trial_id: _Optional[str] = ...) -> None: ...
+
+class ListTrialsRequest(_message.Message):
+    __slots__ = ("search_id", "states", "newer_than", "page_size", "page_token")
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
+    NEWER_THAN_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    search_id: str
+    states: _containers.RepeatedScalarFieldContainer[TrialState]
+    newer_than: int
+    page_size: int
+    page_token: str
+    def __init__(self, search_id: _Optional[str] = ..., states: _Optional[_Iterable[_Union[TrialState, str]]] = ..., newer_than: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListTrialsResponse(_message.Message):
+    __slots__ = ("trials", "next_page_token")
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    trials: _containers.RepeatedCompositeFieldContainer[Trial]
+    next_page_token: str
+    def __init__(self, trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UploadWeightsRequest(_message.Message):
+    __slots__ = ("trial_id", "total_size", "sha256", "data")
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    trial_id: str
+    total_size: int
+    sha256: str
+    data: bytes
+    def __init__(self, trial_id: _Optional[str] = ..., total_size: _Optional[int] = ..., sha256: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class UploadWeightsResponse(_message.Message):
+    __slots__ = ("sha256", "size")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    size: int
+    def __init__(self, sha256: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+
+class DownloadWeightsRequest(_message.Message):
+    __slots__ = ("trial_id", "kind")
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    trial_id: str
+    kind: WeightsKind
+    def __init__(self, trial_id: _Optional[str] = ..., kind: _Optional[_Union[WeightsKind, str]] = ...) -> None: ...
+
+class WeightsChunk(_message.Message):
+    __slots__ = ("total_size", "sha256", "data")
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    total_size: int
+    sha256: str
+    data: bytes
+    def __init__(self, total_size: _Optional[int] = ..., sha256: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
