@@ -1,0 +1,496 @@
+"""Train one candidate architecture on the server: the loop behind a server-side trial.
+
+:func:`train_trial` compiles the graph once (:func:`~morphnas.nn.module.build_module`), keeps the
+normalised data on the device as tensors (small data: no DataLoader, no worker processes; a
+seeded ``torch.Generator`` shuffles), and trains with AdamW or SGD+momentum under a per-step
+cosine schedule. After every epoch it measures the validation loss and accuracy; early stopping
+watches the validation loss and the weights of the best epoch are restored at the end, whatever
+stopped the run. The score handed to the optimiser is that best epoch's validation accuracy; the
+test split is never touched here.
+
+Epoch 0 is the starting point: the given weights are evaluated before any step, so a morphed
+child that training only makes worse returns its inherited (parent-equivalent) weights, and a
+run cut short by the clock still has a scored state to return.
+
+On CUDA: automatic mixed precision (bf16 where supported, else fp16 with a GradScaler) and
+channels-last memory for 2-D convolutions. CPU works everywhere and is deterministic: the same
+seed gives the same result. Dropout draws from torch's global generator, which is seeded inside
+``torch.random.fork_rng`` so the caller's random state is left untouched; determinism therefore
+holds for one trial at a time per process.
+
+Notation: ``n`` examples of a split, ``b`` batch size, ``K`` classes; shapes in comments.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from morphnas.core.errors import InvalidArgumentError, MorphnasError
+from morphnas.core.graph import Graph
+from morphnas.core.weights import Weights, init_weights
+from morphnas.nn.datasets import Dataset, Normalisation, Split, validate_for
+from morphnas.nn.module import GraphModule, build_module, module_weights
+
+logger = logging.getLogger(__name__)
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "constant")
+AMP_DTYPES = ("auto", "bf16", "fp16")
+STOP_REASONS = ("completed", "early_stopping", "time_limit", "cancelled")
+DEFAULT_LR = {"adamw": 3e-3, "sgd": 0.05}
+DEFAULT_WEIGHT_DECAY = {"adamw": 1e-2, "sgd": 5e-4}
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+class TrainingOutOfMemory(MorphnasError):
+    """The device ran out of memory training this architecture (the search should lower its cap)."""
+
+    def __init__(self, message: str, *, num_params: int, batch_size: int, device: str) -> None:
+        self.num_params = num_params
+        self.batch_size = batch_size
+        self.device = device
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one trial trains. ``lr`` / ``weight_decay`` of None take the optimiser's default.
+
+    ``patience``: stop after this many epochs whose validation loss is not below the best by
+    ``min_delta`` (None: never stop early). ``max_seconds``: wall-clock limit for the whole trial,
+    checked before every batch (None: no limit).
+    """
+
+    epochs: int = 20
+    batch_size: int = 128
+    optimizer: str = "adamw"
+    lr: float | None = None
+    weight_decay: float | None = None
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    patience: int | None = 5
+    min_delta: float = 1e-4
+    max_seconds: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    amp_dtype: str = "auto"
+    channels_last: bool = True
+    eval_batch_size: int = 1024
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
+        _require(self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}")
+        _require(self.eval_batch_size >= 1, "eval_batch_size must be at least 1")
+        _require(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}")
+        _require(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}")
+        _require(self.amp_dtype in AMP_DTYPES, f"amp_dtype must be one of {AMP_DTYPES}")
+        _require(self.lr is None or _positive(self.lr), f"lr must be positive, got {self.lr}")
+        _require(
+            self.weight_decay is None or (_positive(self.weight_decay) or self.weight_decay == 0),
+            f"weight_decay must be >= 0, got {self.weight_decay}",
+        )
+        _require(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        _require(self.patience is None or self.patience >= 1, "patience must be at least 1 or None")
+        _require(self.min_delta >= 0, f"min_delta must be >= 0, got {self.min_delta}")
+        _require(
+            self.max_seconds is None or _positive(self.max_seconds),
+            f"max_seconds must be positive or None, got {self.max_seconds}",
+        )
+        _require(
+            bool(_DEVICE.match(self.device)),
+            f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}",
+        )
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+    @property
+    def decay(self) -> float:
+        if self.weight_decay is not None:
+            return self.weight_decay
+        return DEFAULT_WEIGHT_DECAY[self.optimizer]
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise InvalidArgumentError(message)
+
+
+def _positive(value: float) -> bool:
+    return math.isfinite(value) and value > 0
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """Measurements after one epoch. ``seconds``: wall-clock since the trial started."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    seconds: float
+
+
+@dataclass(frozen=True, eq=False)
+class TrainResult:
+    """What a trial produced. ``weights``, ``val_accuracy`` and ``val_loss`` are the best epoch's
+    (epoch 0 = the starting weights). ``samples_per_second`` counts training steps only."""
+
+    weights: Weights
+    val_accuracy: float
+    val_loss: float
+    best_epoch: int
+    epochs_run: int
+    seconds: float
+    samples_per_second: float
+    stopped_reason: str
+    history: tuple[EpochResult, ...]
+    device: str
+
+
+EpochCallback = Callable[[EpochResult], bool]
+StopCallback = Callable[[], bool]
+
+
+# ------------------------------------------------------------------------------------ devices
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` → the first CUDA device when there is one, else the CPU."""
+    _require(bool(_DEVICE.match(spec)), f"device must be auto, cpu, cuda or cuda:N, got {spec!r}")
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda":
+        _require(torch.cuda.is_available(), f"device {spec!r} requested but CUDA is not available")
+        index = device.index or 0
+        _require(index < torch.cuda.device_count(), f"device {spec!r} does not exist")
+    return device
+
+
+def _rng_devices(device: torch.device) -> list[int]:
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
+def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if not config.amp or device.type != "cuda":
+        return None
+    if config.amp_dtype == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if config.amp_dtype == "bf16":
+        return torch.bfloat16
+    return torch.float16
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[object]:
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err)
+
+
+# ------------------------------------------------------------------------------------ public API
+
+
+def train_trial(
+    graph: Graph,
+    weights: Mapping[str, np.ndarray] | None,
+    data: Dataset,
+    split: Split,
+    norm: Normalisation,
+    config: TrainConfig | None = None,
+    *,
+    on_epoch: EpochCallback | None = None,
+    should_stop: StopCallback | None = None,
+) -> TrainResult:
+    """Train ``graph`` from ``weights`` (None: fresh, seeded) on ``split.train`` of ``data``.
+
+    ``on_epoch`` is called after each epoch; returning True stops the run (reason "cancelled").
+    ``should_stop`` is polled before every batch; True cancels. Raises
+    :class:`TrainingOutOfMemory` when the device runs out of memory.
+    """
+    config = config or TrainConfig()
+    validate_for(data, graph.input_shape, num_outputs(graph))
+    device = resolve_device(config.device)
+    start_weights = dict(weights) if weights is not None else init_weights(graph, config.seed)
+    failure = ""
+    try:
+        with torch.random.fork_rng(devices=_rng_devices(device)):
+            torch.manual_seed(config.seed)
+            trainer = _Trainer(graph, start_weights, data, split, norm, config, device)
+            return trainer.run(on_epoch, should_stop)
+    except RuntimeError as err:
+        if not _is_oom(err):
+            raise
+        failure = str(err).splitlines()[0]
+    # Outside the except block, the failed run's frames (and tensors) are already released.
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    raise TrainingOutOfMemory(
+        f"out of memory training a {graph.num_params}-parameter network with batch size "
+        f"{config.batch_size} on {device}: {failure}",
+        num_params=graph.num_params,
+        batch_size=config.batch_size,
+        device=str(device),
+    )
+
+
+def evaluate(
+    graph: Graph,
+    weights: Mapping[str, np.ndarray],
+    data: Dataset,
+    indices: np.ndarray,
+    norm: Normalisation,
+    *,
+    device: str = "cpu",
+    batch_size: int = 1024,
+) -> tuple[float, np.ndarray]:
+    """Accuracy and logits ``(len(indices), K)`` float32 of the model on ``data[indices]``."""
+    validate_for(data, graph.input_shape, num_outputs(graph))
+    target = resolve_device(device)
+    module = build_module(graph, weights).to(target).eval()
+    x = _normalised(data, indices, norm, target)
+    y = torch.from_numpy(np.asarray(data.y[indices])).to(target)
+    logits = _predict(module, x, batch_size, nullcontext)
+    accuracy = float((logits.argmax(1) == y).float().mean()) if len(y) else float("nan")
+    return accuracy, logits.cpu().numpy()
+
+
+def num_outputs(graph: Graph) -> int:
+    """Number of classes a graph predicts (the width of its output layer)."""
+    return graph.shape_of(graph.output.name)[0]
+
+
+# ------------------------------------------------------------------------------------ the loop
+
+
+def _normalised(
+    data: Dataset, indices: np.ndarray, norm: Normalisation, device: torch.device
+) -> torch.Tensor:
+    # Normalisation is applied to the data once, not inside the module (the ONNX export bakes
+    # the same statistics in front of the module instead).
+    return torch.from_numpy(norm.apply(data.x[indices])).to(device)  # (n, *input_shape)
+
+
+@torch.inference_mode()
+def _predict(
+    module: GraphModule,
+    x: torch.Tensor,
+    batch_size: int,
+    autocast: Callable[[], AbstractContextManager[object]],
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
+    chunks = []
+    for start in range(0, len(x), batch_size):
+        xb = x[start : start + batch_size].contiguous(memory_format=memory_format)
+        with autocast():
+            chunks.append(module(xb).float())  # (b, K)
+    if not chunks:
+        return torch.zeros((0, num_outputs(module.graph)), device=x.device)
+    return torch.cat(chunks)  # (n, K)
+
+
+class _Trainer:
+    """One training run; holds the module, the device tensors and the early-stopping state."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        weights: Weights,
+        data: Dataset,
+        split: Split,
+        norm: Normalisation,
+        config: TrainConfig,
+        device: torch.device,
+    ) -> None:
+        self.config = config
+        self.device = device
+        self.started = time.perf_counter()
+        self.amp_dtype = _amp_dtype(config, device)
+        self.memory_format = (
+            torch.channels_last
+            if device.type == "cuda" and config.channels_last and len(graph.input_shape) == 3
+            else torch.contiguous_format
+        )
+        self.module = build_module(graph, weights).to(device, memory_format=self.memory_format)
+        self.x_train = _normalised(data, split.train, norm, device)  # (n_train, *input_shape)
+        self.y_train = torch.from_numpy(np.asarray(data.y[split.train])).to(device)  # (n_train,)
+        self.x_val = _normalised(data, split.val, norm, device)  # (n_val, *input_shape)
+        self.y_val = torch.from_numpy(np.asarray(data.y[split.val])).to(device)  # (n_val,)
+        self.batch_size = min(config.batch_size, len(self.y_train))
+        self.steps_per_epoch = _steps_per_epoch(len(self.y_train), self.batch_size)
+        self.total_steps = max(1, config.epochs * self.steps_per_epoch)
+        self.optimizer = _make_optimizer(self.module, config, device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+        self.train_seconds = 0.0
+        self.samples = 0
+
+    # ---------------------------------------------------------------- run
+    def run(self, on_epoch: EpochCallback | None, should_stop: StopCallback | None) -> TrainResult:
+        best_loss, best_accuracy = self._validate()
+        best_epoch, best_state = 0, self._snapshot()
+        history: list[EpochResult] = []
+        stale = 0
+        reason = "completed"
+        for epoch in range(1, self.config.epochs + 1):
+            train_loss, interrupted = self._train_epoch(should_stop)
+            if interrupted:
+                reason = interrupted
+                break
+            val_loss, val_accuracy = self._validate()
+            result = EpochResult(epoch, train_loss, val_loss, val_accuracy, self._elapsed())
+            history.append(result)
+            logger.debug("epoch %d: %s", epoch, result)
+            if val_loss < best_loss - self.config.min_delta:
+                best_loss, best_accuracy, best_epoch, best_state = (
+                    val_loss,
+                    val_accuracy,
+                    epoch,
+                    self._snapshot(),
+                )
+                stale = 0
+            else:
+                stale += 1
+            if on_epoch is not None and on_epoch(result):
+                reason = "cancelled"
+                break
+            if not math.isfinite(train_loss):
+                logger.warning("training diverged (train loss %s) at epoch %d", train_loss, epoch)
+                reason = "early_stopping"
+                break
+            if self.config.patience is not None and stale >= self.config.patience:
+                reason = "early_stopping"
+                break
+        self.module.load_state_dict(best_state)
+        return TrainResult(
+            weights=module_weights(self.module),
+            val_accuracy=best_accuracy,
+            val_loss=best_loss,
+            best_epoch=best_epoch,
+            epochs_run=len(history),
+            seconds=self._elapsed(),
+            samples_per_second=self.samples / self.train_seconds if self.train_seconds else 0.0,
+            stopped_reason=reason,
+            history=tuple(history),
+            device=str(self.device),
+        )
+
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def _interruption(self, should_stop: StopCallback | None) -> str:
+        limit = self.config.max_seconds
+        if limit is not None and self._elapsed() >= limit:
+            return "time_limit"
+        if should_stop is not None and should_stop():
+            return "cancelled"
+        return ""
+
+    # ---------------------------------------------------------------- one epoch
+    def _train_epoch(self, should_stop: StopCallback | None) -> tuple[float, str]:
+        """Mean training loss of the epoch, and why it was interrupted ("" if it was not)."""
+        self.module.train()
+        began = time.perf_counter()
+        n = len(self.y_train)
+        order = torch.randperm(n, generator=self.generator).to(self.device)  # (n,)
+        total = torch.zeros((), device=self.device)
+        seen = 0
+        interrupted = ""
+        for batch in _batches(order, self.batch_size, self.steps_per_epoch):
+            interrupted = self._interruption(should_stop)
+            if interrupted:
+                break
+            total += self._train_step(batch) * len(batch)
+            seen += len(batch)
+        self.train_seconds += time.perf_counter() - began
+        self.samples += seen
+        return (float(total) / seen if seen else float("nan")), interrupted
+
+    def _train_step(self, batch: torch.Tensor) -> torch.Tensor:
+        xb = self.x_train[batch].contiguous(memory_format=self.memory_format)  # (b, *input_shape)
+        yb = self.y_train[batch]  # (b,)
+        self._set_lr()
+        with _autocast(self.device, self.amp_dtype):
+            loss = F.cross_entropy(self.module(xb), yb)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        self.step += 1
+        return loss.detach().float()
+
+    def _set_lr(self) -> None:
+        base = self.config.learning_rate
+        if self.config.schedule == "cosine":
+            lr = base * 0.5 * (1.0 + math.cos(math.pi * self.step / self.total_steps))
+        else:
+            lr = base
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    # ---------------------------------------------------------------- validation and state
+    def _validate(self) -> tuple[float, float]:
+        """Mean validation loss and accuracy of the current weights (eval mode)."""
+        self.module.eval()
+        logits = _predict(
+            self.module,
+            self.x_val,
+            self.config.eval_batch_size,
+            lambda: _autocast(self.device, self.amp_dtype),
+            self.memory_format,
+        )  # (n_val, K)
+        loss = float(F.cross_entropy(logits, self.y_val))
+        accuracy = float((logits.argmax(1) == self.y_val).float().mean())
+        return loss, accuracy
+
+    def _snapshot(self) -> dict[str, torch.Tensor]:
+        return {name: value.detach().clone() for name, value in self.module.state_dict().items()}
+
+
+def _steps_per_epoch(n: int, batch_size: int) -> int:
+    full, rest = divmod(n, batch_size)
+    # A last batch of one example is dropped: BatchNorm cannot normalise a single value.
+    return full + (1 if rest >= 2 else 0) if n >= 2 else 1
+
+
+def _batches(order: torch.Tensor, batch_size: int, steps: int) -> Iterator[torch.Tensor]:
+    for step in range(steps):
+        yield order[step * batch_size : (step + 1) * batch_size]
+
+
+def _make_optimizer(
+    module: GraphModule, config: TrainConfig, device: torch.device
+) -> torch.optim.Optimizer:
+    # Biases and BatchNorm parameters (1-D) are not decayed.
+    decayed = [p for p in module.parameters() if p.ndim >= 2]
+    plain = [p for p in module.parameters() if p.ndim < 2]
+    groups = [
+        {"params": decayed, "weight_decay": config.decay},
+        {"params": plain, "weight_decay": 0.0},
+    ]
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.learning_rate, fused=device.type == "cuda")
+    return torch.optim.SGD(groups, lr=config.learning_rate, momentum=config.momentum)
