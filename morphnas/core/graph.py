@@ -100,7 +100,11 @@ class Graph:
 
     # ---------------------------------------------------------------- costs
     def weight_shapes(self) -> dict[str, Shape]:
-        """Every weight tensor this graph needs: ``"<layer>.<suffix>" -> shape``."""
+        """Every weight tensor this graph needs: ``"<layer>.<suffix>" -> shape`` (a fresh dict)."""
+        return dict(self._weight_shapes)
+
+    @cached_property
+    def _weight_shapes(self) -> dict[str, Shape]:
         result: dict[str, Shape] = {}
         for layer in self.layers:
             kind = layer_kind(layer)
@@ -220,7 +224,9 @@ class Graph:
             attrs = {a: getattr(layer, a) for a in LAYER_KINDS[layer.kind].attrs}
             args = ", ".join(f"{k}={v}" for k, v in attrs.items())
             src = ", ".join(layer.inputs)
-            lines.append(f"{layer.name}: {layer.kind}({args}) <- {src} -> {self.shapes[layer.name]}")
+            lines.append(
+                f"{layer.name}: {layer.kind}({args}) <- {src} -> {self.shapes[layer.name]}"
+            )
         lines.append(f"{self.num_params:,} parameters")
         return "\n".join(lines)
 
@@ -271,16 +277,32 @@ def _topological(layers: list[Layer]) -> tuple[Layer, ...]:
             raise DanglingLayerError("has no inputs", layer.name)
     placed: set[str] = {INPUT}
     order: list[Layer] = []
-    pending = list(layers)
+    pending = layers
     while pending:
-        ready = [layer for layer in pending if all(s in placed for s in layer.inputs)]
-        if not ready:
-            raise CycleError("is part of a cycle", pending[0].name)
-        for layer in ready:
-            placed.add(layer.name)
-            order.append(layer)
-        pending = [layer for layer in pending if layer.name not in placed]
+        # One sweep places every layer whose inputs are placed already (earlier in this sweep
+        # included), so a list that is already topological comes back unchanged in one sweep.
+        waiting: list[Layer] = []
+        for layer in pending:
+            if all(s in placed for s in layer.inputs):
+                placed.add(layer.name)
+                order.append(layer)
+            else:
+                waiting.append(layer)
+        if len(waiting) == len(pending):
+            raise CycleError("is part of a cycle", _cycle_member(waiting, placed))
+        pending = waiting
     return tuple(order)
+
+
+def _cycle_member(waiting: list[Layer], placed: set[str]) -> str:
+    """A layer that lies on a cycle: walk unplaced inputs backwards until a layer repeats."""
+    by_name = {layer.name: layer for layer in waiting}
+    seen: list[str] = []
+    name = waiting[0].name
+    while name not in seen:
+        seen.append(name)
+        name = next(s for s in by_name[name].inputs if s not in placed)
+    return name
 
 
 def _validate(input_shape: Shape, layers: tuple[Layer, ...]) -> dict[str, Shape]:

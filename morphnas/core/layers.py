@@ -14,8 +14,8 @@ given (1-D on sequences, 2-D on images).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from morphnas.core.errors import InvalidGraphError, ShapeMismatchError, SizeLimitError
 
@@ -79,9 +79,7 @@ class LayerKind:
     #: Number of inputs: an exact count, or None for "two or more" (Add, Concat).
     arity: int | None = 1
     #: (layer, input shapes, output shape) -> multiply-adds per example, times two.
-    flops: Callable[[Layer, list[Shape], Shape], int] = field(
-        default=lambda layer, shapes, out: 0
-    )
+    flops: Callable[[Layer, list[Shape], Shape], int] = field(default=lambda layer, shapes, out: 0)
     #: Whether ``out >= 0`` everywhere when every input is >= 0 (used to place ReLUs safely).
     keeps_non_negative: bool = True
 
@@ -270,6 +268,7 @@ def check_layer(layer: Layer, shapes: list[Shape]) -> Shape:
         raise InvalidGraphError(
             f"{layer.kind} takes {kind.arity} input(s), got {len(shapes)}", layer.name
         )
+    _check_attribute_types(layer)
     for attr in ("units", "kernel", "stride", "rate"):
         if attr not in kind.attrs and getattr(layer, attr):
             raise InvalidGraphError(f"{layer.kind} has no attribute {attr!r}", layer.name)
@@ -277,3 +276,13 @@ def check_layer(layer: Layer, shapes: list[Shape]) -> Shape:
     if any(n < 1 for n in out):
         raise SizeLimitError(f"output shape {out} has an empty axis", layer.name)
     return out
+
+
+def _check_attribute_types(layer: Layer) -> None:
+    for attr in ("units", "kernel", "stride"):
+        value = getattr(layer, attr)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidGraphError(f"{attr} must be an integer, got {value!r}", layer.name)
+    rate = layer.rate
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate):
+        raise InvalidGraphError(f"rate must be a finite number, got {rate!r}", layer.name)

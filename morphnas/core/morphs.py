@@ -27,7 +27,8 @@ The kinds (:data:`MORPH_KINDS`):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -35,7 +36,7 @@ import numpy as np
 
 from morphnas.core.errors import InvalidGraphError, InvalidMorphError
 from morphnas.core.graph import INPUT, Graph, build_graph
-from morphnas.core.layers import Layer
+from morphnas.core.layers import MAX_UNITS, Layer
 from morphnas.core.weights import Weights, check_weights, identity_bn
 
 #: Kernel sizes offered by ``deeper`` on feature maps.
@@ -144,6 +145,16 @@ def _require_layer(graph: Graph, name: str, op: object) -> Layer:
     return layer
 
 
+def _check_fields(op: object, **types: type) -> None:
+    """Refuse ill-typed fields (a morph read from JSON must fail here, not deep inside apply)."""
+    for name, expected in types.items():
+        value = getattr(op, name)
+        if isinstance(value, bool) or not isinstance(value, expected):
+            raise InvalidMorphError(
+                f"{type(op).__name__}.{name} must be {expected.__name__}, got {value!r}"
+            )
+
+
 def _identity_kernel(channels: int, kernel: int, rank: int) -> np.ndarray:
     """Conv weight (C, C, k[, k]) whose output equals its input (1 at the centre tap)."""
     weight = np.zeros((channels, channels) + (kernel,) * rank, np.float32)
@@ -175,6 +186,9 @@ class Deeper:
     kind: ClassVar[str] = "deeper"
     after: str
     kernel: int = 0
+
+    def __post_init__(self) -> None:
+        _check_fields(self, after=str, kernel=int)
 
     def _new_layers(self, graph: Graph) -> list[Layer]:
         anchor = _require_layer(graph, self.after, self)
@@ -210,10 +224,16 @@ class Deeper:
         return _rebuild(graph, _insert_after(layers, self.after, new), self)
 
     def transfer(self, graph: Graph, weights: Mapping[str, np.ndarray]) -> Weights:
+        """Identity kernels and identity BN: ``conv(x) = x`` (centre tap 1 on its own channel).
+
+        BN in eval computes ``γ (x − μ) / sqrt(σ² + ε) + β``; with γ=1, β=0, μ=0 and σ² = 1 − ε
+        that is ``x`` exactly. A ReLU is only inserted where ``x >= 0``, where it is ``x`` too.
+        """
+        new_layers = self._new_layers(graph)  # validates the op before anything else
         result = check_weights(graph, weights)
         channels = graph.shape_of(self.after)[0]
         rank = len(graph.shape_of(self.after))
-        for layer in self._new_layers(graph):
+        for layer in new_layers:
             if layer.kind == "conv":
                 result[f"{layer.name}.weight"] = _identity_kernel(channels, self.kernel, rank - 1)
                 result[f"{layer.name}.bias"] = np.zeros(channels, np.float32)
@@ -268,17 +288,24 @@ class _Illegal(Exception):
 
 
 def widening_plan(graph: Graph, layer_name: str, add: int) -> WideningPlan:
-    """Trace the tensors that must grow with ``layer_name``; raises InvalidMorphError if blocked."""
+    """Trace the tensors that must grow with ``layer_name``; raises InvalidMorphError if blocked.
+
+    A tensor grows either *from behind* (its producer must make the new channels: a conv/dense
+    gets new units, a channel-preserving layer passes the request to its input, an Add to every
+    input) or *from the front* (one of its inputs grew: channel-preserving layers, Add, Concat and
+    Flatten pass the new channels on). Either way every consumer of a grown tensor is visited:
+    a conv/dense consumer becomes a sink (zero weights on the new inputs), any other layer grows.
+    """
     plan = WideningPlan()
     try:
-        _widen_tensor(graph, plan, layer_name, ((graph.shape_of(layer_name)[0], add),))
+        _grow(graph, plan, layer_name, ((graph.shape_of(layer_name)[0], add),), forward=False)
     except _Illegal as err:
         raise InvalidMorphError(f"cannot widen {layer_name!r}: {err}") from None
     return plan
 
 
-def _widen_tensor(graph: Graph, plan: WideningPlan, name: str, ins: Insertions) -> None:
-    """Make tensor ``name`` grow by ``ins``: backwards to its producer, then forwards."""
+def _grow(graph: Graph, plan: WideningPlan, name: str, ins: Insertions, forward: bool) -> None:
+    """Make tensor ``name`` grow by ``ins``, reached from an input (forward) or a consumer."""
     if name in plan.tensors:
         if plan.tensors[name] != ins:
             raise _Illegal(f"tensor {name!r} would grow in two different ways")
@@ -289,51 +316,48 @@ def _widen_tensor(graph: Graph, plan: WideningPlan, name: str, ins: Insertions) 
     if layer is graph.output:
         raise _Illegal("the change reaches the output layer")
     plan.tensors[name] = ins
-    if layer.kind in ("conv", "dense"):
+    if layer.kind in ("conv", "dense") and not forward:
         width = graph.shape_of(name)[0]
         if len(ins) != 1 or ins[0][0] != width:
             raise _Illegal(f"{name!r} can only grow at its end")
         plan.sources[name] = ins[0][1]
-    elif layer.kind in _CHANNEL_PRESERVING:
-        _widen_tensor(graph, plan, layer.inputs[0], ins)
-    elif layer.kind == "add":
+    elif layer.kind in _CHANNEL_PRESERVING or layer.kind == "add":
         for source in layer.inputs:
-            _widen_tensor(graph, plan, source, ins)
-    else:
+            _grow(graph, plan, source, ins, forward=False)
+    elif not forward:  # concat and flatten cannot be asked to grow from behind
         raise _Illegal(f"cannot grow the output of {layer.kind} {name!r} from behind")
     for consumer in graph.consumers[name]:
-        _widen_consumer(graph, plan, graph.by_name[consumer], name, ins)
+        _grow_consumer(graph, plan, graph.by_name[consumer], name, ins)
 
 
-def _widen_consumer(
+def _grow_consumer(
     graph: Graph, plan: WideningPlan, consumer: Layer, source: str, ins: Insertions
 ) -> None:
+    """Tensor ``source`` grew by ``ins``: adapt one layer that reads it."""
     if consumer.kind in ("conv", "dense"):
         if consumer.name in plan.sinks and plan.sinks[consumer.name] != ins:
             raise _Illegal(f"{consumer.name!r} would get two different new inputs")
         plan.sinks[consumer.name] = ins
     elif consumer.kind in _CHANNEL_PRESERVING or consumer.kind == "add":
-        _widen_tensor(graph, plan, consumer.name, ins)
+        _grow(graph, plan, consumer.name, ins, forward=True)
     elif consumer.kind == "flatten":
-        per_channel = int(np.prod(graph.shape_of(source)[1:]))
-        _widen_tensor(
-            graph, plan, consumer.name, tuple((p * per_channel, n * per_channel) for p, n in ins)
-        )
+        # Channel c of a (C, *S) map is features [c*|S|, (c+1)*|S|) of the flattened vector.
+        per_channel = math.prod(graph.shape_of(source)[1:])
+        scaled = tuple((p * per_channel, n * per_channel) for p, n in ins)
+        _grow(graph, plan, consumer.name, scaled, forward=True)
     elif consumer.kind == "concat":
-        grown = [s for s in consumer.inputs if s in plan.tensors or s == source]
+        grown = [s for s in consumer.inputs if s in plan.tensors]
         if len(grown) > 1 or consumer.inputs.count(source) > 1:
             raise _Illegal(f"more than one input of concat {consumer.name!r} would grow")
-        offset = 0
-        for s in consumer.inputs:
-            if s == source:
-                break
-            offset += graph.shape_of(s)[0]
-        _widen_tensor(graph, plan, consumer.name, tuple((p + offset, n) for p, n in ins))
+        offset = sum(graph.shape_of(s)[0] for s in consumer.inputs[: consumer.inputs.index(source)])
+        _grow(graph, plan, consumer.name, tuple((p + offset, n) for p, n in ins), forward=True)
     else:
         raise _Illegal(f"cannot follow the change through {consumer.kind} {consumer.name!r}")
 
 
-def _insert_channels(array: np.ndarray, ins: Insertions, axis: int, fill: np.ndarray | float) -> np.ndarray:
+def _insert_channels(
+    array: np.ndarray, ins: Insertions, axis: int, fill: np.ndarray | float
+) -> np.ndarray:
     """Insert new channels along ``axis`` before the given old indices."""
     positions = [p for p, n in ins for _ in range(n)]
     count = len(positions)
@@ -352,11 +376,22 @@ class Wider:
     layer: str
     add: int
 
-    def apply(self, graph: Graph) -> Graph:
-        _require_layer(graph, self.layer, self)
+    def __post_init__(self) -> None:
+        _check_fields(self, layer=str, add=int)
         if self.add < 1:
             raise InvalidMorphError(f"{self}: add must be positive")
-        plan = widening_plan(graph, self.layer, self.add)
+
+    def plan(self, graph: Graph) -> WideningPlan:
+        """What changes (raises InvalidMorphError when this widening does not fit ``graph``)."""
+        layer = _require_layer(graph, self.layer, self)
+        if layer.kind not in ("conv", "dense"):
+            raise InvalidMorphError(f"{self}: only conv and dense layers can be widened")
+        if layer.units + self.add > MAX_UNITS:
+            raise InvalidMorphError(f"{self}: more than {MAX_UNITS} units")
+        return widening_plan(graph, self.layer, self.add)
+
+    def apply(self, graph: Graph) -> Graph:
+        plan = self.plan(graph)
         layers = [
             layer.replace(units=layer.units + plan.sources[layer.name])
             if layer.name in plan.sources
@@ -366,8 +401,14 @@ class Wider:
         return _rebuild(graph, layers, self)
 
     def transfer(self, graph: Graph, weights: Mapping[str, np.ndarray]) -> Weights:
+        """New units copy unit ``j mod C``; every consumer reads them with weight 0.
+
+        With ``y = W x + b`` for a consumer and ``x' = [x; x_new]``, ``W' = [W, 0]`` gives
+        ``W' x' + b = W x + b``: the function is unchanged whatever the copied values are.
+        BN layers on the way get identity statistics on the new channels.
+        """
+        plan = self.plan(graph)
         result = check_weights(graph, weights)
-        plan = widening_plan(graph, self.layer, self.add)
         # Consumers first (zero weights on new inputs), then producers (copied units), so a
         # layer that is both reads the grown tensor and copies its already-grown rows.
         for name, ins in plan.sinks.items():
@@ -396,7 +437,7 @@ class Wider:
             except InvalidMorphError:
                 continue
             adds = sorted({max(1, int(layer.units * f)) for f in WIDER_FRACTIONS})
-            ops.extend(cls(layer.name, add) for add in adds)
+            ops.extend(cls(layer.name, add) for add in adds if layer.units + add <= MAX_UNITS)
         return ops
 
     def to_dict(self) -> dict[str, Any]:
@@ -406,37 +447,37 @@ class Wider:
 # ------------------------------------------------------------------------------------ skips
 
 
-def _skip_branch_pools(graph: Graph, start: str, end: str) -> list[Layer] | None:
-    """The pools on the main chain after ``start`` up to ``end``, or None if no skip fits."""
+def _skip_ends(graph: Graph, i: int) -> Iterator[tuple[str, list[Layer]]]:
+    """Every legal skip end after ``main_chain[i]``, with the pools the branch must repeat.
+
+    Walking the main chain from the start, a skip may end at any layer before the output whose
+    output has the start's rank and the spatial size the pools seen so far give; it cannot cross
+    a strided conv, a global pool or a flatten (the branch could not follow).
+    """
     chain = graph.main_chain
-    if start not in chain or end not in chain:
-        return None
-    i, j = chain.index(start), chain.index(end)
-    if i >= j or end == graph.output.name:
-        return None
-    pools: list[Layer] = []
-    for name in chain[i + 1 : j + 1]:
-        layer = graph.by_name[name]
-        if layer.kind not in _SKIP_OVER:
-            return None
-        if layer.kind in _POOLS:
-            pools.append(layer)
-        elif layer.kind == "conv" and layer.stride != 1:
-            return None
-    return pools
-
-
-def _branch_shape_fits(graph: Graph, start: str, end: str, pools: list[Layer]) -> bool:
-    shape = graph.shape_of(start)
-    target = graph.shape_of(end)
-    if len(shape) != len(target):
-        return False
+    shape = graph.shape_of(chain[i])
     spatial = shape[1:]
-    for pool in pools:
-        if any(n < pool.kernel for n in spatial):
-            return False
-        spatial = tuple((n - pool.kernel) // pool.stride + 1 for n in spatial)
-    return spatial == target[1:]
+    pools: list[Layer] = []
+    for end in chain[i + 1 : -1]:
+        layer = graph.by_name[end]
+        if layer.kind not in _SKIP_OVER or (layer.kind == "conv" and layer.stride != 1):
+            return
+        if layer.kind in _POOLS:
+            if any(n < layer.kernel for n in spatial):
+                return
+            spatial = tuple((n - layer.kernel) // layer.stride + 1 for n in spatial)
+            pools = [*pools, layer]
+        target = graph.shape_of(end)
+        if len(target) == len(shape) and target[1:] == spatial:
+            yield end, pools
+
+
+def _skip_branch_pools(graph: Graph, start: str, end: str) -> list[Layer] | None:
+    """The pools the branch from ``start`` to ``end`` repeats, or None if no skip fits there."""
+    chain = graph.main_chain
+    if start not in chain:
+        return None
+    return dict(_skip_ends(graph, chain.index(start))).get(end)
 
 
 @dataclass(frozen=True)
@@ -446,12 +487,15 @@ class _Skip:
 
     join: ClassVar[str] = ""
 
+    def __post_init__(self) -> None:
+        _check_fields(self, start=str, end=str)
+
     def _branch(self, graph: Graph) -> tuple[list[Layer], str]:
         """The main-path pools the branch must repeat, and the tensor the branch starts from."""
         _require_layer(graph, self.start, self)
         _require_layer(graph, self.end, self)
         pools = _skip_branch_pools(graph, self.start, self.end)
-        if pools is None or not _branch_shape_fits(graph, self.start, self.end, pools):
+        if pools is None:
             raise InvalidMorphError(f"{self}: no skip fits between these layers")
         return pools, self.start
 
@@ -478,7 +522,9 @@ class _Skip:
         else:
             concat = fresh("concat")
             new.append(Layer(concat, "concat", (self.end, relu)))
-            new.append(_projection(fresh("conv" if rank >= 2 else "dense"), rank, end_units, concat))
+            new.append(
+                _projection(fresh("conv" if rank >= 2 else "dense"), rank, end_units, concat)
+            )
         return new
 
     def apply(self, graph: Graph) -> Graph:
@@ -488,11 +534,15 @@ class _Skip:
         return _rebuild(graph, _insert_after(layers, self.end, new), self)
 
     def transfer(self, graph: Graph, weights: Mapping[str, np.ndarray]) -> Weights:
+        """The branch adds ``P · relu(pool(x_start))`` with ``P = 0`` (Add), or is read by a
+        projection ``[I, 0]`` over ``concat(x_end, branch)`` (Concat): the output stays ``x_end``.
+        """
+        new_layers = self._new_layers(graph)  # validates the op before anything else
         result = check_weights(graph, weights)
         rank = len(graph.shape_of(self.end))
         end_units = graph.shape_of(self.end)[0]
         start_units = graph.shape_of(self.start)[0]
-        proj = next(layer for layer in reversed(self._new_layers(graph)) if layer.kind in ("conv", "dense"))
+        proj = next(layer for layer in reversed(new_layers) if layer.kind in ("conv", "dense"))
         if self.join == "add":
             weight = _projection_weight(rank, end_units, start_units)
         else:
@@ -506,13 +556,7 @@ class _Skip:
     @classmethod
     def candidates(cls, graph: Graph) -> list[Any]:
         chain = graph.main_chain
-        ops = []
-        for i, start in enumerate(chain):
-            for end in chain[i + 1 : -1]:
-                pools = _skip_branch_pools(graph, start, end)
-                if pools is not None and _branch_shape_fits(graph, start, end, pools):
-                    ops.append(cls(start, end))
-        return ops
+        return [cls(start, end) for i, start in enumerate(chain) for end, _ in _skip_ends(graph, i)]
 
     def to_dict(self) -> dict[str, Any]:
         return {"op": self.kind, **asdict(self)}  # type: ignore[attr-defined]

@@ -78,9 +78,15 @@ def mlp_seed(
     layers: list[Layer] = []
     previous = INPUT
     for _ in range(depth):
-        for kind, attrs in (("dense", {"units": width}), ("dropout", {"rate": dropout}), ("relu", {})):
+        for kind, attrs in (
+            ("dense", {"units": width}),
+            ("dropout", {"rate": dropout}),
+            ("relu", {}),
+        ):
             name = f"{kind}{len(layers)}"
             layers.append(Layer(name=name, kind=kind, inputs=(previous,), **attrs))  # type: ignore[arg-type]
             previous = name
-    layers.append(Layer(name=f"dense{len(layers)}", kind="dense", inputs=(previous,), units=num_classes))
+    layers.append(
+        Layer(name=f"dense{len(layers)}", kind="dense", inputs=(previous,), units=num_classes)
+    )
     return build_graph(input_shape, layers)

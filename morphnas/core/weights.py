@@ -27,14 +27,15 @@ def init_weights(graph: Graph, seed: int) -> Weights:
     """
     rng = np.random.default_rng(seed)
     weights: Weights = {}
-    for name, shape in graph.weight_shapes().items():
+    shapes = graph.weight_shapes()
+    for name, shape in shapes.items():
         layer, suffix = name.rsplit(".", 1)
         kind = graph.by_name[layer].kind
         if kind == "bn":
             value = 1.0 if suffix in ("weight", "running_var") else 0.0
             weights[name] = np.full(shape, value, dtype=np.float32)
         else:
-            w_shape = graph.weight_shapes()[f"{layer}.weight"]
+            w_shape = shapes[f"{layer}.weight"]
             fan_in = math.prod(w_shape[1:])
             bound = 1.0 / math.sqrt(fan_in)
             weights[name] = rng.uniform(-bound, bound, size=shape).astype(np.float32)
@@ -52,7 +53,7 @@ def identity_bn(channels: int) -> dict[str, np.ndarray]:
 
 
 def check_weights(graph: Graph, weights: Mapping[str, np.ndarray]) -> Weights:
-    """Return ``weights`` as float32 arrays if they fit ``graph`` exactly, else raise WeightsError."""
+    """``weights`` as float32 arrays if they fit ``graph`` exactly, else raise WeightsError."""
     expected = graph.weight_shapes()
     missing = sorted(set(expected) - set(weights))
     extra = sorted(set(weights) - set(expected))

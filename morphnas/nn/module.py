@@ -44,8 +44,12 @@ def _torch_layer(layer: Layer, in_shapes: list[tuple[int, ...]]) -> nn.Module:
     if layer.kind == "avgpool":
         return {1: nn.AvgPool1d, 2: nn.AvgPool2d}[rank](layer.kernel, layer.stride)
     if layer.kind == "gap":
-        return nn.Flatten(1) if rank == 0 else nn.Sequential(
-            {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d}[rank](1), nn.Flatten(1)
+        return (
+            nn.Flatten(1)
+            if rank == 0
+            else nn.Sequential(
+                {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d}[rank](1), nn.Flatten(1)
+            )
         )
     if layer.kind == "dropout":
         return nn.Dropout(layer.rate)
@@ -90,11 +94,14 @@ class GraphModule(nn.Module):
         # Plan: (module, input slots, output slot, slots to free after this step).
         self._plan: list[tuple[nn.Module, tuple[int, ...], int, tuple[int, ...]]] = []
         for step, layer in enumerate(graph.layers):
-            free = tuple(
-                sorted({slot[s] for s in layer.inputs if last_use[s] == step})
-            )
+            free = tuple(sorted({slot[s] for s in layer.inputs if last_use[s] == step}))
             self._plan.append(
-                (self.layers[layer.name], tuple(slot[s] for s in layer.inputs), slot[layer.name], free)
+                (
+                    self.layers[layer.name],
+                    tuple(slot[s] for s in layer.inputs),
+                    slot[layer.name],
+                    free,
+                )
             )
         self._slots = len(graph.layers) + 1
 

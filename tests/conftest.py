@@ -1,0 +1,99 @@
+"""Shared fixtures: small seed architectures with *trained* weights.
+
+Function-preservation tests must start from weights a search would really morph: trained conv
+and dense kernels and BN layers whose running statistics and affine parameters are far from
+their fresh values (fresh BN is the identity, which would hide a wrong channel mapping).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from morphnas.core.graph import Graph
+from morphnas.core.seeds import seed_graph
+from morphnas.core.weights import Weights, init_weights
+from morphnas.nn.module import build_module, module_weights
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
+
+#: Small seeds, one per input rank, so a test can afford many forward passes.
+SEED_SHAPES: dict[str, tuple[tuple[int, ...], int, int]] = {
+    "image": ((2, 12, 12), 5, 16),  # (input shape, classes, width)
+    "sequence": ((3, 32), 4, 16),
+    "vector": ((20,), 3, 32),
+}
+
+
+#: Ranges for randomised BN tensors: far from the identity, still well conditioned.
+_BN_RANGES = {
+    "weight": (0.5, 1.5),
+    "bias": (-0.3, 0.3),
+    "running_mean": (-0.5, 0.5),
+    "running_var": (0.5, 2.0),
+}
+
+
+@dataclass(frozen=True)
+class Seed:
+    """A seed graph, trained weights for it, and a batch of probe inputs."""
+
+    name: str
+    graph: Graph
+    weights: Weights
+    probe: np.ndarray  # (N, *graph.input_shape), float32
+
+
+def trained_weights(graph: Graph, seed: int = 0, steps: int = 5) -> Weights:
+    """Weights after a few AdamW steps on random data, then BN statistics and affines randomised.
+
+    The training steps run in train mode, so they also move the BN running statistics; the
+    randomisation then makes sure every BN channel is far from the identity.
+    """
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    module = build_module(graph, init_weights(graph, seed))
+    optimiser = torch.optim.AdamW(module.parameters(), lr=1e-2)
+    classes = graph.shape_of(graph.output.name)[0]
+    module.train()
+    for _ in range(steps):
+        x = torch.randn(16, *graph.input_shape)
+        y = torch.randint(0, classes, (16,))
+        loss = torch.nn.functional.cross_entropy(module(x), y)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    weights = module_weights(module)
+    for name, array in weights.items():
+        layer, suffix = name.rsplit(".", 1)
+        if graph.by_name[layer].kind == "bn":
+            low, high = _BN_RANGES[suffix]
+            weights[name] = rng.uniform(low, high, array.shape).astype(np.float32)
+    return weights
+
+
+@pytest.fixture(scope="session", params=sorted(SEED_SHAPES))
+def seed(request: pytest.FixtureRequest) -> Seed:
+    """Each seed architecture (image, sequence, vector) with trained weights."""
+    shape, classes, width = SEED_SHAPES[request.param]
+    graph = seed_graph(shape, classes, width=width)
+    probe = np.random.default_rng(1).normal(size=(8, *shape)).astype(np.float32)
+    return Seed(request.param, graph, trained_weights(graph), probe)
+
+
+def eval_logits(graph: Graph, weights: Weights, x: np.ndarray) -> np.ndarray:
+    """Logits of ``graph`` with ``weights`` on ``x`` in eval mode, as a numpy array."""
+    module = build_module(graph, weights).eval()
+    with torch.no_grad():
+        return module(torch.from_numpy(x)).numpy()
+
+
+@pytest.fixture(scope="session")
+def logits():
+    """``logits(graph, weights, x)``: eval-mode logits (see :func:`eval_logits`)."""
+    return eval_logits
