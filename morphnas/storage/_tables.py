@@ -94,6 +94,22 @@ trial_weights = Table(
     Column("data", LargeBinary, nullable=False),
 )
 
+# Weights uploaded ahead of a report (streamed in chunks), kept until the report names them.
+staged_weights = Table(
+    "staged_weights",
+    metadata,
+    Column(
+        "trial_id",
+        ID,
+        ForeignKey("trials.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("sha256", String(64), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("created_at", Double, nullable=False),
+)
+
 measurements = Table(
     "measurements",
     metadata,

@@ -29,11 +29,12 @@ import dataclasses
 import hashlib
 import json
 import math
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -71,9 +72,17 @@ from morphnas.core.records import (
 )
 from morphnas.storage import _engine
 from morphnas.storage._migrate import SchemaVersionError, prepare_schema
-from morphnas.storage._tables import measurements, searches, trial_weights, trials
+from morphnas.storage._tables import (
+    measurements,
+    searches,
+    staged_weights,
+    trial_weights,
+    trials,
+)
 
 __all__ = ["DEFAULT_URL", "Proposer", "Repository", "SchemaVersionError", "WEIGHT_KINDS"]
+
+T = TypeVar("T")
 
 DEFAULT_URL = "sqlite:///morphnas.db"
 WEIGHT_KINDS = ("initial", "trained")
@@ -100,6 +109,16 @@ class Repository:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        # The connection of a ``suggest`` running on this thread, while it calls the policy:
+        # repository calls the policy makes (load a parent's weights...) join that transaction
+        # instead of queueing for a second connection behind the lock their own caller holds.
+        self._local = threading.local()
+
+    def _unit(self, work: Callable[[Connection], T], *, write: bool) -> T:
+        outer: Connection | None = getattr(self._local, "connection", None)
+        if outer is not None:
+            return work(outer)
+        return _engine.run(self._engine, work, write=write)
 
     @classmethod
     def from_url(cls, url: str = DEFAULT_URL, *, create: bool = True) -> Repository:
@@ -133,7 +152,7 @@ class Repository:
 
     def ping(self) -> None:
         """Return if the database answers; raise :class:`UnavailableError` if not."""
-        _engine.run(self._engine, lambda c: c.execute(select(1)).scalar_one(), write=False)
+        self._unit(lambda c: c.execute(select(1)).scalar_one(), write=False)
 
     # ------------------------------------------------------------------ searches
     def create_search(self, config: SearchConfig, *, now: float | None = None) -> Search:
@@ -152,11 +171,11 @@ class Repository:
             "trial_count": 0,
             "stopped": False,
         }
-        _engine.run(self._engine, lambda c: c.execute(insert(searches).values(values)), write=True)
+        self._unit(lambda c: c.execute(insert(searches).values(values)), write=True)
         return search
 
     def get_search(self, search_id: str) -> Search:
-        return _engine.run(self._engine, lambda c: _search_row(c, search_id), write=False)
+        return self._unit(lambda c: _search_row(c, search_id), write=False)
 
     def list_searches(self, page_size: int = 50, page_token: str = "") -> tuple[list[Search], str]:
         """Searches oldest first (by creation time, then id); returns (page, next token or "")."""
@@ -170,7 +189,7 @@ class Repository:
                     and_(searches.c.created_at == created_at, searches.c.id > last_id),
                 )
             )
-        rows = _engine.run(self._engine, lambda c: c.execute(query).all(), write=False)
+        rows = self._unit(lambda c: c.execute(query).all(), write=False)
         page = [_search_record(row) for row in rows[:size]]
         token = _encode_token(page[-1].created_at, page[-1].id) if len(rows) > size else ""
         return page, token
@@ -186,7 +205,7 @@ class Repository:
             c.execute(delete(trials).where(trials.c.search_id == search_id))
             c.execute(delete(searches).where(searches.c.id == search_id))
 
-        _engine.run(self._engine, work, write=True)
+        self._unit(work, write=True)
 
     def stop_search(self, search_id: str) -> Search:
         """Stop a search: no more suggestions; running trials are told to stop. Idempotent."""
@@ -209,7 +228,7 @@ class Repository:
             c.execute(update(searches).where(searches.c.id == search_id).values(values))
             return dataclasses.replace(search, **values)
 
-        return _engine.run(self._engine, work, write=True)
+        return self._unit(work, write=True)
 
     # ------------------------------------------------------------------ suggest
     def suggest(
@@ -264,11 +283,16 @@ class Repository:
                     dataclasses.replace(search, trial_count=issue.next_number),
                     _observations(c, search_id),
                 )
-                issue.store_new(snapshot, list(propose(snapshot, wanted))[:wanted])
+                self._local.connection = c
+                try:
+                    proposals = list(propose(snapshot, wanted))[:wanted]
+                finally:
+                    self._local.connection = None
+                issue.store_new(snapshot, proposals)
             issue.save_count()
             return issue.issued
 
-        return _engine.run(self._engine, work, write=True)
+        return self._unit(work, write=True)
 
     def observations(self, search_id: str) -> SearchSnapshot:
         """The snapshot a policy would see now (no lock; for read-only views)."""
@@ -276,13 +300,11 @@ class Repository:
         def work(c: Connection) -> SearchSnapshot:
             return SearchSnapshot(_search_row(c, search_id), _observations(c, search_id))
 
-        return _engine.run(self._engine, work, write=False)
+        return self._unit(work, write=False)
 
     # ------------------------------------------------------------------ trials
     def get_trial(self, trial_id: str) -> Trial:
-        return _engine.run(
-            self._engine, lambda c: _trial_record(_trial_row(c, trial_id)), write=False
-        )
+        return self._unit(lambda c: _trial_record(_trial_row(c, trial_id)), write=False)
 
     def list_trials(
         self,
@@ -312,7 +334,7 @@ class Repository:
             _search_row(c, search_id)
             return list(c.execute(query).all())
 
-        rows = _engine.run(self._engine, work, write=False)
+        rows = self._unit(work, write=False)
         page = [_trial_record(row) for row in rows[:size]]
         return page, _encode_token(page[-1].number) if len(rows) > size else ""
 
@@ -325,7 +347,7 @@ class Repository:
             _search_row(c, search_id)
             return int(c.execute(query).scalar_one())
 
-        return _engine.run(self._engine, work, write=False)
+        return self._unit(work, write=False)
 
     def load_weights(self, trial_id: str, kind: str) -> bytes | None:
         """A trial's ``"initial"`` or ``"trained"`` weights (safetensors), or None."""
@@ -342,7 +364,46 @@ class Repository:
                 _require_trial(c, trial_id)
             return None if data is None else bytes(data)
 
-        return _engine.run(self._engine, work, write=False)
+        return self._unit(work, write=False)
+
+    def stage_weights(
+        self, trial_id: str, sha256: str, data: bytes, now: float | None = None
+    ) -> None:
+        """Keep uploaded weights until a report names them by ``sha256`` (idempotent)."""
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise InvalidArgumentError("staged weights do not match their sha256")
+        at = _now(now)
+
+        def work(c: Connection) -> None:
+            _require_trial(c, trial_id, lock=True)
+            key = and_(staged_weights.c.trial_id == trial_id, staged_weights.c.sha256 == sha256)
+            if c.execute(select(staged_weights.c.size).where(key)).first() is None:
+                c.execute(
+                    insert(staged_weights).values(
+                        trial_id=trial_id,
+                        sha256=sha256,
+                        size=len(data),
+                        data=bytes(data),
+                        created_at=at,
+                    )
+                )
+
+        self._unit(work, write=True)
+
+    def load_staged_weights(self, trial_id: str, sha256: str) -> bytes | None:
+        """Weights staged for a trial under ``sha256``, or None."""
+
+        def work(c: Connection) -> bytes | None:
+            data = c.execute(
+                select(staged_weights.c.data).where(
+                    staged_weights.c.trial_id == trial_id, staged_weights.c.sha256 == sha256
+                )
+            ).scalar_one_or_none()
+            if data is None:
+                _require_trial(c, trial_id)
+            return None if data is None else bytes(data)
+
+        return self._unit(work, write=False)
 
     # ------------------------------------------------------------------ workers
     def report(
@@ -399,6 +460,7 @@ class Repository:
             c.execute(update(trials).where(trials.c.id == trial_id).values(values))
             if weights is not None:
                 _put_weights(c, trial_id, "trained", weights, sha)
+            c.execute(delete(staged_weights).where(staged_weights.c.trial_id == trial_id))
             return dataclasses.replace(
                 current,
                 state=state,
@@ -410,9 +472,9 @@ class Repository:
                 has_trained_weights=bool(sha),
             ), True
 
-        return _engine.run(self._engine, work, write=True)
+        return self._unit(work, write=True)
 
-    def heartbeat(self, trial_id: str, *, now: float | None = None) -> Trial:
+    def heartbeat(self, trial_id: str, now: float | None = None) -> Trial:
         """Renew an ACTIVE trial's lease; :class:`FailedPreconditionError` if it is final."""
         at = _now(now)
 
@@ -425,7 +487,7 @@ class Repository:
                 )
             return _renew(c, trial, at + row.lease_seconds, at)
 
-        return _engine.run(self._engine, work, write=True)
+        return self._unit(work, write=True)
 
     def add_measurement(
         self,
@@ -433,7 +495,6 @@ class Repository:
         step: int,
         value: float,
         name: str = "objective",
-        *,
         now: float | None = None,
     ) -> tuple[Trial, bool]:
         """Store an intermediate value and renew the lease; returns (trial, should_stop).
@@ -461,7 +522,7 @@ class Repository:
             ).scalar_one()
             return trial, bool(stopped) or trial.state is not TrialState.ACTIVE
 
-        return _engine.run(self._engine, work, write=True)
+        return self._unit(work, write=True)
 
     def list_measurements(self, trial_id: str) -> list[Measurement]:
         """A trial's measurements by name, then step."""
@@ -484,12 +545,12 @@ class Repository:
                 for row in rows
             ]
 
-        return _engine.run(self._engine, work, write=False)
+        return self._unit(work, write=False)
 
-    def expire_leases(self, *, now: float | None = None) -> int:
+    def expire_leases(self, now: float | None = None) -> int:
         """Mark every ACTIVE trial whose lease has run out STALE; returns how many."""
         at = _now(now)
-        return _engine.run(self._engine, lambda c: _expire(c, at, true()), write=True)
+        return self._unit(lambda c: _expire(c, at, true()), write=True)
 
 
 # ---------------------------------------------------------------------- suggest helpers
@@ -757,8 +818,11 @@ def _trial_row(c: Connection, trial_id: str, *, lock: bool = False) -> Row[Any]:
     return row
 
 
-def _require_trial(c: Connection, trial_id: str) -> None:
-    if c.execute(select(trials.c.id).where(trials.c.id == trial_id)).first() is None:
+def _require_trial(c: Connection, trial_id: str, *, lock: bool = False) -> None:
+    query = select(trials.c.id).where(trials.c.id == trial_id)
+    if lock:
+        query = query.with_for_update(key_share=True)
+    if c.execute(query).first() is None:
         raise NotFoundError(f"no trial {trial_id!r}")
 
 

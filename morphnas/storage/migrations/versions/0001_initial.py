@@ -1,4 +1,4 @@
-"""Initial schema: searches, trials, trial weights, measurements.
+"""Initial schema: searches, trials, trial weights, staged weights, measurements.
 
 Revision ID: 0001
 Revises:
@@ -79,6 +79,22 @@ def upgrade() -> None:
     )
 
     op.create_table(
+        "staged_weights",
+        sa.Column("trial_id", sa.String(32), nullable=False),
+        sa.Column("sha256", sa.String(64), nullable=False),
+        sa.Column("size", sa.BigInteger(), nullable=False),
+        sa.Column("data", sa.LargeBinary(), nullable=False),
+        sa.Column("created_at", sa.Double(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["trial_id"],
+            ["trials.id"],
+            name="fk_staged_weights_trial_id_trials",
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("trial_id", "sha256", name="pk_staged_weights"),
+    )
+
+    op.create_table(
         "measurements",
         sa.Column("trial_id", sa.String(32), nullable=False),
         sa.Column("name", sa.String(100), nullable=False),
@@ -97,6 +113,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("measurements")
+    op.drop_table("staged_weights")
     op.drop_table("trial_weights")
     op.drop_index("ix_trials_state_lease_expires_at", table_name="trials")
     op.drop_index("ix_trials_search_id_state", table_name="trials")

@@ -1,0 +1,116 @@
+"""The schema comes only from the Alembic migrations, and the ORM tables agree with them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from morphnas.core.errors import UnavailableError
+from morphnas.storage import Repository, SchemaVersionError
+from morphnas.storage._engine import make_engine
+from morphnas.storage._migrate import alembic_config, head_revision
+from morphnas.storage._tables import metadata
+
+TABLES = {"searches", "trials", "trial_weights", "staged_weights", "measurements"}
+
+
+def _revision(url: str) -> tuple[str, ...]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            return tuple(MigrationContext.configure(connection).get_current_heads())
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_of_an_empty_database_reaches_head(db_url: str) -> None:
+    Repository.from_url(db_url).close()
+    assert _revision(db_url) == (head_revision(),)
+    engine = make_engine(db_url)
+    try:
+        assert TABLES <= set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    Repository.from_url(db_url, create=False).close()  # at head: opens without upgrading
+
+
+def test_tables_match_the_migrations(db_url: str) -> None:
+    Repository.from_url(db_url).close()
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as connection:
+            diff = compare_metadata(MigrationContext.configure(connection), metadata)
+    finally:
+        engine.dispose()
+    assert diff == []
+
+
+def test_downgrade_then_upgrade_round_trips(db_url: str) -> None:
+    Repository.from_url(db_url).close()
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as connection:
+            command.downgrade(alembic_config(connection), "base")
+        assert not TABLES & set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    Repository.from_url(db_url).close()
+    assert _revision(db_url) == (head_revision(),)
+
+
+def test_a_newer_schema_is_refused_with_a_clear_message(db_url: str) -> None:
+    Repository.from_url(db_url).close()
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("UPDATE alembic_version SET version_num = '9999_future'"))
+    finally:
+        engine.dispose()
+    with pytest.raises(SchemaVersionError, match="9999_future is newer than this morphnas"):
+        Repository.from_url(db_url)
+
+
+def test_an_older_schema_is_refused_without_create(db_url: str) -> None:
+    with pytest.raises(SchemaVersionError, match="older than this morphnas"):
+        Repository.from_url(db_url, create=False)
+
+
+def test_migrations_run_from_any_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    Repository.from_url(f"sqlite:///{tmp_path / 'x.db'}").close()
+    assert _revision(f"sqlite:///{tmp_path / 'x.db'}") == (head_revision(),)
+
+
+def test_sqlite_connections_use_wal_busy_timeout_and_foreign_keys(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    Repository.from_url(url).close()
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            pragma = lambda name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()  # noqa: E731
+            assert pragma("journal_mode") == "wal"
+            assert pragma("foreign_keys") == 1
+            assert pragma("busy_timeout") == 30_000
+    finally:
+        engine.dispose()
+
+
+def test_an_unreachable_database_is_unavailable() -> None:
+    with pytest.raises(UnavailableError):
+        Repository.from_url("postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2")
+
+
+def test_the_default_url_is_a_sqlite_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Repository.from_url().close()
+    assert os.path.exists(tmp_path / "morphnas.db")
