@@ -75,7 +75,9 @@ trials = Table(
     Column("reissue_of", ID, nullable=True),  # the STALE trial this one repeats
     Column("reissued_as", ID, nullable=True),  # set on a STALE trial once handed out again
     UniqueConstraint("search_id", "number"),
-    Index(None, "search_id", "state"),
+    Index(None, "search_id", "state", "number"),
+    # Covers the per-ask scan of (id, state) by number without touching the wide rows.
+    Index(None, "search_id", "number", "state", "id"),
     Index(None, "state", "lease_expires_at"),
 )
 

@@ -62,7 +62,6 @@ from morphnas.core.errors import (
 from morphnas.core.records import (
     Measurement,
     NewTrial,
-    Observation,
     Policy,
     Search,
     SearchConfig,
@@ -72,6 +71,7 @@ from morphnas.core.records import (
 )
 from morphnas.storage import _engine
 from morphnas.storage._migrate import SchemaVersionError, prepare_schema
+from morphnas.storage._observations import ObservationCache, load_observations
 from morphnas.storage._tables import (
     measurements,
     searches,
@@ -93,16 +93,6 @@ MAX_SUGGEST_COUNT = 1000
 #: A policy: given everything stored about a search, propose up to ``n`` new trials.
 Proposer = Callable[[SearchSnapshot, int], Sequence[NewTrial]]
 
-_OBSERVATION_COLUMNS = (
-    trials.c.id,
-    trials.c.number,
-    trials.c.architecture,
-    trials.c.arch_hash,
-    trials.c.state,
-    trials.c.score,
-    trials.c.parent_id,
-)
-
 
 class Repository:
     """Storage of morphnas on SQLite or PostgreSQL. Thread-safe: share one per process."""
@@ -113,6 +103,7 @@ class Repository:
         # repository calls the policy makes (load a parent's weights...) join that transaction
         # instead of queueing for a second connection behind the lock their own caller holds.
         self._local = threading.local()
+        self._observation_cache = ObservationCache()
 
     def _unit(self, work: Callable[[Connection], T], *, write: bool) -> T:
         outer: Connection | None = getattr(self._local, "connection", None)
@@ -281,7 +272,7 @@ class Repository:
             if wanted > 0:
                 snapshot = SearchSnapshot(
                     dataclasses.replace(search, trial_count=issue.next_number),
-                    _observations(c, search_id),
+                    load_observations(c, search_id, self._observation_cache),
                 )
                 self._local.connection = c
                 try:
@@ -298,7 +289,9 @@ class Repository:
         """The snapshot a policy would see now (no lock; for read-only views)."""
 
         def work(c: Connection) -> SearchSnapshot:
-            return SearchSnapshot(_search_row(c, search_id), _observations(c, search_id))
+            return SearchSnapshot(
+                _search_row(c, search_id), load_observations(c, search_id, self._observation_cache)
+            )
 
         return self._unit(work, write=False)
 
@@ -704,26 +697,6 @@ def _held_trials(c: Connection, search_id: str, worker_id: str) -> list[Trial]:
         .order_by(trials.c.number)
     ).all()
     return [_trial_record(row) for row in rows]
-
-
-def _observations(c: Connection, search_id: str) -> tuple[Observation, ...]:
-    rows = c.execute(
-        select(*_OBSERVATION_COLUMNS)
-        .where(trials.c.search_id == search_id)
-        .order_by(trials.c.number)
-    ).all()
-    return tuple(
-        Observation(
-            trial_id=row.id,
-            number=row.number,
-            architecture=row.architecture,
-            arch_hash=row.arch_hash,
-            state=TrialState(row.state),
-            score=row.score,
-            parent_id=row.parent_id,
-        )
-        for row in rows
-    )
 
 
 def _expire(c: Connection, now: float, where: Any) -> int:

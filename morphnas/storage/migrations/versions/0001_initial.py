@@ -59,7 +59,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_trials"),
         sa.UniqueConstraint("search_id", "number", name="uq_trials_search_id_number"),
     )
-    op.create_index("ix_trials_search_id_state", "trials", ["search_id", "state"])
+    op.create_index("ix_trials_search_id_state_number", "trials", ["search_id", "state", "number"])
+    op.create_index(
+        "ix_trials_search_id_number_state_id", "trials", ["search_id", "number", "state", "id"]
+    )
     op.create_index("ix_trials_state_lease_expires_at", "trials", ["state", "lease_expires_at"])
 
     op.create_table(
@@ -116,7 +119,8 @@ def downgrade() -> None:
     op.drop_table("staged_weights")
     op.drop_table("trial_weights")
     op.drop_index("ix_trials_state_lease_expires_at", table_name="trials")
-    op.drop_index("ix_trials_search_id_state", table_name="trials")
+    op.drop_index("ix_trials_search_id_number_state_id", table_name="trials")
+    op.drop_index("ix_trials_search_id_state_number", table_name="trials")
     op.drop_table("trials")
     op.drop_index("ix_searches_created_at_id", table_name="searches")
     op.drop_table("searches")

@@ -1,0 +1,129 @@
+"""Micro-benchmark of the storage hot paths at 1000 trials: report() and suggest().
+
+    python bench/storage_micro.py [--trials 1000] [--postgres URL]
+
+Fills one search with ``--trials`` completed trials (realistic ~3 KB architecture JSON and
+~100 KB initial weights each), then times, one call at a time:
+
+* ``report``: a worker reports a COMPLETED score for an ACTIVE trial (no weights, and with
+  ~100 KB trained weights);
+* ``suggest``: lock, expire, load every observation into a snapshot, store one new trial (the
+  policy is a stub, so this is the storage share of an ask).
+
+Prints p50/p95 in milliseconds. SQLite runs in a temporary file; PostgreSQL in a temporary
+database created next to ``--postgres`` (default: MORPHNAS_TEST_POSTGRES_URL or the local one),
+skipped if unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+
+from morphnas.core.records import NewTrial, SearchConfig, SearchSnapshot, TrialState
+from morphnas.storage import Repository
+
+ARCH = json.dumps({"layers": [{"name": f"l{i}", "kind": "conv", "width": 64} for i in range(60)]})
+WEIGHTS = os.urandom(100_000)
+
+
+def stub_policy(snapshot: SearchSnapshot, n: int) -> list[NewTrial]:
+    base = snapshot.search.trial_count
+    return [
+        NewTrial(ARCH, f"h{base + i}", None, ({"op": "deepen", "after": "l3"},), WEIGHTS)
+        for i in range(n)
+    ]
+
+
+def percentiles(samples: list[float]) -> str:
+    ms = sorted(s * 1000 for s in samples)
+    p95 = ms[min(len(ms) - 1, int(0.95 * len(ms)))]
+    return f"p50 {statistics.median(ms):7.2f} ms   p95 {p95:7.2f} ms   (n={len(ms)})"
+
+
+def timed(calls: int, fn: Callable[[], object]) -> list[float]:
+    samples = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def bench(url: str, trials: int, label: str) -> None:
+    repo = Repository.from_url(url)
+    search = repo.create_search(
+        SearchConfig(name="bench", input_shape=(40,), num_classes=10, max_trials=100_000)
+    )
+    for _ in range(trials // 50):
+        for t in repo.suggest(search.id, "", 50, stub_policy):
+            repo.report(t.id, state=TrialState.COMPLETED, score=0.5)
+
+    pending = iter(repo.suggest(search.id, "", 200, stub_policy))
+    report_plain = timed(
+        100,
+        lambda: repo.report(next(pending).id, state=TrialState.COMPLETED, score=0.5),
+    )
+    report_weights = timed(
+        100,
+        lambda: repo.report(
+            next(pending).id, state=TrialState.COMPLETED, score=0.5, weights=WEIGHTS
+        ),
+    )
+    suggest = timed(50, lambda: repo.suggest(search.id, "", 1, stub_policy))
+    n = repo.count_trials(search.id)
+    print(f"[{label}] {n} trials in the search")
+    print(f"  report (no weights)      {percentiles(report_plain)}")
+    print(f"  report (100 KB weights)  {percentiles(report_weights)}")
+    print(f"  suggest (1 trial)        {percentiles(suggest)}")
+    repo.close()
+
+
+@contextmanager
+def postgres_database(admin_url: str) -> Iterator[str | None]:
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"morphnas_bench_{uuid.uuid4().hex[:8]}"
+    try:
+        with engine.connect() as c:
+            c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as error:
+        print(f"[postgres] skipped: {error.orig}", file=sys.stderr)
+        yield None
+        return
+    try:
+        yield sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with engine.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=1000)
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get(
+            "MORPHNAS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+        ),
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        bench(f"sqlite:///{tmp}/bench.db", args.trials, "sqlite")
+    with postgres_database(args.postgres) as url:
+        if url is not None:
+            bench(url, args.trials, "postgres")
+
+
+if __name__ == "__main__":
+    main()

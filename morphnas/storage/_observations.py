@@ -1,0 +1,104 @@
+"""Loading a search's observations cheaply, with a cache of the ones that can no longer change.
+
+A policy reads every trial of a search on every ask. Architectures are kilobytes of JSON, so
+re-reading and re-wrapping a thousand of them per ask would dominate its cost. An observation's
+fields other than ``state`` and ``score`` never change, and its score is written exactly once,
+when it leaves ACTIVE. So an observation read in a state other than ACTIVE is fully determined
+by ``(trial id, state)``: each ask reads only ``(id, state)`` for all trials and fetches full
+rows just for the pairs it has not seen. The database stays the truth; the cache only saves
+work, and an entry from a rolled-back transaction can at worst be unused.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+from sqlalchemy import Connection, select
+
+from morphnas.core.records import Observation, TrialState
+from morphnas.storage._tables import trials
+
+_COLUMNS = (
+    trials.c.id,
+    trials.c.number,
+    trials.c.architecture,
+    trials.c.arch_hash,
+    trials.c.state,
+    trials.c.score,
+    trials.c.parent_id,
+)
+_STATES = {state.value: state for state in TrialState}
+#: Above this many unseen trials, one scan of the search beats a long ``IN (...)`` list.
+_SCAN_THRESHOLD = 200
+
+
+class ObservationCache:
+    """A bounded, thread-safe LRU map ``(trial id, state) -> Observation`` of non-ACTIVE trials."""
+
+    def __init__(self, max_entries: int = 20_000) -> None:
+        self._entries: OrderedDict[tuple[str, str], Observation] = OrderedDict()
+        self._max_entries = max_entries
+        self._lock = threading.Lock()
+
+    def lookup(self, keys: list[tuple[str, str]]) -> list[Observation | None]:
+        with self._lock:
+            found = [self._entries.get(key) for key in keys]
+            for key, observation in zip(keys, found, strict=True):
+                if observation is not None:
+                    self._entries.move_to_end(key)
+            return found
+
+    def store(self, observations: list[Observation]) -> None:
+        with self._lock:
+            for observation in observations:
+                if observation.state is not TrialState.ACTIVE:
+                    self._entries[(observation.trial_id, observation.state.value)] = observation
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+
+
+def load_observations(
+    c: Connection, search_id: str, cache: ObservationCache
+) -> tuple[Observation, ...]:
+    """Every trial of the search as the policy sees it, by number (blobs are never read)."""
+    keys = [
+        (row[0], row[1])
+        for row in c.execute(
+            select(trials.c.id, trials.c.state)
+            .where(trials.c.search_id == search_id)
+            .order_by(trials.c.number)
+        )
+    ]
+    found = cache.lookup(keys)
+    missing = [key[0] for key, observation in zip(keys, found, strict=True) if observation is None]
+    if not missing:
+        return tuple(o for o in found if o is not None)
+    fresh = {o.trial_id: o for o in _fetch(c, search_id, missing)}
+    cache.store(list(fresh.values()))
+    # A report may commit between the two reads (it does not take the search lock): use the
+    # newer row, which carries its own state.
+    return tuple(
+        fresh.get(key[0]) or observation  # type: ignore[misc]
+        for key, observation in zip(keys, found, strict=True)
+        if key[0] in fresh or observation is not None
+    )
+
+
+def _fetch(c: Connection, search_id: str, ids: list[str]) -> list[Observation]:
+    if len(ids) <= _SCAN_THRESHOLD:  # by primary key (a search_id filter misleads SQLite)
+        query = select(*_COLUMNS).where(trials.c.id.in_(ids))
+    else:
+        query = select(*_COLUMNS).where(trials.c.search_id == search_id)
+    return [
+        Observation(
+            trial_id=row.id,
+            number=row.number,
+            architecture=row.architecture,
+            arch_hash=row.arch_hash,
+            state=_STATES[row.state],
+            score=row.score,
+            parent_id=row.parent_id,
+        )
+        for row in c.execute(query)
+    ]
