@@ -500,3 +500,30 @@ def test_concurrent_repositories_on_one_database(db_url: str) -> None:
     finally:
         for repo in [setup, *repos]:
             repo.close()
+
+
+def test_snapshots_follow_every_state_change(repo: Repository) -> None:
+    """The policy's view stays exact across reports, expiry and late reports (cache included)."""
+    search = repo.create_search(make_config(lease_seconds=10.0))
+    propose = Proposer()
+    a, b, c = repo.suggest(search.id, "", 3, propose, now=0.0)
+    repo.report(a.id, state=COMPLETED, score=0.9, now=1.0)
+    repo.report(b.id, state=FAILED, score=None, reason="oom", now=1.0)
+    repo.suggest(search.id, "", 1, propose, now=2.0)  # d; c is still ACTIVE
+    seen = {o.number: (o.state, o.score) for o in propose.calls[-1][0].observations}
+    assert seen == {0: (COMPLETED, 0.9), 1: (FAILED, None), 2: (ACTIVE, None)}
+
+    repo.suggest(search.id, "", 2, propose, now=30.0)  # c and d expire: both copies, no policy
+    assert len(propose.calls) == 2
+    repo.report(c.id, state=COMPLETED, score=0.1, now=31.0)  # late report on a STALE trial
+    repo.suggest(search.id, "", 1, propose, now=32.0)
+    seen = {o.number: (o.state, o.score) for o in propose.calls[-1][0].observations}
+    assert seen == {
+        0: (COMPLETED, 0.9),
+        1: (FAILED, None),
+        2: (COMPLETED, 0.1),
+        3: (STALE, None),
+        4: (ACTIVE, None),
+        5: (ACTIVE, None),
+    }
+    assert repo.observations(search.id).observations[:6] == propose.calls[-1][0].observations
