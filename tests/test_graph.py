@@ -364,3 +364,9 @@ def test_absurd_sizes_are_named(graph, data):
     with pytest.raises(SizeLimitError) as caught:
         build_graph(graph.input_shape, layers)
     assert caught.value.layer == victim.name
+
+
+def test_inputs_may_be_given_as_a_list():
+    graph = build_graph((4,), [Layer("d", "dense", ["input"], units=2)])  # type: ignore[arg-type]
+    assert graph.layers[0].inputs == (INPUT,)
+    assert hash(graph) == hash(build_graph((4,), [dense("d", INPUT, units=2)]))

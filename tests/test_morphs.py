@@ -309,3 +309,12 @@ def test_the_hash_ignores_names_and_listing_order(graph, rename_seed):
 def test_a_morph_always_changes_the_hash(graph, rng_seed):
     op = sample_morph(graph, np.random.default_rng(rng_seed))
     assert op.apply(graph).content_hash != graph.content_hash
+
+
+def test_joins_do_not_block_widening():
+    parent = seed_graph((2, 12, 12), 5, width=16)
+    for skip in (ConcatSkip("conv2", "conv6"), AddSkip("conv2", "conv6")):
+        graph = skip.apply(parent)
+        widenable = {op.layer for op in Wider.candidates(graph)}
+        convs = {layer.name for layer in graph.layers if layer.kind == "conv"}
+        assert convs <= widenable, skip

@@ -258,6 +258,7 @@ def _topological(layers: list[Layer]) -> tuple[Layer, ...]:
     if len(layers) > MAX_LAYERS:
         raise SizeLimitError(f"{len(layers)} layers is more than the limit of {MAX_LAYERS}")
     names: dict[str, Layer] = {}
+    layers = [_with_tuple_inputs(layer) for layer in layers]
     for layer in layers:
         if not isinstance(layer.name, str) or not _NAME.match(layer.name) or layer.name == INPUT:
             raise InvalidGraphError(
@@ -292,6 +293,16 @@ def _topological(layers: list[Layer]) -> tuple[Layer, ...]:
             raise CycleError("is part of a cycle", _cycle_member(waiting, placed))
         pending = waiting
     return tuple(order)
+
+
+def _with_tuple_inputs(layer: Layer) -> Layer:
+    """The layer with ``inputs`` as a tuple of names (a list is accepted; anything else is not)."""
+    if not isinstance(layer, Layer):
+        raise InvalidGraphError(f"a graph holds Layer values, got {type(layer).__name__}")
+    inputs = layer.inputs
+    if not isinstance(inputs, (tuple, list)) or not all(isinstance(s, str) for s in inputs):
+        raise InvalidGraphError(f"inputs must be layer names, got {inputs!r}", str(layer.name))
+    return layer if isinstance(inputs, tuple) else layer.replace(inputs=tuple(inputs))
 
 
 def _cycle_member(waiting: list[Layer], placed: set[str]) -> str:

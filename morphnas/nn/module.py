@@ -137,7 +137,7 @@ def load_weights(module: GraphModule, weights: Mapping[str, np.ndarray]) -> None
     with torch.no_grad():
         for name, array in checked.items():
             target = state[_param_name(name)]
-            target.copy_(torch.from_numpy(array).to(target.dtype))
+            target.copy_(torch.from_numpy(np.ascontiguousarray(array)).to(target.dtype))
 
 
 def module_weights(module: GraphModule) -> dict[str, np.ndarray]:
