@@ -144,7 +144,7 @@ class Graph:
 
     # ---------------------------------------------------------------- helpers for morphs
     def fresh_name(self, kind: str, taken: Iterable[str] = ()) -> str:
-        """A new layer name ``<kind><n>`` with n one past the highest number in use."""
+        """The first free layer name ``<kind><n>``, counting n up from the number of layers."""
         used = set(self.by_name) | set(taken)
         n = len(self.layers)
         while f"{kind}{n}" in used:
