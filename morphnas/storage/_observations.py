@@ -76,13 +76,14 @@ def load_observations(
         return tuple(o for o in found if o is not None)
     fresh = {o.trial_id: o for o in _fetch(c, search_id, missing)}
     cache.store(list(fresh.values()))
-    # A report may commit between the two reads (it does not take the search lock): use the
-    # newer row, which carries its own state.
-    return tuple(
-        fresh.get(key[0]) or observation  # type: ignore[misc]
-        for key, observation in zip(keys, found, strict=True)
-        if key[0] in fresh or observation is not None
-    )
+    # A report may commit between the two reads (it does not take the search lock): prefer
+    # the newer row, which carries its own state.
+    result: list[Observation] = []
+    for (trial_id, _), cached in zip(keys, found, strict=True):
+        observation = fresh.get(trial_id, cached)
+        if observation is not None:
+            result.append(observation)
+    return tuple(result)
 
 
 def _fetch(c: Connection, search_id: str, ids: list[str]) -> list[Observation]:
