@@ -1,0 +1,196 @@
+"""Maximising the acquisition over the morph tree (Auto-Keras's Algorithm 1, per-child annealing).
+
+Acquisition: upper confidence bound ``α(x) = μ(x) + β·σ(x)`` (z-scored scores, higher is better).
+
+Tree search: a max-priority queue on α, seeded with the observed architectures. Each iteration
+pops the best node, expands it into one-step morphs (all of them, or a fixed random subset of
+``max_children`` when the neighbourhood is larger; the subset depends only on the seed and the
+node's content hash, so it is the same on every ask and its children stay cached), evaluates α on
+the new children in one batch, and pushes each child with the simulated-annealing rule
+``push if α' ≥ α* or U(0,1) < exp((α' − α*)/T)`` where α* is the best α found so far. ``T`` starts
+at T₀ = 1 and is multiplied by 0.9 per expansion; the search stops when ``T < 1e-4`` (at most 88
+expansions), when the queue is empty or at the wall-clock deadline. The answer is the best child
+seen, with its observed ancestor and the morph path from it.
+
+Children over the size caps, and architectures already observed, pending or proposed, are never
+pushed (nor returned). Materialised children are cached by (parent hash, morph): a cache only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from morphnas.core.errors import InvalidArgumentError
+from morphnas.core.graph import Graph
+from morphnas.core.morphs import Morph, neighbourhood
+from morphnas.search.descriptors import LRU, Descriptor, descriptor
+
+log = logging.getLogger(__name__)
+
+T0 = 1.0
+COOLING = 0.9
+T_MIN = 1e-4
+MAX_CHILDREN = 16
+
+
+def ucb(mean: np.ndarray, std: np.ndarray, beta: float) -> np.ndarray:
+    """Upper confidence bound μ + β·σ."""
+    return mean + beta * std
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Size caps a proposal must respect."""
+
+    max_params: int
+    max_memory_bytes: int
+    batch_size: int
+
+    def allow(self, params: int, memory: int) -> bool:
+        return params <= self.max_params and memory <= self.max_memory_bytes
+
+    def allows(self, graph: Graph) -> bool:
+        return self.allow(graph.num_params, graph.training_memory_bytes(self.batch_size))
+
+
+@dataclass(frozen=True)
+class Child:
+    """A materialised one-step morph of a graph."""
+
+    graph: Graph
+    key: str  # names the graph *with* its layer names (see Node.key)
+    descriptor: Descriptor
+    params: int
+    memory: int
+
+
+@dataclass(frozen=True)
+class Node:
+    """A tree-search node: an architecture, its observed ancestor and the morph path from it.
+
+    ``key`` identifies the graph including its layer names (morphs refer to layers by name, and
+    the content hash ignores names): for an observed graph a digest of its stored text, for a
+    child a digest of (parent key, morph).
+    """
+
+    graph: Graph
+    key: str
+    descriptor: Descriptor
+    parent_id: str
+    operations: tuple[Morph, ...]
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Found:
+    """The search's answer."""
+
+    node: Node
+    acquisition: float
+    expansions: int
+
+
+_NEIGHBOURS: LRU = LRU(20_000)
+_CHILDREN: LRU = LRU(100_000)
+
+
+def clear() -> None:
+    _NEIGHBOURS.clear()
+    _CHILDREN.clear()
+
+
+def child_morphs(graph: Graph, key: str, seed: int, limit: int = MAX_CHILDREN) -> tuple[Morph, ...]:
+    """The morphs to try from ``graph``: all, or a fixed random subset of ``limit``."""
+
+    def build() -> tuple[Morph, ...]:
+        ops = neighbourhood(graph)
+        if len(ops) <= limit:
+            return tuple(ops)
+        rng = np.random.default_rng([seed, int(graph.content_hash[:15], 16)])
+        picked = np.sort(rng.choice(len(ops), size=limit, replace=False))
+        return tuple(ops[int(i)] for i in picked)
+
+    return _NEIGHBOURS.get_or((key, seed, limit), build)  # type: ignore[no-any-return]
+
+
+def materialise(graph: Graph, key: str, op: Morph, batch_size: int) -> Child | None:
+    """``op.apply(graph)`` with its descriptor and costs (cached); None if the morph is illegal."""
+
+    def build() -> Child | None:
+        try:
+            child = op.apply(graph)
+        except InvalidArgumentError:
+            return None
+        return Child(
+            child,
+            text_key(f"{key}/{op!r}"),
+            descriptor(child),
+            child.num_params,
+            child.training_memory_bytes(batch_size),
+        )
+
+    return _CHILDREN.get_or((key, op, batch_size), build)  # type: ignore[no-any-return]
+
+
+def tree_search(
+    roots: Sequence[tuple[Node, float]],
+    acquisition: Callable[[list[Descriptor]], np.ndarray],
+    excluded: set[str],
+    constraints: Constraints,
+    rng: np.random.Generator,
+    deadline: float,
+    seed: int,
+    max_children: int = MAX_CHILDREN,
+) -> Found | None:
+    """Best new architecture by acquisition reachable from ``roots`` (node, α) — see module doc."""
+    queue: list[tuple[float, int, Node]] = []
+    counter = 0
+    for node, value in roots:
+        queue.append((-value, counter, node))
+        counter += 1
+    heapq.heapify(queue)
+    seen = set(excluded) | {node.descriptor.arch_hash for node, _ in roots}
+    best: Node | None = None
+    best_value = -math.inf
+    temperature = T0
+    expansions = 0
+    while queue and temperature >= T_MIN and time.perf_counter() < deadline:
+        _, _, node = heapq.heappop(queue)
+        fresh: list[tuple[Morph, Child]] = []
+        for op in child_morphs(node.graph, node.key, seed, max_children):
+            child = materialise(node.graph, node.key, op, constraints.batch_size)
+            if child is None or child.descriptor.arch_hash in seen:
+                continue
+            seen.add(child.descriptor.arch_hash)
+            if constraints.allow(child.params, child.memory):
+                fresh.append((op, child))
+        expansions += 1
+        if fresh:
+            values = acquisition([child.descriptor for _, child in fresh])
+            for (op, child), value in zip(fresh, values.tolist(), strict=True):
+                path = (*node.operations, op)
+                new = Node(child.graph, child.key, child.descriptor, node.parent_id, path)
+                if value > best_value:
+                    best, best_value = new, value
+                if value >= best_value or rng.random() < math.exp(
+                    (value - best_value) / temperature
+                ):
+                    heapq.heappush(queue, (-value, counter, new))
+                    counter += 1
+        temperature *= COOLING
+    if time.perf_counter() >= deadline and temperature >= T_MIN:
+        log.info("tree search stopped by its time budget after %d expansions", expansions)
+    if best is None:
+        return None
+    return Found(best, best_value, expansions)

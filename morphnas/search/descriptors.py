@@ -1,0 +1,184 @@
+"""Compact numeric descriptors of architectures: what the edit distance compares.
+
+A :class:`Descriptor` reduces a :class:`~morphnas.core.graph.Graph` to two small arrays:
+
+``tokens`` (L, 4) float64
+    one row per main-chain layer, in order: ``[kind id, units, kernel, stride]`` (attributes a
+    kind does not use are 0). ``L = len(graph.main_chain)``.
+``skips`` (M, 3) float64
+    one row per skip branch: ``[start depth u, span δ, type]`` with type 0 for Add, 1 for
+    Concat. A skip is every non-primary input of an Add/Concat layer (the primary input is the
+    deepest one, as in :attr:`Graph.main_chain`); it is traced back through single-input,
+    single-consumer layers to the layer it forks from (``start``); ``u`` is the longest-path depth
+    of ``start`` from the input (the main-chain rank for main-chain layers, 0 for the input) and
+    ``δ = depth(primary input) − u``.
+
+Descriptors are cached by content hash (a cache only: they are a pure function of the graph).
+The byte signatures ``layer_key`` / ``skip_key`` let distance rows be shared between different
+architectures with the same main chain or the same skips.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from morphnas.core.graph import INPUT, Graph
+from morphnas.core.layers import LAYER_KINDS
+
+#: Layer attributes compared by the layer distance, in token column order (after the kind id).
+ATTRS = ("units", "kernel", "stride")
+SKIP_TYPES = {"add": 0.0, "concat": 1.0}
+
+_KIND_IDS: dict[str, int] = {}
+_WEIGHTS: list[np.ndarray] = []
+
+
+def kind_id(kind: str) -> int:
+    """A small integer per layer kind, stable within the process (registry order first)."""
+    if kind not in _KIND_IDS:
+        _KIND_IDS[kind] = len(_KIND_IDS)
+    return _KIND_IDS[kind]
+
+
+for _name in LAYER_KINDS:
+    kind_id(_name)
+
+
+def attr_weights() -> np.ndarray:
+    """(n_kinds, 3): weight of each attribute column in a same-kind layer distance.
+
+    Each kind averages the relative differences of the attributes it uses (1/count each), so a
+    kind without units/kernel/stride (ReLU, BN, ...) costs 0 against its own kind.
+    """
+    if _WEIGHTS and len(_WEIGHTS[0]) == len(_KIND_IDS):
+        return _WEIGHTS[0]
+    weights = np.zeros((len(_KIND_IDS), len(ATTRS)))
+    for name, index in _KIND_IDS.items():
+        kind = LAYER_KINDS.get(name)
+        used = [i for i, attr in enumerate(ATTRS) if kind is not None and attr in kind.attrs]
+        if used:
+            weights[index, used] = 1.0 / len(used)
+    _WEIGHTS[:] = [weights]
+    return weights
+
+
+#: Every distinct main-chain token seen in this process, by id (ids are stable in a process;
+#: the layer distance looks substitution costs up by id).
+TOKENS: list[np.ndarray] = []
+_TOKEN_IDS: dict[bytes, int] = {}
+
+
+def encode_tokens(tokens: np.ndarray) -> np.ndarray:
+    """Token ids (L,) of a token array (L, 4)."""
+    out = np.empty(len(tokens), np.intp)
+    for i, token in enumerate(tokens):
+        key = token.tobytes()
+        if key not in _TOKEN_IDS:
+            _TOKEN_IDS[key] = len(TOKENS)
+            TOKENS.append(token.copy())
+        out[i] = _TOKEN_IDS[key]
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class Descriptor:
+    """See the module docstring."""
+
+    arch_hash: str
+    tokens: np.ndarray  # (L, 4)
+    skips: np.ndarray  # (M, 3)
+    token_ids: np.ndarray  # (L,) ids into TOKENS
+
+    @property
+    def layer_key(self) -> bytes:
+        return self.tokens.tobytes()
+
+    @property
+    def skip_key(self) -> bytes:
+        return self.skips.tobytes()
+
+
+def _depths(graph: Graph) -> dict[str, int]:
+    depth = {INPUT: 0}
+    for layer in graph.layers:
+        depth[layer.name] = 1 + max(depth[name] for name in layer.inputs)
+    return depth
+
+
+def _skips(graph: Graph, depth: dict[str, int]) -> np.ndarray:
+    rows: list[tuple[float, float, float]] = []
+    for layer in graph.layers:
+        if layer.kind not in SKIP_TYPES:
+            continue
+        primary = max(layer.inputs, key=lambda name: depth[name])
+        for source in layer.inputs:
+            if source == primary:
+                continue
+            start = source
+            while (
+                start != INPUT
+                and len(graph.consumers[start]) == 1
+                and len(graph.by_name[start].inputs) == 1
+            ):
+                start = graph.by_name[start].inputs[0]
+            u = depth[start]
+            rows.append((float(u), float(max(depth[primary] - u, 0)), SKIP_TYPES[layer.kind]))
+    rows.sort()
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+
+
+def describe(graph: Graph) -> Descriptor:
+    """The descriptor of a graph (uncached; see :func:`descriptor`)."""
+    tokens = np.zeros((len(graph.main_chain), 1 + len(ATTRS)))
+    for i, name in enumerate(graph.main_chain):
+        layer = graph.by_name[name]
+        tokens[i, 0] = kind_id(layer.kind)
+        for j, attr in enumerate(ATTRS):
+            tokens[i, 1 + j] = float(getattr(layer, attr))
+    return Descriptor(
+        graph.content_hash, tokens, _skips(graph, _depths(graph)), encode_tokens(tokens)
+    )
+
+
+class LRU(OrderedDict):  # type: ignore[type-arg]
+    """A small least-recently-used mapping (a cache: evicting an entry only costs time)."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+
+    def get_or(self, key: object, make):  # type: ignore[no-untyped-def]
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        value = make()
+        self[key] = value
+        if len(self) > self.capacity:
+            self.popitem(last=False)
+        return value
+
+
+_DESCRIPTORS: LRU = LRU(200_000)
+_GRAPHS: LRU = LRU(20_000)
+
+
+def descriptor(graph: Graph) -> Descriptor:
+    """Cached :func:`describe`, keyed by content hash."""
+    return _DESCRIPTORS.get_or(graph.content_hash, lambda: describe(graph))  # type: ignore[no-any-return]
+
+
+def graph_from_json(architecture: str) -> Graph:
+    """Parse a stored architecture, cached by its text (parsing validates, which is not free).
+
+    Keyed by the text, not the content hash: two trials may hold the same structure under
+    different layer names, and morph operations refer to layers by name.
+    """
+    return _GRAPHS.get_or(architecture, lambda: Graph.from_json(architecture))  # type: ignore[no-any-return]
+
+
+def clear() -> None:
+    _DESCRIPTORS.clear()
+    _GRAPHS.clear()

@@ -1,0 +1,270 @@
+"""Policies: a snapshot of a search in, proposals out. No state is kept between calls.
+
+:func:`propose` dispatches on ``config.policy``:
+
+* **bootstrap** (both policies, while no trial has completed): the seed architecture first
+  (parent None), then, while the seed is pending or has failed, random 1–2 morph paths of the
+  seed (parent None: the server builds them from the seed with initial weights).
+* **random** (:attr:`Policy.RANDOM`, the baseline): a completed trial picked with probability
+  proportional to 1/(rank by score), one uniformly sampled legal morph.
+* **bayesian** (:attr:`Policy.BAYESIAN`): the GP of :mod:`morphnas.search.surrogate` with pending
+  trials as fantasies at their predicted mean, maximised by the tree search of
+  :mod:`morphnas.search.acquisition`; each proposal of a ``count > 1`` call becomes a fantasy
+  before the next is searched, so k asks give k different architectures.
+
+Every proposal is new (its content hash differs from every trial in the snapshot and from the
+other proposals of the call) and respects the size caps. Randomness comes from a numpy Generator
+seeded with ``(config.seed, number of trials in the snapshot)``, so the same snapshot gives the
+same proposals — unless the wall-clock budget cuts the tree search short, which is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from morphnas.core.errors import InvalidArgumentError
+from morphnas.core.graph import Graph
+from morphnas.core.morphs import Morph, apply_path, sample_morph
+from morphnas.core.records import Observation, Policy, SearchSnapshot
+from morphnas.core.seeds import seed_graph
+from morphnas.search import acquisition, descriptors, surrogate
+from morphnas.search.acquisition import Constraints, Node, text_key, tree_search, ucb
+from morphnas.search.descriptors import descriptor, graph_from_json
+from morphnas.search.distance import DISTANCES
+
+log = logging.getLogger(__name__)
+
+#: Attempts at drawing a new random architecture before giving up on one proposal.
+RANDOM_ATTEMPTS = 400
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A new architecture: ``graph`` is ``operations`` applied to the parent trial's graph."""
+
+    parent_id: str | None  # trial id of the observed ancestor (None = the seed architecture)
+    operations: tuple[Morph, ...]  # path of morphs from the parent's graph to `graph`
+    graph: Graph
+
+
+def propose(snapshot: SearchSnapshot, count: int, *, time_budget_s: float = 1.0) -> list[Proposal]:
+    """Up to ``count`` new architectures for this search (fewer only if none can be found)."""
+    if count < 1:
+        return []
+    config = snapshot.search.config
+    rng = np.random.default_rng([config.seed, len(snapshot.observations)])
+    taken = {o.arch_hash for o in snapshot.observations}
+    constraints = Constraints(
+        min(snapshot.search.size_cap_params, config.max_params),
+        config.max_memory_bytes,
+        config.batch_size,
+    )
+    deadline = time.perf_counter() + time_budget_s
+    completed = snapshot.completed
+    if not completed:
+        return _bootstrap(snapshot, count, rng, taken, constraints)
+    if config.policy is Policy.RANDOM:
+        return _random(completed, count, rng, taken, constraints)
+    return _bayesian(snapshot, count, rng, taken, constraints, deadline)
+
+
+def clear_caches() -> None:
+    """Forget every cache of the search package (what a restart does; results do not change)."""
+    descriptors.clear()
+    DISTANCES.clear()
+    surrogate.clear()
+    acquisition.clear()
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _graph(observation: Observation) -> Graph:
+    return graph_from_json(observation.architecture)
+
+
+def _accept(graph: Graph, taken: set[str], constraints: Constraints) -> bool:
+    return graph.content_hash not in taken and constraints.allows(graph)
+
+
+def _random_path(
+    graph: Graph, length: int, rng: np.random.Generator
+) -> tuple[tuple[Morph, ...], Graph] | None:
+    ops: list[Morph] = []
+    for _ in range(length):
+        try:
+            op = sample_morph(graph, rng)
+            graph = op.apply(graph)
+        except InvalidArgumentError:
+            return None
+        ops.append(op)
+    return tuple(ops), graph
+
+
+def _bootstrap(
+    snapshot: SearchSnapshot,
+    count: int,
+    rng: np.random.Generator,
+    taken: set[str],
+    constraints: Constraints,
+) -> list[Proposal]:
+    config = snapshot.search.config
+    seed = seed_graph(config.input_shape, config.num_classes, config.seed_width, config.seed_depth)
+    proposals: list[Proposal] = []
+    if seed.content_hash not in taken:
+        if not constraints.allows(seed):
+            log.warning("the seed architecture is over the size caps; nothing to propose")
+            return []
+        proposals.append(Proposal(None, (), seed))
+        taken.add(seed.content_hash)
+    for _ in range(RANDOM_ATTEMPTS):
+        if len(proposals) >= count:
+            break
+        drawn = _random_path(seed, 1 + int(rng.integers(2)), rng)
+        if drawn is not None and _accept(drawn[1], taken, constraints):
+            proposals.append(Proposal(None, *drawn))
+            taken.add(drawn[1].content_hash)
+    return proposals[:count]
+
+
+def _ranked(completed: Sequence[Observation]) -> list[Observation]:
+    """Completed trials, best score first (ties: lower trial number)."""
+    return sorted(completed, key=lambda o: (-float(o.score or 0.0), o.number))
+
+
+def _random_one(
+    ranked: Sequence[Observation],
+    rng: np.random.Generator,
+    taken: set[str],
+    constraints: Constraints,
+) -> Proposal | None:
+    weights = 1.0 / np.arange(1, len(ranked) + 1)
+    weights /= weights.sum()
+    for attempt in range(RANDOM_ATTEMPTS):
+        parent = ranked[int(rng.choice(len(ranked), p=weights))]
+        # One morph normally; two once one-step neighbours keep colliding.
+        drawn = _random_path(_graph(parent), 1 if attempt < RANDOM_ATTEMPTS // 2 else 2, rng)
+        if drawn is not None and _accept(drawn[1], taken, constraints):
+            return Proposal(parent.trial_id, *drawn)
+    return None
+
+
+def _random(
+    completed: Sequence[Observation],
+    count: int,
+    rng: np.random.Generator,
+    taken: set[str],
+    constraints: Constraints,
+) -> list[Proposal]:
+    ranked = _ranked(completed)
+    proposals: list[Proposal] = []
+    for _ in range(count):
+        proposal = _random_one(ranked, rng, taken, constraints)
+        if proposal is None:
+            break
+        proposals.append(proposal)
+        taken.add(proposal.graph.content_hash)
+    return proposals
+
+
+# ----------------------------------------------------------------------------- bayesian
+
+
+@dataclass(frozen=True)
+class _Points:
+    """Distinct completed architectures, first-trial order, with mean score, count and parent."""
+
+    graphs: list[Graph]  # as stored with trial_ids (layer names matter for morph paths)
+    keys: list[str]
+    scores: np.ndarray
+    counts: np.ndarray
+    trial_ids: list[str]  # the best-scoring trial of each architecture
+
+
+def _points(completed: Sequence[Observation]) -> _Points:
+    groups: dict[str, list[Observation]] = {}
+    for o in sorted(completed, key=lambda o: o.number):
+        groups.setdefault(o.arch_hash, []).append(o)
+    graphs, keys, scores, counts, ids = [], [], [], [], []
+    for members in groups.values():
+        best = _ranked(members)[0]
+        graphs.append(_graph(best))
+        keys.append(text_key(best.architecture))
+        scores.append(float(np.mean([float(m.score or 0.0) for m in members])))
+        counts.append(len(members))
+        ids.append(best.trial_id)
+    return _Points(graphs, keys, np.array(scores), np.array(counts, np.float64), ids)
+
+
+def _bayesian(
+    snapshot: SearchSnapshot,
+    count: int,
+    rng: np.random.Generator,
+    taken: set[str],
+    constraints: Constraints,
+    deadline: float,
+) -> list[Proposal]:
+    config = snapshot.search.config
+    points = _points(snapshot.completed)
+    model = surrogate.Surrogate(
+        [descriptor(g) for g in points.graphs], points.scores, points.counts
+    )
+    pending = {o.arch_hash: o for o in snapshot.pending if o.arch_hash not in model.point_hashes}
+    model.add_fantasies([descriptor(_graph(o)) for o in pending.values()])
+    mean, std = model.predict_points()
+    roots = [
+        (Node(g, key, descriptor(g), trial_id, ()), float(value))
+        for g, key, trial_id, value in zip(
+            points.graphs, points.keys, points.trial_ids, ucb(mean, std, config.beta), strict=True
+        )
+    ]
+
+    def acquisition_of(candidates: list[descriptors.Descriptor]) -> np.ndarray:
+        m, s = model.predict(candidates)
+        return ucb(m, s, config.beta)
+
+    start = time.perf_counter()
+    budget = max(deadline - start, 0.0)
+    ranked = _ranked(snapshot.completed)
+    proposals: list[Proposal] = []
+    for k in range(count):
+        found = tree_search(
+            roots,
+            acquisition_of,
+            taken,
+            constraints,
+            rng,
+            start + budget * (k + 1) / count,
+            config.seed,
+        )
+        if found is not None:
+            node = found.node
+            proposal = Proposal(node.parent_id, node.operations, node.graph)
+            log.debug(
+                "proposal %d: α=%.3f after %d expansions, %d morphs from trial %s",
+                k,
+                found.acquisition,
+                found.expansions,
+                len(node.operations),
+                node.parent_id,
+            )
+        else:
+            fallback = _random_one(ranked, rng, taken, constraints)
+            if fallback is None:
+                break
+            proposal = fallback
+        proposals.append(proposal)
+        taken.add(proposal.graph.content_hash)
+        if k + 1 < count:
+            model.add_fantasies([descriptor(proposal.graph)])
+    return proposals
+
+
+def replay(parent: Graph, proposal: Proposal) -> Graph:
+    """The graph a proposal's operations give from its parent (what the server will build)."""
+    return apply_path(parent, proposal.operations)[0]

@@ -1,0 +1,131 @@
+"""Edit distance: hand-made pairs with known values, metric sanity, the cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from morphnas.core.graph import build_graph
+from morphnas.core.layers import Layer
+from morphnas.core.morphs import AddSkip, Wider
+from morphnas.core.seeds import seed_graph
+from morphnas.search.descriptors import descriptor
+from morphnas.search.distance import (
+    DistanceCache,
+    batch_layers_distance,
+    edit_distance,
+    layer_distance,
+    layers_distance,
+    skip_pair_distance,
+    skips_distance,
+)
+from tests.search import synthetic
+
+
+def dense(units: int) -> Layer:
+    return Layer("d", "dense", ("input",), units=units)
+
+
+def conv(units: int, kernel: int, stride: int) -> Layer:
+    return Layer("c", "conv", ("input",), units=units, kernel=kernel, stride=stride)
+
+
+def test_dense_width_counts() -> None:
+    assert layer_distance(dense(64), dense(128)) == pytest.approx(0.5)
+
+
+def test_conv_example_from_autokeras() -> None:
+    assert layer_distance(conv(5, 3, 2), conv(1, 1, 1)) == pytest.approx(5.9 / 9)
+
+
+def test_kinds_without_attributes_and_different_kinds() -> None:
+    relu = Layer("r", "relu", ("input",))
+    bn = Layer("b", "bn", ("input",))
+    assert layer_distance(relu, relu) == 0.0
+    assert layer_distance(relu, bn) == 1.0
+    assert layer_distance(dense(8), conv(8, 3, 1)) == 1.0
+
+
+def test_skip_pair_value() -> None:
+    # (|2 - 4| + |3 - 1|) / (max(2, 4) + max(3, 1)) = 4 / 7
+    assert skip_pair_distance((2, 3, 0), (4, 1, 0)) == pytest.approx(4 / 7)
+    assert skip_pair_distance((2, 3, 0), (2, 3, 1)) == 1.0
+    assert skip_pair_distance((2, 3, 1), (2, 3, 1)) == 0.0
+
+
+def mlp(widths: list[int]) -> object:
+    layers, previous = [], "input"
+    for i, w in enumerate(widths):
+        layers.append(Layer(f"d{i}", "dense", (previous,), units=w))
+        previous = f"d{i}"
+    return build_graph((4,), layers)
+
+
+def test_layer_sequence_distance_by_hand() -> None:
+    a = descriptor(mlp([64, 32, 10]))  # type: ignore[arg-type]
+    b = descriptor(mlp([128, 10]))  # type: ignore[arg-type]
+    # delete the 32 (1) + substitute 64→128 (0.5), 10→10 (0)
+    assert layers_distance(a, b) == pytest.approx(1.5)
+
+
+def test_identical_is_zero_and_widening_is_not() -> None:
+    seed = seed_graph(synthetic.DIGITS, 10, 16, 2)
+    assert edit_distance(seed, seed) == 0.0
+    dense_name = next(layer.name for layer in seed.layers[:-1] if layer.kind == "dense")
+    wider = Wider(dense_name, 8).apply(seed)
+    assert edit_distance(seed, wider) > 0.0
+
+
+def test_skip_distance_of_a_skip_pair() -> None:
+    seed = seed_graph(synthetic.DIGITS, 10, 16, 2)
+    chain = seed.main_chain
+    one = AddSkip(chain[0], chain[3]).apply(seed)
+    two = AddSkip(chain[0], chain[3]).apply(AddSkip(chain[4], chain[6]).apply(seed))
+    d1, d2 = descriptor(one), descriptor(two)
+    assert len(d1.skips) == 1 and len(d2.skips) == 2
+    # one skip matches exactly, the other is unmatched
+    assert skips_distance(d1, d2) == pytest.approx(1.0)
+    assert skips_distance(descriptor(seed), d2) == pytest.approx(2.0)
+
+
+def _brute_force_layers(a: np.ndarray, b: np.ndarray) -> float:
+    table = np.zeros((len(a) + 1, len(b) + 1))
+    table[:, 0] = np.arange(len(a) + 1)
+    table[0, :] = np.arange(len(b) + 1)
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            sub = float(batch_layers_distance(a[i - 1 : i], [b[j - 1 : j]])[0])
+            table[i, j] = min(table[i - 1, j] + 1, table[i, j - 1] + 1, table[i - 1, j - 1] + sub)
+    return float(table[-1, -1])
+
+
+@pytest.fixture(scope="module")
+def graphs() -> list:
+    return synthetic.history(synthetic.config(), 40, rng_seed=3)
+
+
+def test_dp_matches_brute_force_and_is_symmetric(graphs: list) -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(15):
+        a, b = (descriptor(graphs[int(i)]) for i in rng.integers(len(graphs), size=2))
+        forward = layers_distance(a, b)
+        assert forward == pytest.approx(_brute_force_layers(a.token_ids, b.token_ids))
+        assert forward == pytest.approx(layers_distance(b, a))
+        assert skips_distance(a, b) == pytest.approx(skips_distance(b, a))
+
+
+def test_cache_block_matches_direct_and_survives_clearing(graphs: list) -> None:
+    cache = DistanceCache()
+    descs = [descriptor(g) for g in graphs]
+    dl, ds = cache.block(descs, descs)
+    assert np.allclose(dl, dl.T) and np.allclose(ds, ds.T)
+    assert np.all(np.diag(dl) == 0) and np.all(np.diag(ds) == 0)
+    for i, j in [(0, 5), (7, 3), (12, 30)]:
+        assert dl[i, j] == pytest.approx(layers_distance(descs[i], descs[j]), abs=1e-5)
+        assert ds[i, j] == pytest.approx(skips_distance(descs[i], descs[j]), abs=1e-5)
+    # Warm (a sub-block, other orientation) and cold again give the same numbers.
+    warm = cache.block(descs[10:], descs[:10])
+    cache.clear()
+    cold = cache.block(descs[10:], descs[:10])
+    assert np.array_equal(warm[0], cold[0]) and np.array_equal(warm[1], cold[1])
+    assert np.array_equal(warm[0], dl[10:, :10])
