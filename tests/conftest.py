@@ -78,7 +78,7 @@ def trained_weights(graph: Graph, seed: int = 0, steps: int = 5) -> Weights:
 
 
 @pytest.fixture(scope="session", params=sorted(SEED_SHAPES))
-def seed(request: pytest.FixtureRequest) -> Seed:
+def trained_seed(request: pytest.FixtureRequest) -> Seed:
     """Each seed architecture (image, sequence, vector) with trained weights."""
     shape, classes, width = SEED_SHAPES[request.param]
     graph = seed_graph(shape, classes, width=width)
@@ -94,6 +94,6 @@ def eval_logits(graph: Graph, weights: Weights, x: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def logits():
-    """``logits(graph, weights, x)``: eval-mode logits (see :func:`eval_logits`)."""
+def logits_of():
+    """``logits_of(graph, weights, x)``: eval-mode logits (see :func:`eval_logits`)."""
     return eval_logits

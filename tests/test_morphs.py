@@ -53,46 +53,48 @@ def _child(op, graph, weights):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_every_kind_keeps_the_logits_of_a_trained_seed(seed, logits, kind):
-    ops = MORPH_KINDS[kind].candidates(seed.graph)
-    assert ops, f"{kind} has no candidate on the {seed.name} seed"
-    parent = logits(seed.graph, seed.weights, seed.probe)
+def test_every_kind_keeps_the_logits_of_a_trained_seed(trained_seed, logits_of, kind):
+    ops = MORPH_KINDS[kind].candidates(trained_seed.graph)
+    assert ops, f"{kind} has no candidate on the {trained_seed.name} seed"
+    parent = logits_of(trained_seed.graph, trained_seed.weights, trained_seed.probe)
     for op in _some(ops):
-        child_graph, child_weights = _child(op, seed.graph, seed.weights)
-        child = logits(child_graph, child_weights, seed.probe)
+        child_graph, child_weights = _child(op, trained_seed.graph, trained_seed.weights)
+        child = logits_of(child_graph, child_weights, trained_seed.probe)
         np.testing.assert_allclose(child, parent, rtol=0, atol=ATOL, err_msg=str(op))
 
 
 @pytest.mark.parametrize("chain_seed", [0, 1, 2])
-def test_twenty_random_morphs_keep_the_logits(seed, logits, chain_seed):
+def test_twenty_random_morphs_keep_the_logits(trained_seed, logits_of, chain_seed):
     rng = np.random.default_rng(chain_seed)
-    graph, weights = seed.graph, seed.weights
+    graph, weights = trained_seed.graph, trained_seed.weights
     for _ in range(20):
         op = sample_morph(graph, rng)
         graph, weights = _child(op, graph, weights)
         check_weights(graph, weights)  # the transferred weights fit the child exactly
-    assert len(graph.layers) > len(seed.graph.layers)
+    assert len(graph.layers) > len(trained_seed.graph.layers)
     np.testing.assert_allclose(
-        logits(graph, weights, seed.probe),
-        logits(seed.graph, seed.weights, seed.probe),
+        logits_of(graph, weights, trained_seed.probe),
+        logits_of(trained_seed.graph, trained_seed.weights, trained_seed.probe),
         rtol=0,
         atol=ATOL,
     )
 
 
-def test_apply_path_replays_a_logged_chain(seed, logits):
+def test_apply_path_replays_a_logged_chain(trained_seed, logits_of):
     rng = np.random.default_rng(7)
-    graph, ops = seed.graph, []
+    graph, ops = trained_seed.graph, []
     for _ in range(6):
         ops.append(sample_morph(graph, rng))
         graph = ops[-1].apply(graph)
     log = json.loads(json.dumps([op.to_dict() for op in ops]))  # as stored with a trial
-    replayed, weights = apply_path(seed.graph, [morph_from_dict(d) for d in log], seed.weights)
+    replayed, weights = apply_path(
+        trained_seed.graph, [morph_from_dict(d) for d in log], trained_seed.weights
+    )
     assert replayed == graph
-    assert apply_path(seed.graph, ops)[1] is None
+    assert apply_path(trained_seed.graph, ops)[1] is None
     np.testing.assert_allclose(
-        logits(replayed, weights, seed.probe),
-        logits(seed.graph, seed.weights, seed.probe),
+        logits_of(replayed, weights, trained_seed.probe),
+        logits_of(trained_seed.graph, trained_seed.weights, trained_seed.probe),
         rtol=0,
         atol=ATOL,
     )
@@ -101,13 +103,13 @@ def test_apply_path_replays_a_logged_chain(seed, logits):
 # ------------------------------------------------------------------- the registry
 
 
-def test_every_kind_appears_in_the_neighbourhood_of_every_seed(seed):
-    kinds = {op.kind for op in neighbourhood(seed.graph)}
+def test_every_kind_appears_in_the_neighbourhood_of_every_seed(trained_seed):
+    kinds = {op.kind for op in neighbourhood(trained_seed.graph)}
     assert kinds == set(MORPH_KINDS)
 
 
-def test_morphs_round_trip_through_their_dict_form(seed):
-    for op in neighbourhood(seed.graph):
+def test_morphs_round_trip_through_their_dict_form(trained_seed):
+    for op in neighbourhood(trained_seed.graph):
         data = json.loads(json.dumps(op.to_dict()))
         assert data["op"] == op.kind
         assert morph_from_dict(data) == op
@@ -131,12 +133,12 @@ def test_malformed_morphs_are_refused(data):
         morph_from_dict(data)
 
 
-def test_no_candidate_touches_the_output_layer(seed):
-    output = seed.graph.output.name
-    for op in neighbourhood(seed.graph):
+def test_no_candidate_touches_the_output_layer(trained_seed):
+    output = trained_seed.graph.output.name
+    for op in neighbourhood(trained_seed.graph):
         assert output not in (getattr(op, f, None) for f in ("after", "layer", "end")), op
     with pytest.raises(InvalidMorphError):
-        Deeper(output).apply(seed.graph)
+        Deeper(output).apply(trained_seed.graph)
 
 
 def test_morphs_that_do_not_fit_are_refused():
@@ -190,7 +192,7 @@ def test_a_relu_after_a_pool_of_a_relu_is_safe():
 # ------------------------------------------------------------------- wider through joins
 
 
-def test_wider_through_an_add_widens_the_other_branch(logits):
+def test_wider_through_an_add_widens_the_other_branch(logits_of):
     parent = seed_graph((2, 12, 12), 5, width=16)
     skip = AddSkip("conv2", "conv6")  # conv2 -> maxpool copy -> relu -> 1x1 conv -> add(conv6, .)
     graph, weights = _child(skip, parent, init_weights(parent, 0))
@@ -199,10 +201,10 @@ def test_wider_through_an_add_widens_the_other_branch(logits):
     assert plan.sources == {"conv6": 8, projection: 8}
     child = Wider("conv6", 8).apply(graph)
     assert child.by_name[projection].units == 24
-    _assert_same_logits(logits, graph, weights, Wider("conv6", 8))
+    _assert_same_logits(logits_of, graph, weights, Wider("conv6", 8))
 
 
-def test_wider_through_a_concat_inserts_at_the_right_offset(logits):
+def test_wider_through_a_concat_inserts_at_the_right_offset(logits_of):
     parent = seed_graph((2, 12, 12), 5, width=16)
     skip = ConcatSkip("conv2", "conv6")  # concat(conv6 [16 ch], relu(pool(conv2)) [16 ch])
     graph, weights = _child(skip, parent, init_weights(parent, 0))
@@ -212,10 +214,10 @@ def test_wider_through_a_concat_inserts_at_the_right_offset(logits):
     # conv2 feeds the main path (conv6) and the concat's second input (appended at the end).
     assert widening_plan(graph, "conv2", 8).sinks == {"conv6": ((16, 8),), projection: ((32, 8),)}
     for op in (Wider("conv6", 8), Wider("conv2", 8)):
-        _assert_same_logits(logits, graph, weights, op)
+        _assert_same_logits(logits_of, graph, weights, op)
 
 
-def test_wider_through_a_flatten_scales_the_insertion_to_features(logits):
+def test_wider_through_a_flatten_scales_the_insertion_to_features(logits_of):
     layers = [
         Layer("conv0", "conv", (INPUT,), units=4, kernel=3, stride=1),
         Layer("relu1", "relu", ("conv0",)),
@@ -226,7 +228,7 @@ def test_wider_through_a_flatten_scales_the_insertion_to_features(logits):
     assert widening_plan(graph, "conv0", 2).sinks == {"dense3": ((100, 50),)}
     child_weights = Wider("conv0", 2).transfer(graph, init_weights(graph, 0))
     assert child_weights["dense3.weight"].shape == (3, 150)
-    _assert_same_logits(logits, graph, init_weights(graph, 0), Wider("conv0", 2))
+    _assert_same_logits(logits_of, graph, init_weights(graph, 0), Wider("conv0", 2))
 
 
 def test_wider_never_reaches_the_input():
@@ -242,10 +244,10 @@ def test_wider_never_reaches_the_input():
         Wider("conv0", 2).apply(graph)
 
 
-def _assert_same_logits(logits, graph, weights, op):
+def _assert_same_logits(logits_of, graph, weights, op):
     probe = np.random.default_rng(3).normal(size=(4, *graph.input_shape)).astype(np.float32)
-    child = logits(op.apply(graph), op.transfer(graph, weights), probe)
-    np.testing.assert_allclose(child, logits(graph, weights, probe), rtol=0, atol=ATOL)
+    child = logits_of(op.apply(graph), op.transfer(graph, weights), probe)
+    np.testing.assert_allclose(child, logits_of(graph, weights, probe), rtol=0, atol=ATOL)
 
 
 # ------------------------------------------------------------------- properties of chains
