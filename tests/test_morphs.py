@@ -8,6 +8,7 @@ on random inputs within ``ATOL`` (absolute).
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -320,3 +321,17 @@ def test_joins_do_not_block_widening():
         widenable = {op.layer for op in Wider.candidates(graph)}
         convs = {layer.name for layer in graph.layers if layer.kind == "conv"}
         assert convs <= widenable, skip
+
+
+def test_the_neighbourhood_of_a_sixty_layer_graph_is_quick():
+    graph, rng = seed_graph((3, 32, 32), 10), np.random.default_rng(0)
+    while len(graph.layers) < 60:
+        graph = sample_morph(graph, rng).apply(graph)
+    seconds = []
+    for _ in range(3):
+        cold = type(graph)(graph.input_shape, graph.layers)  # no per-graph cache is warm
+        start = time.perf_counter()
+        ops = neighbourhood(cold)
+        seconds.append(time.perf_counter() - start)
+    assert len(ops) > 1000
+    assert min(seconds) < 0.1  # about 4 ms on one core (see bench/morph.py)
