@@ -260,7 +260,7 @@ class SearchService:
         return blob
 
     def expire_leases(self) -> int:
-        return self.repo.expire_leases(time.time())
+        return self.repo.expire_leases()
 
     def _page_size(self, requested: int, default: int) -> int:
         if requested < 0:

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create .venv and install morphnas into it.   bash scripts/setup.sh server|test
+#   server: the server, training and export (what `morphnas run` needs)
+#   test:   that plus the test and benchmark tools
+# PyTorch is installed first: on a machine without an NVIDIA GPU we ask for the 2.13.0 CPU build
+# (a bare `torch` requirement could pull a multi-GB CUDA build); with a GPU, pip picks the build.
+set -euo pipefail
+extra="${1:-server}"
+cd "$(dirname "$0")/.."
+python3 -c 'import sys; assert sys.version_info >= (3, 11), "morphnas needs Python 3.11+"'
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  .venv/bin/python -m pip install -q "torch>=2.2,<3"
+elif ! .venv/bin/python -c 'import torch' 2>/dev/null; then
+  .venv/bin/python -m pip install -q "torch==2.13.0" \
+    || .venv/bin/python -m pip install -q "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
+fi
+.venv/bin/python -m pip install -q -e ".[${extra}]"
+echo "installed morphnas[${extra}] into .venv"
