@@ -15,19 +15,24 @@ eigenvalues):
     the feature map (Nyström extension), ``k_L(x)`` [n_L] the raw kernel from x to the landmarks.
     For a landmark ``x_i``: ``z(x_i) = Λ^{1/2} Vᵀ e_i`` — exactly the factor of the projection of
     ``K_L`` onto the PSD cone (restricted to the kept eigenvalues).
-``k̃(a, b) = σ² [z(a)·z(b) + 𝟙(a ≡ b)·ρ_res(a)]``, ``ρ_res(a) = max(0, 1 − |z(a)|²)``
+``k̃(a, b) = σ² [z(a)·z(b) + 𝟙(a ≡ b)·ρ_res(a)]``, ``ρ_res(a) = max(c, 1 − |z(a)|²)``
     **the kernel actually used**, for fitting and predicting alike. It is PSD by construction (an
     inner product of explicit features plus a non-negative diagonal, i.e. white-noise, term), so
     every Gram matrix over any mix of training, fantasy and candidate architectures is PSD.
-    On the landmarks its matrix is ``σ² (P_+ (K_L))`` (the eigen-projection) with the diagonal
-    restored to 1 where truncation lowered it; far from every landmark ``z → 0`` and the prior
+    On the landmarks its matrix is ``σ² (P_+(K_L) + c·I)`` — the eigen-projection of the raw
+    matrix onto the PSD cone plus the nugget — whenever the projection left the diagonal ≥ 1,
+    which it does (it removes an NSD part). Far from every landmark ``z → 0`` and the prior
     variance returns to σ² (a plain Nyström kernel would wrongly shrink it to 0 there).
     Why this and not a joint eigen-projection of train + test: projecting the joint matrix would
     change the training block with every batch of test points (so fit and predict would not use the
     same kernel); here the kernel is one fixed function once the landmarks are chosen.
+``c`` (:data:`NUGGET`)
+    a small independent per-architecture variance. The projection zeroes the negative
+    directions, so without it the landmark Gram matrix is rank-deficient and the GP could not
+    fit arbitrary scores (nor separate distinct architectures at edit distance 0).
 ``σ²`` (signal), ``σ_n²`` (noise)
-    variances on z-scored scores; a point observed c times (same architecture) has noise σ_n²/c.
-``D = σ² ρ_res + σ_n²/c`` [N], ``Z`` [N × r]
+    variances on z-scored scores; a point observed m times (same architecture) has noise σ_n²/m.
+``D = σ² ρ_res + σ_n²/m`` [N], ``Z`` [N × r]
     the GP points in feature form: ``y = Z w + ε``, ``w ~ N(0, σ² I)``, ``ε ~ N(0, D)``.
 ``M = I/σ² + Zᵀ D⁻¹ Z`` [r × r], ``w̄ = M⁻¹ Zᵀ D⁻¹ y`` [r]
     the posterior of w (Woodbury form of ``G = σ² Z Zᵀ + D``, the Gram matrix with noise).
@@ -53,6 +58,8 @@ log = logging.getLogger(__name__)
 
 #: Eigenvalues at or below ``EIG_TOL · max eigenvalue`` are dropped from the feature map.
 EIG_TOL = 1e-6
+#: Independent per-architecture share of the prior variance (see ``c`` above).
+NUGGET = 1e-2
 #: Bounds of the hyperparameters (natural units); they are optimised in log-space.
 BOUNDS = {"rho": (1e-4, 10.0), "lam": (0.05, 20.0), "signal": (0.05, 20.0), "noise": (1e-6, 2.0)}
 #: Centre and width (in log units) of the weak log-normal prior on each hyperparameter.
@@ -119,7 +126,7 @@ class Basis:
     def features(self, k_raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Features (Q, r) and residual variances (Q,) from raw kernel rows (Q, n_L)."""
         z = k_raw @ self.projection  # (Q, r)
-        residual = np.maximum(0.0, 1.0 - np.einsum("qr,qr->q", z, z))
+        residual = np.maximum(NUGGET, 1.0 - np.einsum("qr,qr->q", z, z))
         return z, residual
 
 

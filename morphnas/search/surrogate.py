@@ -139,7 +139,9 @@ class Surrogate:
         scores: np.ndarray,
         counts: np.ndarray,
         distances: DistanceCache = DISTANCES,
+        hyper: Hyper | None = None,
     ) -> None:
+        """``hyper`` overrides the scheduled fit (for tests and experiments)."""
         if not points:
             raise ValueError("a surrogate needs at least one completed architecture")
         self.points = list(points)
@@ -147,13 +149,10 @@ class Surrogate:
         n = len(points)
         self.y, self.mean, self.std = zscore(np.asarray(scores, np.float64))
         counts = np.asarray(counts, np.float64)
-        self.hyper = hyper_at(
-            self.points,
-            np.asarray(scores, np.float64),
-            counts,
-            schedule_point(n, *HYPER_SCHEDULE),
-            distances,
-        )
+        if hyper is None:
+            s = schedule_point(n, *HYPER_SCHEDULE)
+            hyper = hyper_at(self.points, np.asarray(scores, np.float64), counts, s, distances)
+        self.hyper = hyper
         self.landmarks = self.points[: schedule_point(n, *BASIS_SCHEDULE)]
         self.basis = self._basis()
         z, residual = self.features(self.points)
