@@ -151,9 +151,10 @@ def tree_search(
     rng: np.random.Generator,
     deadline: float,
     seed: int,
-    max_children: int = MAX_CHILDREN,
+    max_children: int | None = None,
 ) -> Found | None:
     """Best new architecture by acquisition reachable from ``roots`` (node, α) — see module doc."""
+    limit = MAX_CHILDREN if max_children is None else max_children
     queue: list[tuple[float, int, Node]] = []
     counter = 0
     for node, value in roots:
@@ -168,7 +169,7 @@ def tree_search(
     while queue and temperature >= T_MIN and time.perf_counter() < deadline:
         _, _, node = heapq.heappop(queue)
         fresh: list[tuple[Morph, Child]] = []
-        for op in child_morphs(node.graph, node.key, seed, max_children):
+        for op in child_morphs(node.graph, node.key, seed, limit):
             child = materialise(node.graph, node.key, op, constraints.batch_size)
             if child is None or child.descriptor.arch_hash in seen:
                 continue
