@@ -8,7 +8,9 @@ Fills one search with ``--trials`` completed trials (realistic ~3 KB architectur
 * ``report``: a worker reports a COMPLETED score for an ACTIVE trial (no weights, and with
   ~100 KB trained weights);
 * ``suggest``: lock, expire, load every observation into a snapshot, store one new trial (the
-  policy is a stub, so this is the storage share of an ask).
+  policy is a stub, so this is the storage share of an ask);
+* ``report under load``: 4 worker threads ask (a policy that takes ``--propose-ms`` under the
+  search lock), "train" for 20 ms and report; the reports' latency shows what the lock costs.
 
 Prints p50/p95 in milliseconds. SQLite runs in a temporary file; PostgreSQL in a temporary
 database created next to ``--postgres`` (default: MORPHNAS_TEST_POSTGRES_URL or the local one),
@@ -23,6 +25,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -60,7 +63,7 @@ def timed(calls: int, fn: Callable[[], object]) -> list[float]:
     return samples
 
 
-def bench(url: str, trials: int, label: str) -> None:
+def bench(url: str, trials: int, label: str, propose_s: float) -> None:
     repo = Repository.from_url(url)
     search = repo.create_search(
         SearchConfig(name="bench", input_shape=(40,), num_classes=10, max_trials=100_000)
@@ -81,12 +84,39 @@ def bench(url: str, trials: int, label: str) -> None:
         ),
     )
     suggest = timed(50, lambda: repo.suggest(search.id, "", 1, stub_policy))
+    loaded = reports_under_load(repo, search.id, propose_s)
     n = repo.count_trials(search.id)
     print(f"[{label}] {n} trials in the search")
     print(f"  report (no weights)      {percentiles(report_plain)}")
     print(f"  report (100 KB weights)  {percentiles(report_weights)}")
     print(f"  suggest (1 trial)        {percentiles(suggest)}")
+    print(f"  report under load        {percentiles(loaded)}  (propose {propose_s * 1000:.0f} ms)")
     repo.close()
+
+
+def reports_under_load(repo: Repository, search_id: str, propose_s: float) -> list[float]:
+    def slow_policy(snapshot: SearchSnapshot, n: int) -> list[NewTrial]:
+        time.sleep(propose_s)
+        return stub_policy(snapshot, n)
+
+    samples: list[float] = []
+    lock = threading.Lock()
+
+    def worker(index: int) -> None:
+        for _ in range(15):
+            (trial,) = repo.suggest(search_id, f"w{index}", 1, slow_policy)
+            time.sleep(0.02)
+            start = time.perf_counter()
+            repo.report(trial.id, state=TrialState.COMPLETED, score=0.5, worker_id=f"w{index}")
+            with lock:
+                samples.append(time.perf_counter() - start)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return samples
 
 
 @contextmanager
@@ -111,6 +141,7 @@ def postgres_database(admin_url: str) -> Iterator[str | None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=1000)
+    parser.add_argument("--propose-ms", type=float, default=50.0)
     parser.add_argument(
         "--postgres",
         default=os.environ.get(
@@ -119,10 +150,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        bench(f"sqlite:///{tmp}/bench.db", args.trials, "sqlite")
+        bench(f"sqlite:///{tmp}/bench.db", args.trials, "sqlite", args.propose_ms / 1000)
     with postgres_database(args.postgres) as url:
         if url is not None:
-            bench(url, args.trials, "postgres")
+            bench(url, args.trials, "postgres", args.propose_ms / 1000)
 
 
 if __name__ == "__main__":

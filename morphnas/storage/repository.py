@@ -5,11 +5,14 @@ and returns the frozen records of :mod:`morphnas.core.records`; rows never leave
 Database errors surface as domain errors (:mod:`morphnas.core.errors`): a lost connection is
 :class:`UnavailableError`, a duplicate :class:`AlreadyExistsError`, and so on.
 
-Concurrency. ``suggest`` holds the search row's lock (``SELECT ... FOR NO KEY UPDATE`` on
-PostgreSQL; on SQLite every writing unit of work begins IMMEDIATE, so writers serialise) from
-expiring leases to storing the new trials, which makes trial numbers unique and gapless per
-search: the next number is the search's ``trial_count``, read and advanced under that lock.
-Reports and heartbeats lock only their trial row.
+Concurrency. ``suggest`` stores trials in one transaction holding the search's lock
+(``SELECT ... FOR NO KEY UPDATE`` on PostgreSQL; on SQLite every writing unit of work begins
+IMMEDIATE, so writers serialise), from expiring leases to storing the new trials, which makes
+trial numbers unique and gapless per search: the next number is the search's ``trial_count``,
+read and advanced under that lock. On PostgreSQL the policy runs inside that transaction; on
+SQLite, whose lock is database-wide, it runs just before it on an unlocked snapshot that the
+locked step verifies (see :mod:`morphnas.storage._suggest`). Reports and heartbeats lock only
+their trial row.
 
 Leases. A trial handed to a worker is ACTIVE until ``lease_expires_at``; heartbeats and
 measurements renew the lease. Once it has expired, the next ``suggest`` on the search (or
@@ -28,12 +31,12 @@ import binascii
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from functools import lru_cache
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -44,7 +47,6 @@ from sqlalchemy import (
     delete,
     func,
     insert,
-    literal,
     or_,
     select,
     true,
@@ -56,13 +58,10 @@ from morphnas.core.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
     InvalidArgumentError,
-    NotFoundError,
-    ResourceExhaustedError,
 )
 from morphnas.core.records import (
     Measurement,
     NewTrial,
-    Policy,
     Search,
     SearchConfig,
     SearchSnapshot,
@@ -72,6 +71,25 @@ from morphnas.core.records import (
 from morphnas.storage import _engine
 from morphnas.storage._migrate import SchemaVersionError, prepare_schema
 from morphnas.storage._observations import ObservationCache, load_observations
+from morphnas.storage._rows import (
+    config_to_json,
+    expire,
+    lock_search,
+    put_weights,
+    require_trial,
+    search_record,
+    search_row,
+    trial_record,
+    trial_row,
+)
+from morphnas.storage._suggest import (
+    Ask,
+    CallPolicy,
+    Plan,
+    StalePlan,
+    plan_suggestion,
+    suggest_locked,
+)
 from morphnas.storage._tables import (
     measurements,
     searches,
@@ -82,6 +100,8 @@ from morphnas.storage._tables import (
 
 __all__ = ["DEFAULT_URL", "Proposer", "Repository", "SchemaVersionError", "WEIGHT_KINDS"]
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
 
 DEFAULT_URL = "sqlite:///morphnas.db"
@@ -89,6 +109,7 @@ WEIGHT_KINDS = ("initial", "trained")
 REPORTABLE = (TrialState.COMPLETED, TrialState.FAILED, TrialState.INFEASIBLE)
 MAX_PAGE_SIZE = 1000
 MAX_SUGGEST_COUNT = 1000
+OPTIMISTIC_ATTEMPTS = 3
 
 #: A policy: given everything stored about a search, propose up to ``n`` new trials.
 Proposer = Callable[[SearchSnapshot, int], Sequence[NewTrial]]
@@ -104,6 +125,7 @@ class Repository:
         # instead of queueing for a second connection behind the lock their own caller holds.
         self._local = threading.local()
         self._observation_cache = ObservationCache()
+        self._search_guards = tuple(threading.Lock() for _ in range(64))
 
     def _unit(self, work: Callable[[Connection], T], *, write: bool) -> T:
         outer: Connection | None = getattr(self._local, "connection", None)
@@ -156,7 +178,7 @@ class Repository:
         values = {
             "id": search.id,
             "name": config.name,
-            "config": _config_to_json(config),
+            "config": config_to_json(config),
             "created_at": search.created_at,
             "size_cap_params": search.size_cap_params,
             "trial_count": 0,
@@ -166,7 +188,7 @@ class Repository:
         return search
 
     def get_search(self, search_id: str) -> Search:
-        return self._unit(lambda c: _search_row(c, search_id), write=False)
+        return self._unit(lambda c: search_row(c, search_id), write=False)
 
     def list_searches(self, page_size: int = 50, page_token: str = "") -> tuple[list[Search], str]:
         """Searches oldest first (by creation time, then id); returns (page, next token or "")."""
@@ -181,7 +203,7 @@ class Repository:
                 )
             )
         rows = self._unit(lambda c: c.execute(query).all(), write=False)
-        page = [_search_record(row) for row in rows[:size]]
+        page = [search_record(row) for row in rows[:size]]
         token = _encode_token(page[-1].created_at, page[-1].id) if len(rows) > size else ""
         return page, token
 
@@ -189,7 +211,7 @@ class Repository:
         """Delete a search with its trials, weights and measurements."""
 
         def work(c: Connection) -> None:
-            _lock_search(c, search_id)
+            lock_search(c, search_id)
             of_search = select(trials.c.id).where(trials.c.search_id == search_id)
             c.execute(delete(measurements).where(measurements.c.trial_id.in_(of_search)))
             c.execute(delete(trial_weights).where(trial_weights.c.trial_id.in_(of_search)))
@@ -214,7 +236,7 @@ class Repository:
         self, search_id: str, change: Callable[[Search], Mapping[str, Any]]
     ) -> Search:
         def work(c: Connection) -> Search:
-            search = _lock_search(c, search_id)
+            search = lock_search(c, search_id)
             values = dict(change(search))
             c.execute(update(searches).where(searches.c.id == search_id).values(values))
             return dataclasses.replace(search, **values)
@@ -232,14 +254,16 @@ class Repository:
         lease_seconds: float | None = None,
         now: float | None = None,
     ) -> list[Trial]:
-        """Hand ``worker_id`` up to ``count`` trials, in one transaction under the search lock.
+        """Hand ``worker_id`` up to ``count`` trials, stored in one transaction under the lock.
 
         1. ACTIVE trials of the search whose lease has expired become STALE.
         2. If ``worker_id`` (non-empty) still holds ACTIVE trials here, they are returned as they
            are and nothing new is proposed (a retried call gets the same answer).
         3. STALE trials not handed out again yet are re-issued first, each exactly once.
         4. The rest come from ``propose(snapshot, n)``; the snapshot holds every trial's
-           observation (without blobs). Fewer than ``n`` proposals is fine.
+           observation (without blobs). Fewer than ``n`` proposals is fine. ``propose`` may
+           call this repository (e.g. :meth:`load_weights`). On SQLite it runs before the
+           locked transaction and may, rarely, be called again if the search changed meanwhile.
 
         Raises :class:`FailedPreconditionError` if the search is stopped and
         :class:`ResourceExhaustedError` once it has ``config.max_trials`` trials (the count is
@@ -249,55 +273,58 @@ class Repository:
             raise InvalidArgumentError(f"count must be in 1..{MAX_SUGGEST_COUNT}, got {count}")
         if lease_seconds is not None and not (math.isfinite(lease_seconds) and lease_seconds > 0):
             raise InvalidArgumentError(f"lease_seconds must be positive, got {lease_seconds}")
-        at = _now(now)
+        ask = Ask(search_id, worker_id, count, lease_seconds, _now(now))
 
+        def call_policy(snapshot: SearchSnapshot, n: int) -> list[NewTrial]:
+            return list(propose(snapshot, n))[:n]
+
+        if self.dialect == "sqlite":
+            return self._suggest_optimistically(ask, call_policy)
+        return self._suggest_locked(ask, call_policy, None)
+
+    def _suggest_locked(self, ask: Ask, call_policy: CallPolicy, plan: Plan | None) -> list[Trial]:
         def work(c: Connection) -> list[Trial]:
-            search = _lock_search(c, search_id)
-            if search.stopped:
-                raise FailedPreconditionError(f"search {search_id!r} is stopped")
-            _expire(c, at, trials.c.search_id == search_id)
-            if worker_id:
-                held = _held_trials(c, search_id, worker_id)
-                if held:
-                    return held
-            left = search.config.max_trials - search.trial_count
-            if left <= 0:
-                raise ResourceExhaustedError(
-                    f"search {search_id!r} has reached its limit of "
-                    f"{search.config.max_trials} trials"
-                )
-            issue = _Issuer(c, search, worker_id, lease_seconds or search.config.lease_seconds, at)
-            issue.reissue_stale(min(count, left))
-            wanted = min(count, left) - len(issue.issued)
-            if wanted > 0:
-                snapshot = SearchSnapshot(
-                    dataclasses.replace(search, trial_count=issue.next_number),
-                    load_observations(c, search_id, self._observation_cache),
-                )
-                self._local.connection = c
-                try:
-                    proposals = list(propose(snapshot, wanted))[:wanted]
-                finally:
-                    self._local.connection = None
-                issue.store_new(snapshot, proposals)
-            issue.save_count()
-            return issue.issued
+            # Repository calls the policy makes join this transaction (see _unit).
+            self._local.connection = c
+            try:
+                return suggest_locked(c, ask, self._observation_cache, call_policy, plan)
+            finally:
+                self._local.connection = None
 
         return self._unit(work, write=True)
+
+    def _suggest_optimistically(self, ask: Ask, call_policy: CallPolicy) -> list[Trial]:
+        """SQLite: run the policy outside the database-wide write lock (see ``_suggest``)."""
+        # Asks of one search in this process take turns, so they seldom invalidate each
+        # other's plans; other processes are caught by the check in suggest_locked.
+        with self._search_guards[hash(ask.search_id) % len(self._search_guards)]:
+            for _ in range(OPTIMISTIC_ATTEMPTS):
+                plan = self._unit(
+                    lambda c: plan_suggestion(c, ask, self._observation_cache), write=False
+                )
+                if plan.wanted > 0:
+                    assert plan.snapshot is not None
+                    proposals = tuple(call_policy(plan.snapshot, plan.wanted))
+                    plan = dataclasses.replace(plan, proposals=proposals)
+                try:
+                    return self._suggest_locked(ask, call_policy, plan)
+                except StalePlan:
+                    log.info("search %s changed while its policy ran: re-planning", ask.search_id)
+            return self._suggest_locked(ask, call_policy, None)  # the lock-held fallback
 
     def observations(self, search_id: str) -> SearchSnapshot:
         """The snapshot a policy would see now (no lock; for read-only views)."""
 
         def work(c: Connection) -> SearchSnapshot:
             return SearchSnapshot(
-                _search_row(c, search_id), load_observations(c, search_id, self._observation_cache)
+                search_row(c, search_id), load_observations(c, search_id, self._observation_cache)
             )
 
         return self._unit(work, write=False)
 
     # ------------------------------------------------------------------ trials
     def get_trial(self, trial_id: str) -> Trial:
-        return self._unit(lambda c: _trial_record(_trial_row(c, trial_id)), write=False)
+        return self._unit(lambda c: trial_record(trial_row(c, trial_id)), write=False)
 
     def list_trials(
         self,
@@ -324,11 +351,11 @@ class Repository:
             query = query.where(trials.c.state.in_([TrialState(s).value for s in states]))
 
         def work(c: Connection) -> list[Row[Any]]:
-            _search_row(c, search_id)
+            search_row(c, search_id)
             return list(c.execute(query).all())
 
         rows = self._unit(work, write=False)
-        page = [_trial_record(row) for row in rows[:size]]
+        page = [trial_record(row) for row in rows[:size]]
         return page, _encode_token(page[-1].number) if len(rows) > size else ""
 
     def count_trials(self, search_id: str, states: Sequence[TrialState] = ()) -> int:
@@ -337,7 +364,7 @@ class Repository:
             query = query.where(trials.c.state.in_([TrialState(s).value for s in states]))
 
         def work(c: Connection) -> int:
-            _search_row(c, search_id)
+            search_row(c, search_id)
             return int(c.execute(query).scalar_one())
 
         return self._unit(work, write=False)
@@ -354,7 +381,7 @@ class Repository:
                 )
             ).scalar_one_or_none()
             if data is None:
-                _require_trial(c, trial_id)
+                require_trial(c, trial_id)
             return None if data is None else bytes(data)
 
         return self._unit(work, write=False)
@@ -368,7 +395,7 @@ class Repository:
         at = _now(now)
 
         def work(c: Connection) -> None:
-            _require_trial(c, trial_id, lock=True)
+            require_trial(c, trial_id, lock=True)
             key = and_(staged_weights.c.trial_id == trial_id, staged_weights.c.sha256 == sha256)
             if c.execute(select(staged_weights.c.size).where(key)).first() is None:
                 c.execute(
@@ -393,7 +420,7 @@ class Repository:
                 )
             ).scalar_one_or_none()
             if data is None:
-                _require_trial(c, trial_id)
+                require_trial(c, trial_id)
             return None if data is None else bytes(data)
 
         return self._unit(work, write=False)
@@ -428,8 +455,8 @@ class Repository:
         at = _now(now)
 
         def work(c: Connection) -> tuple[Trial, bool]:
-            row = _trial_row(c, trial_id, lock=True)
-            current = _trial_record(row)
+            row = trial_row(c, trial_id, lock=True)
+            current = trial_record(row)
             if current.state.is_final and current.state is not TrialState.STALE:
                 return _repeat(current, state, score, reason, sha), False
             if (
@@ -452,7 +479,7 @@ class Repository:
             }
             c.execute(update(trials).where(trials.c.id == trial_id).values(values))
             if weights is not None:
-                _put_weights(c, trial_id, "trained", weights, sha)
+                put_weights(c, trial_id, "trained", weights, sha)
             c.execute(delete(staged_weights).where(staged_weights.c.trial_id == trial_id))
             return dataclasses.replace(
                 current,
@@ -472,8 +499,8 @@ class Repository:
         at = _now(now)
 
         def work(c: Connection) -> Trial:
-            row = _trial_row(c, trial_id, lock=True)
-            trial = _trial_record(row)
+            row = trial_row(c, trial_id, lock=True)
+            trial = trial_record(row)
             if trial.state is not TrialState.ACTIVE:
                 raise FailedPreconditionError(
                     f"trial {trial.number} is {trial.state.value}: its lease cannot be renewed"
@@ -505,8 +532,8 @@ class Repository:
         at = _now(now)
 
         def work(c: Connection) -> tuple[Trial, bool]:
-            row = _trial_row(c, trial_id, lock=True)
-            trial = _trial_record(row)
+            row = trial_row(c, trial_id, lock=True)
+            trial = trial_record(row)
             _put_measurement(c, trial, name, step, float(value), at)
             if trial.state is TrialState.ACTIVE:
                 trial = _renew(c, trial, at + row.lease_seconds, at)
@@ -521,7 +548,7 @@ class Repository:
         """A trial's measurements by name, then step."""
 
         def work(c: Connection) -> list[Measurement]:
-            _require_trial(c, trial_id)
+            require_trial(c, trial_id)
             rows = c.execute(
                 select(measurements)
                 .where(measurements.c.trial_id == trial_id)
@@ -543,173 +570,7 @@ class Repository:
     def expire_leases(self, now: float | None = None) -> int:
         """Mark every ACTIVE trial whose lease has run out STALE; returns how many."""
         at = _now(now)
-        return self._unit(lambda c: _expire(c, at, true()), write=True)
-
-
-# ---------------------------------------------------------------------- suggest helpers
-class _Issuer:
-    """Stores the trials of one ``suggest`` call, numbering them from the search's count."""
-
-    def __init__(
-        self, c: Connection, search: Search, worker_id: str, lease_seconds: float, now: float
-    ) -> None:
-        self.c = c
-        self.search = search
-        self.worker_id = worker_id
-        self.lease_seconds = lease_seconds
-        self.now = now
-        self.next_number = search.trial_count
-        self.issued: list[Trial] = []
-
-    def reissue_stale(self, limit: int) -> None:
-        """Hand out again (as new trials) STALE trials that were not re-issued yet."""
-        rows = self.c.execute(
-            select(
-                trials.c.id,
-                trials.c.architecture,
-                trials.c.arch_hash,
-                trials.c.parent_id,
-                trials.c.operations,
-            )
-            .where(
-                trials.c.search_id == self.search.id,
-                trials.c.state == TrialState.STALE.value,
-                trials.c.reissued_as.is_(None),
-            )
-            .order_by(trials.c.number)
-            .limit(limit)
-        ).all()
-        for row in rows:
-            trial = self._insert(
-                row.architecture,
-                row.arch_hash,
-                row.parent_id,
-                tuple(json.loads(row.operations)),
-                reissue_of=row.id,
-            )
-            self.c.execute(update(trials).where(trials.c.id == row.id).values(reissued_as=trial.id))
-            self.c.execute(
-                insert(trial_weights).from_select(
-                    ["trial_id", "kind", "sha256", "size", "data"],
-                    select(
-                        literal(trial.id, type_=trials.c.id.type),
-                        trial_weights.c.kind,
-                        trial_weights.c.sha256,
-                        trial_weights.c.size,
-                        trial_weights.c.data,
-                    ).where(trial_weights.c.trial_id == row.id, trial_weights.c.kind == "initial"),
-                )
-            )
-
-    def store_new(self, snapshot: SearchSnapshot, proposals: Sequence[NewTrial]) -> None:
-        known = {o.trial_id for o in snapshot.observations}
-        for proposal in proposals:
-            _check_proposal(proposal, known, self.search.id)
-            trial = self._insert(
-                proposal.architecture,
-                proposal.arch_hash,
-                proposal.parent_id,
-                tuple(proposal.operations),
-                reissue_of=None,
-            )
-            _put_weights(
-                self.c,
-                trial.id,
-                "initial",
-                proposal.initial_weights,
-                hashlib.sha256(proposal.initial_weights).hexdigest(),
-            )
-
-    def save_count(self) -> None:
-        self.c.execute(
-            update(searches)
-            .where(searches.c.id == self.search.id)
-            .values(trial_count=self.next_number)
-        )
-
-    def _insert(
-        self,
-        architecture: str,
-        arch_hash: str,
-        parent_id: str | None,
-        operations: tuple[dict[str, Any], ...],
-        *,
-        reissue_of: str | None,
-    ) -> Trial:
-        trial = Trial(
-            id=uuid.uuid4().hex,
-            search_id=self.search.id,
-            number=self.next_number,
-            state=TrialState.ACTIVE,
-            architecture=architecture,
-            arch_hash=arch_hash,
-            parent_id=parent_id,
-            operations=operations,
-            created_at=self.now,
-            updated_at=self.now,
-            worker_id=self.worker_id,
-            lease_expires_at=self.now + self.lease_seconds,
-        )
-        self.c.execute(
-            insert(trials).values(
-                id=trial.id,
-                search_id=trial.search_id,
-                number=trial.number,
-                state=trial.state.value,
-                architecture=architecture,
-                arch_hash=arch_hash,
-                parent_id=parent_id,
-                operations=json.dumps(list(operations), sort_keys=True),
-                created_at=self.now,
-                updated_at=self.now,
-                score=None,
-                reason="",
-                worker_id=self.worker_id,
-                lease_expires_at=trial.lease_expires_at,
-                lease_seconds=self.lease_seconds,
-                weights_sha256="",
-                reissue_of=reissue_of,
-                reissued_as=None,
-            )
-        )
-        self.next_number += 1
-        self.issued.append(trial)
-        return trial
-
-
-def _check_proposal(proposal: NewTrial, known: set[str], search_id: str) -> None:
-    if not isinstance(proposal.architecture, str) or not proposal.architecture:
-        raise InvalidArgumentError("a proposed trial needs an architecture")
-    if proposal.parent_id is not None and proposal.parent_id not in known:
-        raise InvalidArgumentError(
-            f"proposed parent {proposal.parent_id!r} is not a trial of search {search_id!r}"
-        )
-
-
-def _held_trials(c: Connection, search_id: str, worker_id: str) -> list[Trial]:
-    rows = c.execute(
-        select(trials)
-        .where(
-            trials.c.search_id == search_id,
-            trials.c.state == TrialState.ACTIVE.value,
-            trials.c.worker_id == worker_id,
-        )
-        .order_by(trials.c.number)
-    ).all()
-    return [_trial_record(row) for row in rows]
-
-
-def _expire(c: Connection, now: float, where: Any) -> int:
-    result = c.execute(
-        update(trials)
-        .where(
-            where,
-            trials.c.state == TrialState.ACTIVE.value,
-            trials.c.lease_expires_at < now,
-        )
-        .values(state=TrialState.STALE.value, lease_expires_at=None, updated_at=now)
-    )
-    return int(result.rowcount)
+        return self._unit(lambda c: expire(c, at, true()), write=True)
 
 
 # ---------------------------------------------------------------------- trial helpers
@@ -747,19 +608,6 @@ def _renew(c: Connection, trial: Trial, expires: float, now: float) -> Trial:
     return dataclasses.replace(trial, lease_expires_at=expires, updated_at=now)
 
 
-def _put_weights(c: Connection, trial_id: str, kind: str, data: bytes, sha: str) -> None:
-    c.execute(
-        delete(trial_weights).where(
-            trial_weights.c.trial_id == trial_id, trial_weights.c.kind == kind
-        )
-    )
-    c.execute(
-        insert(trial_weights).values(
-            trial_id=trial_id, kind=kind, sha256=sha, size=len(data), data=bytes(data)
-        )
-    )
-
-
 def _put_measurement(
     c: Connection, trial: Trial, name: str, step: int, value: float, now: float
 ) -> None:
@@ -779,94 +627,6 @@ def _put_measurement(
         raise AlreadyExistsError(
             f"trial {trial.number} already has {name!r} = {stored} at step {step}, not {value}"
         )
-
-
-def _trial_row(c: Connection, trial_id: str, *, lock: bool = False) -> Row[Any]:
-    query = select(trials).where(trials.c.id == trial_id)
-    if lock:
-        query = query.with_for_update(key_share=True)
-    row = c.execute(query).first()
-    if row is None:
-        raise NotFoundError(f"no trial {trial_id!r}")
-    return row
-
-
-def _require_trial(c: Connection, trial_id: str, *, lock: bool = False) -> None:
-    query = select(trials.c.id).where(trials.c.id == trial_id)
-    if lock:
-        query = query.with_for_update(key_share=True)
-    if c.execute(query).first() is None:
-        raise NotFoundError(f"no trial {trial_id!r}")
-
-
-def _trial_record(row: Row[Any]) -> Trial:
-    return Trial(
-        id=row.id,
-        search_id=row.search_id,
-        number=row.number,
-        state=TrialState(row.state),
-        architecture=row.architecture,
-        arch_hash=row.arch_hash,
-        parent_id=row.parent_id,
-        operations=tuple(json.loads(row.operations)),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        score=row.score,
-        reason=row.reason,
-        worker_id=row.worker_id,
-        lease_expires_at=row.lease_expires_at,
-        has_trained_weights=bool(row.weights_sha256),
-        weights_sha256=row.weights_sha256,
-    )
-
-
-# ---------------------------------------------------------------------- search helpers
-def _search_row(c: Connection, search_id: str) -> Search:
-    row = c.execute(select(searches).where(searches.c.id == search_id)).first()
-    if row is None:
-        raise NotFoundError(f"no search {search_id!r}")
-    return _search_record(row)
-
-
-def _lock_search(c: Connection, search_id: str) -> Search:
-    row = c.execute(
-        select(searches).where(searches.c.id == search_id).with_for_update(key_share=True)
-    ).first()
-    if row is None:
-        raise NotFoundError(f"no search {search_id!r}")
-    return _search_record(row)
-
-
-def _search_record(row: Row[Any]) -> Search:
-    return Search(
-        id=row.id,
-        config=_config_from_json(row.config),
-        created_at=row.created_at,
-        size_cap_params=int(row.size_cap_params),
-        trial_count=row.trial_count,
-        stopped=bool(row.stopped),
-    )
-
-
-def _config_to_json(config: SearchConfig) -> str:
-    data = dataclasses.asdict(config)
-    data["input_shape"] = list(config.input_shape)
-    data["policy"] = config.policy.value
-    return json.dumps(data, sort_keys=True)
-
-
-@lru_cache(maxsize=4096)
-def _config_from_json(text: str) -> SearchConfig:
-    """Parse a stored config (cached: configs never change and SearchConfig is frozen).
-
-    Keys this version does not know (written by a later one) are ignored.
-    """
-    data = json.loads(text)
-    known = {f.name for f in dataclasses.fields(SearchConfig)}
-    kwargs = {key: value for key, value in data.items() if key in known}
-    kwargs["input_shape"] = tuple(kwargs["input_shape"])
-    kwargs["policy"] = Policy(kwargs["policy"])
-    return SearchConfig(**kwargs)
 
 
 # ---------------------------------------------------------------------- small helpers

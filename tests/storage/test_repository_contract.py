@@ -237,6 +237,10 @@ def test_suggest_respects_max_trials(repo: Repository) -> None:
     assert _numbers(repo.suggest(search.id, "", 5, Proposer())) == [2]  # cut to what is left
     with pytest.raises(ResourceExhaustedError, match="3 trials"):
         repo.suggest(search.id, "", 1, Proposer())
+    # At the limit, a worker asking again still gets what it holds.
+    full = repo.create_search(make_config(max_trials=1))
+    held = repo.suggest(full.id, "w", 1, Proposer())
+    assert repo.suggest(full.id, "w", 1, Proposer()) == held
 
 
 def test_a_failing_policy_stores_nothing(repo: Repository) -> None:
@@ -527,3 +531,25 @@ def test_snapshots_follow_every_state_change(repo: Repository) -> None:
         5: (ACTIVE, None),
     }
     assert repo.observations(search.id).observations[:6] == propose.calls[-1][0].observations
+
+
+def test_a_slow_policy_does_not_hold_up_reports(repo: Repository) -> None:
+    """While a policy thinks, other workers' reports go through (no database-wide lock held)."""
+    search = repo.create_search(make_config())
+    (running,) = repo.suggest(search.id, "a", 1, Proposer())
+    inner = Proposer()
+    finished = threading.Event()
+
+    def slow_policy(snapshot: SearchSnapshot, n: int) -> list[NewTrial]:
+        def report() -> None:
+            repo.report(running.id, state=COMPLETED, score=0.5, worker_id="a")
+            finished.set()
+
+        thread = threading.Thread(target=report)
+        thread.start()
+        thread.join(timeout=10)
+        assert finished.is_set(), "a report waited for the policy"
+        return inner(snapshot, n)
+
+    (trial,) = repo.suggest(search.id, "b", 1, slow_policy)
+    assert trial.number == 1 and repo.get_trial(running.id).state is COMPLETED

@@ -1,0 +1,131 @@
+"""Rows to records and back, and the row-level steps that several units of work share.
+
+Private to ``morphnas.storage``: callers pass an open connection (the unit of work is theirs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Connection, Row, delete, insert, select, update
+
+from morphnas.core.errors import NotFoundError
+from morphnas.core.records import Policy, Search, SearchConfig, Trial, TrialState
+from morphnas.storage._tables import searches, trial_weights, trials
+
+
+def expire(c: Connection, now: float, where: Any) -> int:
+    result = c.execute(
+        update(trials)
+        .where(
+            where,
+            trials.c.state == TrialState.ACTIVE.value,
+            trials.c.lease_expires_at < now,
+        )
+        .values(state=TrialState.STALE.value, lease_expires_at=None, updated_at=now)
+    )
+    return int(result.rowcount)
+
+
+def put_weights(c: Connection, trial_id: str, kind: str, data: bytes, sha: str) -> None:
+    c.execute(
+        delete(trial_weights).where(
+            trial_weights.c.trial_id == trial_id, trial_weights.c.kind == kind
+        )
+    )
+    c.execute(
+        insert(trial_weights).values(
+            trial_id=trial_id, kind=kind, sha256=sha, size=len(data), data=bytes(data)
+        )
+    )
+
+
+def trial_row(c: Connection, trial_id: str, *, lock: bool = False) -> Row[Any]:
+    query = select(trials).where(trials.c.id == trial_id)
+    if lock:
+        query = query.with_for_update(key_share=True)
+    row = c.execute(query).first()
+    if row is None:
+        raise NotFoundError(f"no trial {trial_id!r}")
+    return row
+
+
+def require_trial(c: Connection, trial_id: str, *, lock: bool = False) -> None:
+    query = select(trials.c.id).where(trials.c.id == trial_id)
+    if lock:
+        query = query.with_for_update(key_share=True)
+    if c.execute(query).first() is None:
+        raise NotFoundError(f"no trial {trial_id!r}")
+
+
+def trial_record(row: Row[Any]) -> Trial:
+    return Trial(
+        id=row.id,
+        search_id=row.search_id,
+        number=row.number,
+        state=TrialState(row.state),
+        architecture=row.architecture,
+        arch_hash=row.arch_hash,
+        parent_id=row.parent_id,
+        operations=tuple(json.loads(row.operations)),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        score=row.score,
+        reason=row.reason,
+        worker_id=row.worker_id,
+        lease_expires_at=row.lease_expires_at,
+        has_trained_weights=bool(row.weights_sha256),
+        weights_sha256=row.weights_sha256,
+    )
+
+
+# ---------------------------------------------------------------------- search helpers
+def search_row(c: Connection, search_id: str) -> Search:
+    row = c.execute(select(searches).where(searches.c.id == search_id)).first()
+    if row is None:
+        raise NotFoundError(f"no search {search_id!r}")
+    return search_record(row)
+
+
+def lock_search(c: Connection, search_id: str) -> Search:
+    row = c.execute(
+        select(searches).where(searches.c.id == search_id).with_for_update(key_share=True)
+    ).first()
+    if row is None:
+        raise NotFoundError(f"no search {search_id!r}")
+    return search_record(row)
+
+
+def search_record(row: Row[Any]) -> Search:
+    return Search(
+        id=row.id,
+        config=config_from_json(row.config),
+        created_at=row.created_at,
+        size_cap_params=int(row.size_cap_params),
+        trial_count=row.trial_count,
+        stopped=bool(row.stopped),
+    )
+
+
+def config_to_json(config: SearchConfig) -> str:
+    data = dataclasses.asdict(config)
+    data["input_shape"] = list(config.input_shape)
+    data["policy"] = config.policy.value
+    return json.dumps(data, sort_keys=True)
+
+
+@lru_cache(maxsize=4096)
+def config_from_json(text: str) -> SearchConfig:
+    """Parse a stored config (cached: configs never change and SearchConfig is frozen).
+
+    Keys this version does not know (written by a later one) are ignored.
+    """
+    data = json.loads(text)
+    known = {f.name for f in dataclasses.fields(SearchConfig)}
+    kwargs = {key: value for key, value in data.items() if key in known}
+    kwargs["input_shape"] = tuple(kwargs["input_shape"])
+    kwargs["policy"] = Policy(kwargs["policy"])
+    return SearchConfig(**kwargs)

@@ -1,0 +1,316 @@
+"""Handing out trials: the locked step that numbers and stores them, and its optimistic plan.
+
+``suggest_locked`` runs inside one transaction that holds the search's lock: expire leases, return
+what the worker already holds, re-issue STALE trials, then store the policy's proposals with the
+next numbers. Numbers come from the search's ``trial_count``, read and advanced under the lock,
+so they are unique and gapless.
+
+Where the policy runs depends on the database. On PostgreSQL the lock is a row lock on the
+search (``FOR NO KEY UPDATE``): only other asks of the same search wait, so the policy runs
+inside the locked transaction. On SQLite the only write lock is the whole database's, and a
+policy may think for up to a second: holding that lock meanwhile would stall every report of
+every search. So on SQLite :func:`plan_suggestion` first reads a snapshot without any lock, the
+policy runs outside any transaction, and ``suggest_locked`` then stores the proposals only if the
+search still has exactly the trials the policy saw (same ``trial_count``: trials are only ever
+added under the lock, with gapless numbers) and needs no more of them than were planned;
+otherwise it raises :class:`StalePlan` and the caller plans again. Scores reported in between
+are fine to miss: they are what the policy would have seen had the report come a moment later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, insert, literal, or_, select, update
+
+from morphnas.core.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    ResourceExhaustedError,
+)
+from morphnas.core.records import NewTrial, Search, SearchSnapshot, Trial, TrialState
+from morphnas.storage._observations import ObservationCache, load_observations
+from morphnas.storage._rows import expire, lock_search, put_weights, search_row, trial_record
+from morphnas.storage._tables import searches, trial_weights, trials
+
+#: Calls the policy: (snapshot, n) -> proposals. The repository wraps the user's policy.
+CallPolicy = Callable[[SearchSnapshot, int], Sequence[NewTrial]]
+
+
+class StalePlan(Exception):
+    """The search changed between planning and storing: plan again."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Proposals computed from a snapshot read without the lock (SQLite)."""
+
+    trial_count: int  # the search's trial_count the snapshot was read at
+    wanted: int  # how many new trials the policy was asked for
+    proposals: tuple[NewTrial, ...] = ()
+    snapshot: SearchSnapshot | None = None
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One ``suggest`` call's arguments."""
+
+    search_id: str
+    worker_id: str
+    count: int
+    lease_seconds: float | None
+    now: float
+
+
+def plan_suggestion(c: Connection, ask: Ask, cache: ObservationCache) -> Plan:
+    """Read (no lock) what the locked step will likely need, and the snapshot for the policy."""
+    search = search_row(c, ask.search_id)
+    _check_open(search)
+    if ask.worker_id and _holds_live_trials(c, ask):
+        return Plan(search.trial_count, wanted=0)
+    _check_room(search)
+    reissues = _reissuable_count(c, ask)
+    wanted = min(ask.count, search.config.max_trials - search.trial_count) - reissues
+    if wanted <= 0:
+        return Plan(search.trial_count, wanted=0)
+    snapshot = SearchSnapshot(
+        dataclasses.replace(search, trial_count=search.trial_count + reissues),
+        load_observations(c, ask.search_id, cache),
+    )
+    return Plan(search.trial_count, wanted=wanted, snapshot=snapshot)
+
+
+def suggest_locked(
+    c: Connection,
+    ask: Ask,
+    cache: ObservationCache,
+    call_policy: CallPolicy,
+    plan: Plan | None,
+) -> list[Trial]:
+    """The locked step of ``suggest`` (see the module docstring). Raises :class:`StalePlan`."""
+    search = lock_search(c, ask.search_id)
+    _check_open(search)
+    expire(c, ask.now, trials.c.search_id == ask.search_id)
+    if ask.worker_id:
+        held = held_trials(c, ask.search_id, ask.worker_id)
+        if held:
+            return held
+    _check_room(search)
+    issue = Issuer(
+        c, search, ask.worker_id, ask.lease_seconds or search.config.lease_seconds, ask.now
+    )
+    issue.reissue_stale(min(ask.count, search.config.max_trials - search.trial_count))
+    wanted = min(ask.count, search.config.max_trials - search.trial_count) - len(issue.issued)
+    if wanted > 0:
+        if plan is None:
+            snapshot = SearchSnapshot(
+                dataclasses.replace(search, trial_count=issue.next_number),
+                load_observations(c, ask.search_id, cache),
+            )
+            proposals: Sequence[NewTrial] = call_policy(snapshot, wanted)
+        elif plan.trial_count != search.trial_count or wanted > plan.wanted:
+            raise StalePlan()
+        else:
+            assert plan.snapshot is not None
+            snapshot, proposals = plan.snapshot, plan.proposals
+        issue.store_new(snapshot, list(proposals)[:wanted])
+    issue.save_count()
+    return issue.issued
+
+
+def _check_open(search: Search) -> None:
+    if search.stopped:
+        raise FailedPreconditionError(f"search {search.id!r} is stopped")
+
+
+def _check_room(search: Search) -> None:
+    if search.trial_count >= search.config.max_trials:
+        raise ResourceExhaustedError(
+            f"search {search.id!r} has reached its limit of {search.config.max_trials} trials"
+        )
+
+
+def _holds_live_trials(c: Connection, ask: Ask) -> bool:
+    return (
+        c.execute(
+            select(trials.c.id)
+            .where(
+                trials.c.search_id == ask.search_id,
+                trials.c.state == TrialState.ACTIVE.value,
+                trials.c.worker_id == ask.worker_id,
+                trials.c.lease_expires_at >= ask.now,
+            )
+            .limit(1)
+        ).first()
+        is not None
+    )
+
+
+def _reissuable_count(c: Connection, ask: Ask) -> int:
+    """STALE trials not handed out again, plus ACTIVE ones whose lease has run out."""
+    stale = and_(trials.c.state == TrialState.STALE.value, trials.c.reissued_as.is_(None))
+    expired = and_(trials.c.state == TrialState.ACTIVE.value, trials.c.lease_expires_at < ask.now)
+    query = (
+        select(func.count())
+        .select_from(trials)
+        .where(trials.c.search_id == ask.search_id, or_(stale, expired))
+    )
+    return int(c.execute(query).scalar_one())
+
+
+class Issuer:
+    """Stores the trials of one ``suggest`` call, numbering them from the search's count."""
+
+    def __init__(
+        self, c: Connection, search: Search, worker_id: str, lease_seconds: float, now: float
+    ) -> None:
+        self.c = c
+        self.search = search
+        self.worker_id = worker_id
+        self.lease_seconds = lease_seconds
+        self.now = now
+        self.next_number = search.trial_count
+        self.issued: list[Trial] = []
+
+    def reissue_stale(self, limit: int) -> None:
+        """Hand out again (as new trials) STALE trials that were not re-issued yet."""
+        rows = self.c.execute(
+            select(
+                trials.c.id,
+                trials.c.architecture,
+                trials.c.arch_hash,
+                trials.c.parent_id,
+                trials.c.operations,
+            )
+            .where(
+                trials.c.search_id == self.search.id,
+                trials.c.state == TrialState.STALE.value,
+                trials.c.reissued_as.is_(None),
+            )
+            .order_by(trials.c.number)
+            .limit(limit)
+        ).all()
+        for row in rows:
+            trial = self._insert(
+                row.architecture,
+                row.arch_hash,
+                row.parent_id,
+                tuple(json.loads(row.operations)),
+                reissue_of=row.id,
+            )
+            self.c.execute(update(trials).where(trials.c.id == row.id).values(reissued_as=trial.id))
+            self.c.execute(
+                insert(trial_weights).from_select(
+                    ["trial_id", "kind", "sha256", "size", "data"],
+                    select(
+                        literal(trial.id, type_=trials.c.id.type),
+                        trial_weights.c.kind,
+                        trial_weights.c.sha256,
+                        trial_weights.c.size,
+                        trial_weights.c.data,
+                    ).where(trial_weights.c.trial_id == row.id, trial_weights.c.kind == "initial"),
+                )
+            )
+
+    def store_new(self, snapshot: SearchSnapshot, proposals: Sequence[NewTrial]) -> None:
+        known = {o.trial_id for o in snapshot.observations}
+        for proposal in proposals:
+            check_proposal(proposal, known, self.search.id)
+            trial = self._insert(
+                proposal.architecture,
+                proposal.arch_hash,
+                proposal.parent_id,
+                tuple(proposal.operations),
+                reissue_of=None,
+            )
+            put_weights(
+                self.c,
+                trial.id,
+                "initial",
+                proposal.initial_weights,
+                hashlib.sha256(proposal.initial_weights).hexdigest(),
+            )
+
+    def save_count(self) -> None:
+        self.c.execute(
+            update(searches)
+            .where(searches.c.id == self.search.id)
+            .values(trial_count=self.next_number)
+        )
+
+    def _insert(
+        self,
+        architecture: str,
+        arch_hash: str,
+        parent_id: str | None,
+        operations: tuple[dict[str, Any], ...],
+        *,
+        reissue_of: str | None,
+    ) -> Trial:
+        trial = Trial(
+            id=uuid.uuid4().hex,
+            search_id=self.search.id,
+            number=self.next_number,
+            state=TrialState.ACTIVE,
+            architecture=architecture,
+            arch_hash=arch_hash,
+            parent_id=parent_id,
+            operations=operations,
+            created_at=self.now,
+            updated_at=self.now,
+            worker_id=self.worker_id,
+            lease_expires_at=self.now + self.lease_seconds,
+        )
+        self.c.execute(
+            insert(trials).values(
+                id=trial.id,
+                search_id=trial.search_id,
+                number=trial.number,
+                state=trial.state.value,
+                architecture=architecture,
+                arch_hash=arch_hash,
+                parent_id=parent_id,
+                operations=json.dumps(list(operations), sort_keys=True),
+                created_at=self.now,
+                updated_at=self.now,
+                score=None,
+                reason="",
+                worker_id=self.worker_id,
+                lease_expires_at=trial.lease_expires_at,
+                lease_seconds=self.lease_seconds,
+                weights_sha256="",
+                reissue_of=reissue_of,
+                reissued_as=None,
+            )
+        )
+        self.next_number += 1
+        self.issued.append(trial)
+        return trial
+
+
+def check_proposal(proposal: NewTrial, known: set[str], search_id: str) -> None:
+    if not isinstance(proposal.architecture, str) or not proposal.architecture:
+        raise InvalidArgumentError("a proposed trial needs an architecture")
+    if proposal.parent_id is not None and proposal.parent_id not in known:
+        raise InvalidArgumentError(
+            f"proposed parent {proposal.parent_id!r} is not a trial of search {search_id!r}"
+        )
+
+
+def held_trials(c: Connection, search_id: str, worker_id: str) -> list[Trial]:
+    rows = c.execute(
+        select(trials)
+        .where(
+            trials.c.search_id == search_id,
+            trials.c.state == TrialState.ACTIVE.value,
+            trials.c.worker_id == worker_id,
+        )
+        .order_by(trials.c.number)
+    ).all()
+    return [trial_record(row) for row in rows]
