@@ -83,19 +83,17 @@ class Graph:
 
     @cached_property
     def main_chain(self) -> tuple[str, ...]:
-        """Layers on the longest input→output path (ties: earliest layer), in order.
+        """Layers on the main path from input to output, in order.
 
-        This is the sequence the edit distance compares; other layers sit on skip branches.
+        The main path follows each layer's *first* input backwards from the output. Morphs keep
+        the parent's path first at every join (``Add(end, branch)``, ``Concat(end, branch)``), so
+        the path stays the same under skips however short the skip is (a longest-path rule
+        would let a two-layer branch around one layer take over the chain). This is the sequence
+        the edit distance compares; every other layer sits on a skip branch.
         """
-        depth: dict[str, int] = {INPUT: 0}
-        best_parent: dict[str, str] = {}
-        for layer in self.layers:
-            parent = max(layer.inputs, key=lambda name: depth[name])
-            depth[layer.name] = depth[parent] + 1
-            best_parent[layer.name] = parent
         chain = [self.output.name]
-        while best_parent.get(chain[-1], INPUT) != INPUT:
-            chain.append(best_parent[chain[-1]])
+        while (first := self.by_name[chain[-1]].inputs[0]) != INPUT:
+            chain.append(first)
         return tuple(reversed(chain))
 
     # ---------------------------------------------------------------- costs
