@@ -12,8 +12,9 @@ at T₀ = 1 and is multiplied by 0.9 per expansion; the search stops when ``T < 
 expansions), when the queue is empty or at the wall-clock deadline. The answer is the best child
 seen, with its observed ancestor and the morph path from it.
 
-Children over the size caps, and architectures already observed, pending or proposed, are never
-pushed (nor returned). Materialised children are cached by (parent hash, morph): a cache only.
+Children over the size caps, and architectures already observed, pending or proposed
+(``excluded`` holds their structural keys), are never pushed (nor returned). Materialised
+children are cached by (parent node key, morph): a cache only.
 """
 
 from __future__ import annotations
@@ -31,14 +32,14 @@ import numpy as np
 from morphnas.core.errors import InvalidArgumentError
 from morphnas.core.graph import Graph
 from morphnas.core.morphs import Morph, neighbourhood
-from morphnas.search.descriptors import LRU, Descriptor, descriptor
+from morphnas.search.descriptors import LRU, Descriptor, descriptor, structural_key
 
 log = logging.getLogger(__name__)
 
 T0 = 1.0
 COOLING = 0.9
 T_MIN = 1e-4
-MAX_CHILDREN = 16
+MAX_CHILDREN = 8
 
 
 def ucb(mean: np.ndarray, std: np.ndarray, beta: float) -> np.ndarray:
@@ -117,7 +118,7 @@ def child_morphs(graph: Graph, key: str, seed: int, limit: int = MAX_CHILDREN) -
         ops = neighbourhood(graph)
         if len(ops) <= limit:
             return tuple(ops)
-        rng = np.random.default_rng([seed, int(graph.content_hash[:15], 16)])
+        rng = np.random.default_rng([seed, int(structural_key(graph)[:15], 16)])
         picked = np.sort(rng.choice(len(ops), size=limit, replace=False))
         return tuple(ops[int(i)] for i in picked)
 
@@ -161,7 +162,7 @@ def tree_search(
         queue.append((-value, counter, node))
         counter += 1
     heapq.heapify(queue)
-    seen = set(excluded) | {node.descriptor.arch_hash for node, _ in roots}
+    seen = set(excluded) | {node.descriptor.key for node, _ in roots}
     best: Node | None = None
     best_value = -math.inf
     temperature = T0
@@ -171,9 +172,9 @@ def tree_search(
         fresh: list[tuple[Morph, Child]] = []
         for op in child_morphs(node.graph, node.key, seed, limit):
             child = materialise(node.graph, node.key, op, constraints.batch_size)
-            if child is None or child.descriptor.arch_hash in seen:
+            if child is None or child.descriptor.key in seen:
                 continue
-            seen.add(child.descriptor.arch_hash)
+            seen.add(child.descriptor.key)
             if constraints.allow(child.params, child.memory):
                 fresh.append((op, child))
         expansions += 1

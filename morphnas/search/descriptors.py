@@ -20,6 +20,7 @@ architectures with the same main chain or the same skips.
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -87,7 +88,7 @@ def encode_tokens(tokens: np.ndarray) -> np.ndarray:
 class Descriptor:
     """See the module docstring."""
 
-    arch_hash: str
+    key: str  # structural_key of the graph
     tokens: np.ndarray  # (L, 4)
     skips: np.ndarray  # (M, 3)
     token_ids: np.ndarray  # (L,) ids into TOKENS
@@ -130,7 +131,21 @@ def _skips(graph: Graph, depth: dict[str, int]) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64).reshape(-1, 3)
 
 
-def describe(graph: Graph) -> Descriptor:
+def structural_key(graph: Graph) -> str:
+    """A structural digest with the invariances of ``Graph.content_hash`` (names ignored, Add
+    inputs unordered), several times cheaper to compute; the search's own identity for graphs.
+    """
+    digests = {INPUT: hashlib.sha1(repr(graph.input_shape).encode()).hexdigest()}
+    for layer in graph.layers:
+        sources = [digests[name] for name in layer.inputs]
+        if layer.kind == "add":
+            sources.sort()
+        text = f"{layer.kind}|{layer.units}|{layer.kernel}|{layer.stride}|{layer.rate!r}|{sources}"
+        digests[layer.name] = hashlib.sha1(text.encode()).hexdigest()
+    return digests[graph.output.name]
+
+
+def describe(graph: Graph, key: str | None = None) -> Descriptor:
     """The descriptor of a graph (uncached; see :func:`descriptor`)."""
     tokens = np.zeros((len(graph.main_chain), 1 + len(ATTRS)))
     for i, name in enumerate(graph.main_chain):
@@ -139,7 +154,7 @@ def describe(graph: Graph) -> Descriptor:
         for j, attr in enumerate(ATTRS):
             tokens[i, 1 + j] = float(getattr(layer, attr))
     return Descriptor(
-        graph.content_hash, tokens, _skips(graph, _depths(graph)), encode_tokens(tokens)
+        key or structural_key(graph), tokens, _skips(graph, _depths(graph)), encode_tokens(tokens)
     )
 
 
@@ -166,8 +181,9 @@ _GRAPHS: LRU = LRU(20_000)
 
 
 def descriptor(graph: Graph) -> Descriptor:
-    """Cached :func:`describe`, keyed by content hash."""
-    return _DESCRIPTORS.get_or(graph.content_hash, lambda: describe(graph))  # type: ignore[no-any-return]
+    """Cached :func:`describe`, keyed by :func:`structural_key`."""
+    key = structural_key(graph)
+    return _DESCRIPTORS.get_or(key, lambda: describe(graph, key))  # type: ignore[no-any-return]
 
 
 def graph_from_json(architecture: str) -> Graph:
@@ -176,7 +192,17 @@ def graph_from_json(architecture: str) -> Graph:
     Keyed by the text, not the content hash: two trials may hold the same structure under
     different layer names, and morph operations refer to layers by name.
     """
-    return _GRAPHS.get_or(architecture, lambda: Graph.from_json(architecture))  # type: ignore[no-any-return]
+    return parse(architecture)[0]
+
+
+def parse(architecture: str) -> tuple[Graph, Descriptor]:
+    """Graph and descriptor of a stored architecture, cached by its text."""
+
+    def build() -> tuple[Graph, Descriptor]:
+        graph = Graph.from_json(architecture)
+        return graph, descriptor(graph)
+
+    return _GRAPHS.get_or(architecture, build)  # type: ignore[no-any-return]
 
 
 def clear() -> None:

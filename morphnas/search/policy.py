@@ -34,7 +34,7 @@ from morphnas.core.records import Observation, Policy, SearchSnapshot
 from morphnas.core.seeds import seed_graph
 from morphnas.search import acquisition, descriptors, surrogate
 from morphnas.search.acquisition import Constraints, Node, text_key, tree_search, ucb
-from morphnas.search.descriptors import descriptor, graph_from_json
+from morphnas.search.descriptors import Descriptor, descriptor, graph_from_json, parse
 from morphnas.search.distance import DISTANCES
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,8 @@ class _Points:
     """Distinct completed architectures, first-trial order, with mean score, count and parent."""
 
     graphs: list[Graph]  # as stored with trial_ids (layer names matter for morph paths)
-    keys: list[str]
+    descriptors: list[Descriptor]
+    keys: list[str]  # name-aware node keys (see acquisition.Node)
     scores: np.ndarray
     counts: np.ndarray
     trial_ids: list[str]  # the best-scoring trial of each architecture
@@ -189,16 +190,18 @@ class _Points:
 def _points(completed: Sequence[Observation]) -> _Points:
     groups: dict[str, list[Observation]] = {}
     for o in sorted(completed, key=lambda o: o.number):
-        groups.setdefault(o.arch_hash, []).append(o)
-    graphs, keys, scores, counts, ids = [], [], [], [], []
+        groups.setdefault(parse(o.architecture)[1].key, []).append(o)
+    graphs, descs, keys, scores, counts, ids = [], [], [], [], [], []
     for members in groups.values():
         best = _ranked(members)[0]
-        graphs.append(_graph(best))
+        graph, desc = parse(best.architecture)
+        graphs.append(graph)
+        descs.append(desc)
         keys.append(text_key(best.architecture))
         scores.append(float(np.mean([float(m.score or 0.0) for m in members])))
         counts.append(len(members))
         ids.append(best.trial_id)
-    return _Points(graphs, keys, np.array(scores), np.array(counts, np.float64), ids)
+    return _Points(graphs, descs, keys, np.array(scores), np.array(counts, np.float64), ids)
 
 
 def _bayesian(
@@ -211,20 +214,28 @@ def _bayesian(
 ) -> list[Proposal]:
     config = snapshot.search.config
     points = _points(snapshot.completed)
-    model = surrogate.Surrogate(
-        [descriptor(g) for g in points.graphs], points.scores, points.counts
-    )
-    pending = {o.arch_hash: o for o in snapshot.pending if o.arch_hash not in model.point_hashes}
-    model.add_fantasies([descriptor(_graph(o)) for o in pending.values()])
+    model = surrogate.Surrogate(points.descriptors, points.scores, points.counts)
+    excluded = {parse(o.architecture)[1].key for o in snapshot.observations}
+    pending = {
+        desc.key: desc
+        for desc in (parse(o.architecture)[1] for o in snapshot.pending)
+        if desc.key not in model.point_keys
+    }
+    model.add_fantasies(list(pending.values()))
     mean, std = model.predict_points()
     roots = [
-        (Node(g, key, descriptor(g), trial_id, ()), float(value))
-        for g, key, trial_id, value in zip(
-            points.graphs, points.keys, points.trial_ids, ucb(mean, std, config.beta), strict=True
+        (Node(g, key, desc, trial_id, ()), float(value))
+        for g, key, desc, trial_id, value in zip(
+            points.graphs,
+            points.keys,
+            points.descriptors,
+            points.trial_ids,
+            ucb(mean, std, config.beta),
+            strict=True,
         )
     ]
 
-    def acquisition_of(candidates: list[descriptors.Descriptor]) -> np.ndarray:
+    def acquisition_of(candidates: list[Descriptor]) -> np.ndarray:
         m, s = model.predict(candidates)
         return ucb(m, s, config.beta)
 
@@ -233,33 +244,39 @@ def _bayesian(
     ranked = _ranked(snapshot.completed)
     proposals: list[Proposal] = []
     for k in range(count):
-        found = tree_search(
-            roots,
-            acquisition_of,
-            taken,
-            constraints,
-            rng,
-            start + budget * (k + 1) / count,
-            config.seed,
-        )
-        if found is not None:
-            node = found.node
-            proposal = Proposal(node.parent_id, node.operations, node.graph)
-            log.debug(
-                "proposal %d: α=%.3f after %d expansions, %d morphs from trial %s",
-                k,
-                found.acquisition,
-                found.expansions,
-                len(node.operations),
-                node.parent_id,
+        proposal = None
+        for _ in range(3):  # the structural key and the content hash agree; this is a guard
+            found = tree_search(
+                roots,
+                acquisition_of,
+                excluded,
+                constraints,
+                rng,
+                start + budget * (k + 1) / count,
+                config.seed,
             )
-        else:
-            fallback = _random_one(ranked, rng, taken, constraints)
-            if fallback is None:
+            if found is None:
                 break
-            proposal = fallback
+            if found.node.graph.content_hash not in taken:
+                node = found.node
+                proposal = Proposal(node.parent_id, node.operations, node.graph)
+                log.debug(
+                    "proposal %d: α=%.3f after %d expansions, %d morphs from trial %s",
+                    k,
+                    found.acquisition,
+                    found.expansions,
+                    len(node.operations),
+                    node.parent_id,
+                )
+                break
+            excluded.add(found.node.descriptor.key)
+        if proposal is None:
+            proposal = _random_one(ranked, rng, taken, constraints)
+            if proposal is None:
+                break
         proposals.append(proposal)
         taken.add(proposal.graph.content_hash)
+        excluded.add(descriptor(proposal.graph).key)
         if k + 1 < count:
             model.add_fantasies([descriptor(proposal.graph)])
     return proposals

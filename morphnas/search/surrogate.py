@@ -86,7 +86,7 @@ def zscore(values: np.ndarray) -> tuple[np.ndarray, float, float]:
 def _digest(points: Sequence[Descriptor], *arrays: np.ndarray) -> str:
     h = hashlib.sha256()
     for p in points:
-        h.update(p.arch_hash.encode())
+        h.update(p.key.encode())
     for a in arrays:
         h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()
@@ -159,7 +159,7 @@ class Surrogate:
         self.posterior = Posterior(
             z, residual, self.hyper.noise / counts, self.y, self.hyper.signal
         )
-        self.point_hashes = {p.arch_hash: i for i, p in enumerate(self.points)}
+        self.point_keys = {p.key: i for i, p in enumerate(self.points)}
 
     def _basis(self) -> Basis:
         key = (_digest(self.landmarks), self.hyper)

@@ -1,0 +1,260 @@
+"""SuggestTrials latency: morphnas's Bayesian policy vs Optuna's GPSampler, one CPU thread.
+
+For each history size N: a synthetic history of N − K completed architectures (random morph
+chains of the digits seed (1, 8, 8), 10 classes, scored by a smooth synthetic function) is asked
+once untimed (caches warm, as in a long-running server), then K asks are timed, each after the
+previous proposal was "trained" and added as a completed trial — what the server sees.
+Optuna: a GPSampler study on 5 numeric parameters, N − K trials added with ``add_trials``,
+then K timed ``ask()`` + ``tell()``.
+
+    python bench/suggest.py            # writes bench/results/suggest.txt
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import math  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import replace  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from morphnas.core.graph import Graph  # noqa: E402
+from morphnas.core.morphs import sample_morph  # noqa: E402
+from morphnas.core.records import (  # noqa: E402
+    Observation,
+    Search,
+    SearchConfig,
+    SearchSnapshot,
+    TrialState,
+)
+from morphnas.core.seeds import seed_graph  # noqa: E402
+from morphnas.search import acquisition, policy, surrogate  # noqa: E402
+from morphnas.search.distance import DISTANCES  # noqa: E402
+
+SIZES = {50: 20, 200: 20, 500: 12, 1000: 12}  # history size -> timed asks
+OPTUNA_ASKS = {50: 10, 200: 8, 500: 5, 1000: 4}
+
+
+def score(graph: Graph) -> float:
+    """Smooth synthetic objective of log parameters, depth and skips."""
+    params = math.log(graph.num_params)
+    depth = len(graph.main_chain)
+    skips = sum(layer.kind in ("add", "concat") for layer in graph.layers)
+    return (
+        0.9 - 0.03 * (params - math.log(2e5)) ** 2 + 0.004 * min(depth, 40) + 0.01 * min(skips, 4)
+    )
+
+
+def random_history(config: SearchConfig, n: int, rng_seed: int = 0) -> list[Graph]:
+    """The seed, then 1-2 random morphs of a random earlier architecture (better half favoured)."""
+    rng = np.random.default_rng(rng_seed)
+    graphs = [seed_graph(config.input_shape, config.num_classes)]
+    scores = [score(graphs[0])]
+    hashes = {graphs[0].content_hash}
+    while len(graphs) < n:
+        order = np.argsort(scores)[::-1]
+        parent = graphs[int(order[int(rng.integers(max(1, (len(order) + 1) // 2)))])]
+        child = parent
+        for _ in range(1 + int(rng.integers(2))):
+            child = sample_morph(child, rng).apply(child)
+        if child.content_hash not in hashes and child.num_params < 5_000_000:
+            hashes.add(child.content_hash)
+            graphs.append(child)
+            scores.append(score(child))
+    return graphs
+
+
+def observation(graph: Graph, number: int) -> Observation:
+    return Observation(
+        f"t{number}", number, graph.to_json(), graph.content_hash, TrialState.COMPLETED,
+        score(graph), None,
+    )  # fmt: skip
+
+
+def snapshot(config: SearchConfig, observations: list[Observation]) -> SearchSnapshot:
+    search = Search("bench", config, 0.0, config.max_params, len(observations))
+    return SearchSnapshot(search, tuple(observations))
+
+
+class Timers:
+    """Wall time spent in the surrogate (distances + GP) and in the tree search."""
+
+    def __init__(self) -> None:
+        self.model = 0.0
+        self.tree = 0.0
+        self.expansions: list[int] = []
+        model_init = surrogate.Surrogate.__init__
+        search = acquisition.tree_search
+
+        def timed_init(obj, *args, **kwargs):  # type: ignore[no-untyped-def]
+            t = time.perf_counter()
+            model_init(obj, *args, **kwargs)
+            self.model += time.perf_counter() - t
+
+        def timed_search(*args, **kwargs):  # type: ignore[no-untyped-def]
+            t = time.perf_counter()
+            found = search(*args, **kwargs)
+            self.tree += time.perf_counter() - t
+            self.expansions.append(found.expansions if found else 0)
+            return found
+
+        surrogate.Surrogate.__init__ = timed_init  # type: ignore[method-assign]
+        policy.tree_search = timed_search  # type: ignore[assignment]
+
+    def reset(self) -> None:
+        self.model = self.tree = 0.0
+        self.expansions = []
+
+
+def bench_morphnas(history: list[Graph], config: SearchConfig, timers: Timers) -> dict:
+    results = {}
+    for size, asks in SIZES.items():
+        observations = [observation(g, i) for i, g in enumerate(history[: size - asks])]
+        t = time.perf_counter()
+        policy.propose(snapshot(config, observations), 1)  # warm the caches, untimed
+        warm = time.perf_counter() - t
+        timers.reset()
+        latencies = []
+        for _ in range(asks):
+            snap = snapshot(config, observations)
+            t = time.perf_counter()
+            [proposal] = policy.propose(snap, 1)
+            latencies.append(time.perf_counter() - t)
+            observations.append(observation(proposal.graph, len(observations)))
+        lat = np.array(latencies)
+        results[size] = {
+            "p50": float(np.percentile(lat, 50)),
+            "p95": float(np.percentile(lat, 95)),
+            "model": timers.model / asks,
+            "tree": timers.tree / asks,
+            "expansions": float(np.mean(timers.expansions)),
+            "warmup": warm,
+            "best": max(o.score or 0 for o in observations),
+        }
+        r = results[size]
+        print(
+            f"morphnas n={size}: p50 {r['p50'] * 1e3:.0f} ms  p95 {r['p95'] * 1e3:.0f} ms  "
+            f"(model {r['model'] * 1e3:.0f} ms, tree {r['tree'] * 1e3:.0f} ms, "
+            f"{r['expansions']:.0f} expansions; warm-up {warm:.1f} s)",
+            flush=True,
+        )
+    return results
+
+
+def bench_optuna() -> dict:
+    import optuna
+    import torch
+
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = {f"x{i}": optuna.distributions.FloatDistribution(0.0, 1.0) for i in range(5)}
+
+    def objective(params: dict[str, float]) -> float:
+        x = np.array([params[f"x{i}"] for i in range(5)])
+        return float(np.sum(np.sin(3 * x)) - np.sum((x - 0.6) ** 2))
+
+    rng = np.random.default_rng(0)
+    results = {}
+    for size, asks in OPTUNA_ASKS.items():
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.GPSampler(seed=0))
+        trials = []
+        for _ in range(size - asks):
+            params = {name: float(rng.random()) for name in space}
+            trials.append(
+                optuna.trial.create_trial(
+                    params=params, distributions=space, value=objective(params)
+                )
+            )
+        study.add_trials(trials)
+        latencies = []
+        for _ in range(asks):
+            t = time.perf_counter()
+            trial = study.ask(space)
+            latencies.append(time.perf_counter() - t)
+            study.tell(trial, objective(trial.params))
+        lat = np.array(latencies)
+        results[size] = {"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95))}
+        print(
+            f"optuna   n={size}: p50 {results[size]['p50'] * 1e3:.0f} ms  "
+            f"p95 {results[size]['p95'] * 1e3:.0f} ms",
+            flush=True,
+        )
+    return results
+
+
+def table(ours: dict, theirs: dict, elapsed: float) -> str:
+    lines = [
+        "SuggestTrials latency, propose(snapshot, 1), default time budget 1 s, one CPU thread",
+        "(history: random morph chains of the digits seed (1,8,8)/10 classes, synthetic scores;",
+        " each timed ask follows one new completed trial, caches warm as in a long-running server)",
+        "",
+        f"{'n':>5} | {'morphnas p50':>12} {'p95':>8} | {'model':>7} {'tree':>7} {'exp':>4} | "
+        f"{'optuna GP p50':>13} {'p95':>8} | {'ratio p50':>9} {'p95':>6}",
+        "-" * 100,
+    ]
+    for size in ours:
+        o, t = ours[size], theirs.get(size)
+        tp50 = f"{t['p50'] * 1e3:10.0f} ms" if t else "         n/a"
+        tp95 = f"{t['p95'] * 1e3:5.0f} ms" if t else "     n/a"
+        r50 = f"{o['p50'] / t['p50']:9.2f}" if t else "      n/a"
+        r95 = f"{o['p95'] / t['p95']:6.2f}" if t else "   n/a"
+        lines.append(
+            f"{size:>5} | {o['p50'] * 1e3:9.0f} ms {o['p95'] * 1e3:5.0f} ms | "
+            f"{o['model'] * 1e3:4.0f} ms {o['tree'] * 1e3:4.0f} ms {o['expansions']:4.0f} | "
+            f"{tp50} {tp95} | {r50} {r95}"
+        )
+    lines += [
+        "",
+        "model = distances + hyperparameters + eigen-basis + posterior; tree = tree search;",
+        "exp = mean tree-search expansions (annealing allows at most 88);",
+        "ratio = morphnas / optuna",
+        "(optuna: GPSampler on 5 numeric parameters, study.ask() after add_trials).",
+        f"targets: p50 <= 100 ms at 200, p95 <= 1 s at 1000.  total bench time {elapsed:.0f} s",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--no-optuna", action="store_true")
+    parser.add_argument("--sizes", default="", help="comma-separated subset, e.g. 50,200")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "suggest.txt"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if args.sizes:
+        keep = {int(x) for x in args.sizes.split(",")}
+        for table_ in (SIZES, OPTUNA_ASKS):
+            for size in list(table_):
+                if size not in keep:
+                    del table_[size]
+    start = time.perf_counter()
+    config = replace(
+        SearchConfig(name="bench", input_shape=(1, 8, 8), num_classes=10), max_params=5_000_000
+    )
+    history = random_history(config, max(SIZES))
+    print(f"history ready ({time.perf_counter() - start:.0f} s)", flush=True)
+    timers = Timers()
+    ours = bench_morphnas(history, config, timers)
+    print(f"distance pairs computed: {DISTANCES.layers.computed + DISTANCES.skips.computed}")
+    theirs = {} if args.no_optuna else bench_optuna()
+    text = table(ours, theirs, time.perf_counter() - start)
+    print(text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
