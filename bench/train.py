@@ -2,14 +2,19 @@
 
 Both sides start from the same graph, weights and raw data and end with trained weights; both
 build the same :class:`~morphnas.nn.module.GraphModule`, normalise the same training split onto
-the device, and run the same number of epochs of the same optimiser at the same batch size. The
-bare loop has nothing else: no validation, no schedule, no early stopping, no limit checks, no
-best-epoch snapshot. ``train_trial`` runs with early stopping off so it runs every epoch.
+the device, and run the same number of epochs of the same optimiser (torch defaults for the
+bare loop) at the same batch size in the same memory layout (channels-last for images, as the
+trainer chooses). The bare loop has nothing else: no validation, no schedule, no early stopping,
+no limit checks, no best-epoch snapshot. ``train_trial`` runs with early stopping off so it runs
+every epoch. Two more rows put the difference in context: ``bare+val`` adds the one validation
+pass per epoch that early stopping needs, ``bare NCHW`` is the bare loop in torch's default
+layout (what the trainer gains by choosing channels-last).
 
 Throughput = training examples processed / wall-clock seconds of the whole call (setup
 included, on both sides); on a shared CPU the same per CPU-second of this process is printed too
-(steadier when other jobs compete for the cores). Runs alternate (bare, trial, bare, trial,
-...) after one warm-up of each; the figures are medians over ``--repeats``.
+(steadier when other jobs compete for the cores). Runs alternate (bare, bare+val, trial, bare
+NCHW, bare, ...) after one warm-up of each; the figures are medians over ``--repeats``. Results
+are appended to ``bench/results/train.txt``.
 
     python bench/train.py                       # CPU, digits, seed CNN (width 64, depth 3)
     python bench/train.py --device cuda         # GPU (AMP + channels-last on both sides)
@@ -43,7 +48,13 @@ from morphnas.nn.datasets import (
     dataset_split,
 )
 from morphnas.nn.module import build_module, module_weights
-from morphnas.nn.train import TrainConfig, _amp_dtype, resolve_device, train_trial
+from morphnas.nn.train import (
+    TrainConfig,
+    _amp_dtype,
+    _memory_format,
+    resolve_device,
+    train_trial,
+)
 
 RESULTS = Path(__file__).parent / "results" / "train.txt"
 
@@ -56,16 +67,18 @@ def bare_loop(
     norm: Normalisation,
     config: TrainConfig,
     validate: bool = False,
+    memory_format: torch.memory_format | None = None,
 ) -> int:
     """The hand-written baseline; returns the number of training examples processed.
 
     ``validate``: also compute the validation loss after every epoch (the least a loop that
     stops early must do), to separate the loop's own overhead from the cost of validating.
+    ``memory_format``: None takes the trainer's choice (channels-last for images).
     """
     device = resolve_device(config.device)
     amp = _amp_dtype(config, device)
-    image = device.type == "cuda" and len(graph.input_shape) == 3
-    memory_format = torch.channels_last if image else torch.contiguous_format
+    if memory_format is None:
+        memory_format = _memory_format(graph, config)
     torch.manual_seed(config.seed)
     model = build_module(graph, weights).to(device, memory_format=memory_format)
     x = torch.from_numpy(norm.apply(data.x[split.train])).to(device)
@@ -164,7 +177,16 @@ def main() -> None:
     def bare_val() -> int:
         return bare_loop(graph, weights, data, split, norm, config, validate=True)
 
-    contenders = (("bare", bare), ("bare+val", bare_val), ("trial", trial))
+    def bare_default_layout() -> int:
+        layout = torch.contiguous_format
+        return bare_loop(graph, weights, data, split, norm, config, memory_format=layout)
+
+    contenders = (
+        ("bare", bare),
+        ("bare+val", bare_val),
+        ("trial", trial),
+        ("bare NCHW", bare_default_layout),
+    )
 
     trial_internal: list[float] = []
     for _, run in contenders:  # warm-up: allocator, kernels, lazy imports

@@ -12,11 +12,13 @@ Epoch 0 is the starting point: the given weights are evaluated before any step, 
 child that training only makes worse returns its inherited (parent-equivalent) weights, and a
 run cut short by the clock still has a scored state to return.
 
-On CUDA: automatic mixed precision (bf16 where supported, else fp16 with a GradScaler) and
-channels-last memory for 2-D convolutions. CPU works everywhere and is deterministic: the same
-seed gives the same result. Dropout draws from torch's global generator, which is seeded inside
-``torch.random.fork_rng`` so the caller's random state is left untouched; determinism therefore
-holds for one trial at a time per process.
+Images (2-D convolutions) run in channels-last memory on every device: on CUDA it feeds the
+tensor cores, and on the CPU it let oneDNN's pooling and convolution kernels train the seed CNN
+about 1.4× faster than the default layout (``bench/train.py``). On CUDA: automatic mixed
+precision (bf16 where supported, else fp16 with a GradScaler). CPU works everywhere and is
+deterministic: the same seed gives the same result. Dropout draws from torch's global
+generator, which is seeded inside ``torch.random.fork_rng`` so the caller's random state is left
+untouched; determinism therefore holds for one trial at a time per process.
 
 Notation: ``n`` examples of a split, ``b`` batch size, ``K`` classes; shapes in comments.
 """
@@ -265,10 +267,11 @@ def evaluate(
     """Accuracy and logits ``(len(indices), K)`` float32 of the model on ``data[indices]``."""
     validate_for(data, graph.input_shape, num_outputs(graph))
     target = resolve_device(device)
-    module = build_module(graph, weights).to(target).eval()
+    layout = _memory_format(graph, TrainConfig())  # as the trainer validates, float32
+    module = build_module(graph, weights).to(target, memory_format=layout).eval()
     x = _normalised(data, indices, norm, target)
     y = torch.from_numpy(np.asarray(data.y[indices])).to(target)
-    logits = _predict(module, x, batch_size, nullcontext)
+    logits = _predict(module, x, batch_size, nullcontext, layout)
     accuracy = float((logits.argmax(1) == y).float().mean()) if len(y) else float("nan")
     return accuracy, logits.cpu().numpy()
 
@@ -324,11 +327,7 @@ class _Trainer:
         self.device = device
         self.started = time.perf_counter()
         self.amp_dtype = _amp_dtype(config, device)
-        self.memory_format = (
-            torch.channels_last
-            if device.type == "cuda" and config.channels_last and len(graph.input_shape) == 3
-            else torch.contiguous_format
-        )
+        self.memory_format = _memory_format(graph, config)
         self.module = build_module(graph, weights).to(device, memory_format=self.memory_format)
         self.x_train = _normalised(data, split.train, norm, device)  # (n_train, *input_shape)
         self.y_train = torch.from_numpy(np.asarray(data.y[split.train])).to(device)  # (n_train,)
@@ -470,6 +469,11 @@ class _Trainer:
         return {name: value.detach().clone() for name, value in self.module.state_dict().items()}
 
 
+def _memory_format(graph: Graph, config: TrainConfig) -> torch.memory_format:
+    image = len(graph.input_shape) == 3
+    return torch.channels_last if config.channels_last and image else torch.contiguous_format
+
+
 def _steps_per_epoch(n: int, batch_size: int) -> int:
     full, rest = divmod(n, batch_size)
     # A last batch of one example is dropped: BatchNorm cannot normalise a single value.
@@ -491,6 +495,10 @@ def _make_optimizer(
         {"params": decayed, "weight_decay": config.decay},
         {"params": plain, "weight_decay": 0.0},
     ]
+    # Multi-tensor kernels: torch picks them by default on CUDA only, yet on the CPU they halve
+    # the optimiser step for a network of many small tensors. Fused AdamW is faster still on CUDA.
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.learning_rate, fused=device.type == "cuda")
-    return torch.optim.SGD(groups, lr=config.learning_rate, momentum=config.momentum)
+        if device.type == "cuda":
+            return torch.optim.AdamW(groups, lr=config.learning_rate, fused=True)
+        return torch.optim.AdamW(groups, lr=config.learning_rate, foreach=True)
+    return torch.optim.SGD(groups, lr=config.learning_rate, momentum=config.momentum, foreach=True)
