@@ -18,6 +18,7 @@ from morphnas.storage._tables import searches, trial_weights, trials
 
 
 def expire(c: Connection, now: float, where: Any) -> int:
+    """Mark ACTIVE trials matching ``where`` whose lease ran out before ``now`` STALE; count."""
     result = c.execute(
         update(trials)
         .where(
@@ -31,6 +32,7 @@ def expire(c: Connection, now: float, where: Any) -> int:
 
 
 def put_weights(c: Connection, trial_id: str, kind: str, data: bytes, sha: str) -> None:
+    """Store (or replace) a trial's weights of one kind."""
     c.execute(
         delete(trial_weights).where(
             trial_weights.c.trial_id == trial_id, trial_weights.c.kind == kind

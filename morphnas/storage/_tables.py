@@ -126,3 +126,58 @@ measurements = Table(
     Column("value", Double, nullable=False),
     Column("created_at", Double, nullable=False),
 )
+
+# ---------------------------------------------------------------------- server-side training
+
+# Uploaded datasets: an npz of x and y, checked on upload; the blob is read only by workers.
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("input_shape", Text, nullable=False),  # JSON list
+    Column("num_classes", Integer, nullable=False),
+    Column("num_examples", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("created_at", Double, nullable=False),
+)
+
+dataset_blobs = Table(
+    "dataset_blobs",
+    metadata,
+    Column("dataset_id", ID, ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+)
+
+# A server-side run: train `trials` suggestions of a search; workers claim slots from it.
+training_runs = Table(
+    "training_runs",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("search_id", ID, ForeignKey("searches.id", ondelete="CASCADE"), nullable=False),
+    Column("dataset", String(200), nullable=False),
+    Column("trials", Integer, nullable=False),
+    Column("claimed", Integer, nullable=False),
+    Column("budget", Text, nullable=False),  # TrainingBudget as JSON
+    Column("state", String(16), nullable=False),
+    Column("first_number", Integer, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("finished_at", Double, nullable=True),
+    Column("best_trial_id", ID, nullable=True),
+    Column("test_accuracy", Double, nullable=True),
+    Index(None, "state", "created_at"),
+    Index(None, "search_id", "created_at"),
+)
+
+# What happened in a search, in order: the feed of WatchSearch.
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("search_id", ID, ForeignKey("searches.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("payload", Text, nullable=False),  # JSON object
+    Column("created_at", Double, nullable=False),
+    Index(None, "search_id", "id"),
+)
