@@ -168,3 +168,88 @@ class SearchSnapshot:
     @property
     def pending(self) -> tuple[Observation, ...]:
         return tuple(o for o in self.observations if o.state is TrialState.ACTIVE)
+
+
+# ---------------------------------------------------------------------- server-side training
+
+BUILTIN_DATASETS = ("digits", "mnist1d")
+
+
+class RunState(str, Enum):
+    """Life of a server-side training run."""
+
+    RUNNING = "RUNNING"
+    STOPPED = "STOPPED"  # the user stopped it
+    DONE = "DONE"  # every trial it asked for is final
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """An uploaded dataset (the arrays themselves stay in storage)."""
+
+    id: str
+    name: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    num_examples: int
+    sha256: str
+    size_bytes: int
+    created_at: float
+
+
+@dataclass(frozen=True)
+class TrainingBudget:
+    """How each trial of a server-side run is trained."""
+
+    epochs: int = 20
+    max_seconds: float = 120.0
+    batch_size: int = 128
+    optimizer: str = "adamw"
+    learning_rate: float = 0.0  # 0: the optimiser's default
+    patience: int = 5
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.epochs <= 10_000:
+            raise InvalidArgumentError(f"epochs must be between 1 and 10,000, got {self.epochs}")
+        if not 0 < self.max_seconds <= 7 * 24 * 3600:
+            raise InvalidArgumentError("max_seconds must be positive and at most 7 days")
+        if not 1 <= self.batch_size <= 65_536:
+            raise InvalidArgumentError("batch_size must be between 1 and 65,536")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise InvalidArgumentError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        if not math.isfinite(self.learning_rate) or self.learning_rate < 0:
+            raise InvalidArgumentError("learning_rate must be finite and >= 0")
+        if not 1 <= self.patience <= 1000:
+            raise InvalidArgumentError("patience must be between 1 and 1000")
+        if self.device != "auto" and self.device != "cpu" and not self.device.startswith("cuda"):
+            raise InvalidArgumentError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """A server-side run: train ``trials`` suggestions of a search on a dataset."""
+
+    id: str
+    search_id: str
+    dataset: str  # a built-in name or an uploaded dataset's id
+    trials: int
+    claimed: int  # trial slots handed to workers so far
+    budget: TrainingBudget
+    state: RunState
+    first_number: int  # trials of this run have numbers >= this
+    created_at: float
+    finished_at: float | None = None
+    best_trial_id: str | None = None
+    test_accuracy: float | None = None
+
+
+@dataclass(frozen=True)
+class SearchEvent:
+    """Something that happened in a search, in order (``id`` grows)."""
+
+    id: int
+    search_id: str
+    kind: str  # trial_started | epoch_finished | trial_finished | search_finished
+    payload: dict[str, Any]
+    created_at: float

@@ -90,6 +90,7 @@ from morphnas.storage._suggest import (
     plan_suggestion,
     suggest_locked,
 )
+from morphnas.storage.training import TrainingStorage
 from morphnas.storage._tables import (
     measurements,
     searches,
@@ -115,7 +116,7 @@ OPTIMISTIC_ATTEMPTS = 3
 Proposer = Callable[[SearchSnapshot, int], Sequence[NewTrial]]
 
 
-class Repository:
+class Repository(TrainingStorage):
     """Storage of morphnas on SQLite or PostgreSQL. Thread-safe: share one per process."""
 
     def __init__(self, engine: Engine) -> None:
