@@ -56,6 +56,8 @@ class ServiceLimits:
     suggest_time_budget_s: float = 1.0
     max_page_size: int = 1000
     max_searches: int = 100_000
+    #: Largest dataset upload accepted (enforced by the dataset upload stream).
+    max_dataset_bytes: int = 2 * 1024**3
 
 
 def sha256_hex(data: bytes) -> str:
@@ -81,6 +83,12 @@ class SearchService:
             raise InvalidArgumentError(
                 f"the seed architecture has {seed.num_params:,} parameters, more than "
                 f"max_params={config.max_params:,}: lower seed_width/seed_depth or raise max_params"
+            )
+        # A soft cap: replicas creating searches at the same moment may overshoot it by a few.
+        if self.repo.count_searches() >= self.limits.max_searches:
+            raise ResourceExhaustedError(
+                f"this server holds {self.limits.max_searches:,} searches, its limit: "
+                "delete searches you no longer need"
             )
         return self.repo.create_search(config)
 

@@ -370,6 +370,17 @@ class Repository(TrainingStorage):
 
         return self._unit(work, write=False)
 
+    def count_searches(self) -> int:
+        """How many searches exist (for the server's cap on searches)."""
+        query = select(func.count()).select_from(searches)
+        return self._unit(lambda c: int(c.execute(query).scalar_one()), write=False)
+
+    def count_trials_by_state(self) -> dict[TrialState, int]:
+        """Trials of every search by state: one grouped count (for the metrics gauge)."""
+        query = select(trials.c.state, func.count()).group_by(trials.c.state)
+        rows = self._unit(lambda c: c.execute(query).all(), write=False)
+        return {TrialState(state): int(n) for state, n in rows}
+
     def load_weights(self, trial_id: str, kind: str) -> bytes | None:
         """A trial's ``"initial"`` or ``"trained"`` weights (safetensors), or None."""
         if kind not in WEIGHT_KINDS:
