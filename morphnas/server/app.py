@@ -17,6 +17,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from morphnas.core.errors import UnavailableError
+from morphnas.server.metrics import Metrics, ObservabilityInterceptor
+from morphnas.server.security import TokenAuthInterceptor, server_credentials
 from morphnas.server.service import SearchService, ServiceLimits
 from morphnas.server.servicer import MorphNasServicer
 from morphnas.storage.repository import Repository
@@ -38,6 +40,11 @@ class ServerOptions:
     sweep_seconds: float = 5.0  # how often expired leases are turned STALE
     grace_seconds: float = 30.0  # how long SIGTERM waits for in-flight calls
     limits: ServiceLimits = field(default_factory=ServiceLimits)
+    tokens: tuple[str, ...] = ()  # bearer tokens; empty: no authentication
+    tls_cert: str | None = None  # PEM files; with both, the port speaks TLS
+    tls_key: str | None = None
+    tls_client_ca: str | None = None  # require client certificates signed by this CA (mTLS)
+    metrics_port: int | None = None  # Prometheus /metrics on host:port; None: off, 0: free port
 
 
 @dataclass
@@ -49,6 +56,8 @@ class RunningServer:
     service: SearchService
     health: health.HealthServicer
     _stop: threading.Event
+    metrics: Metrics | None = None
+    metrics_port: int | None = None
 
     @property
     def address(self) -> str:
@@ -58,6 +67,8 @@ class RunningServer:
         self._stop.set()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self.metrics is not None:
+            self.metrics.close()
         self.service.repo.close()
 
 
@@ -65,8 +76,13 @@ def build_server(options: ServerOptions, repo: Repository | None = None) -> Runn
     """Create, bind and start a server. ``options.port == 0`` picks a free port."""
     repo = repo or Repository.from_url(options.db_url)
     service = SearchService(repo, options.limits)
+    metrics = Metrics(repo) if options.metrics_port is not None else None
+    interceptors: list[grpc.ServerInterceptor] = [ObservabilityInterceptor(metrics)]
+    if options.tokens:
+        interceptors.append(TokenAuthInterceptor(options.tokens))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=options.max_workers, thread_name_prefix="rpc"),
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", options.max_message_bytes),
             ("grpc.max_send_message_length", options.max_message_bytes),
@@ -80,12 +96,24 @@ def build_server(options: ServerOptions, repo: Repository | None = None) -> Runn
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-    port = server.add_insecure_port(f"{options.host}:{options.port}")
+    address = f"{options.host}:{options.port}"
+    if options.tls_cert or options.tls_key:
+        if not (options.tls_cert and options.tls_key):
+            raise ValueError("TLS needs both a certificate and its key")
+        credentials = server_credentials(options.tls_cert, options.tls_key, options.tls_client_ca)
+        port = server.add_secure_port(address, credentials)
+    elif options.tls_client_ca:
+        raise ValueError("a client CA (mutual TLS) needs the server's own certificate and key")
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot bind {options.host}:{options.port}")
     server.start()
     stop = threading.Event()
-    running = RunningServer(server, port, service, health_servicer, stop)
+    running = RunningServer(server, port, service, health_servicer, stop, metrics)
+    if metrics is not None and options.metrics_port is not None:
+        running.metrics_port = metrics.serve_http(options.metrics_port, options.host)
+        log.info("metrics on http://%s:%d/metrics", options.host, running.metrics_port)
     threading.Thread(
         target=_maintain, args=(running, options.sweep_seconds), name="lease-sweeper", daemon=True
     ).start()
