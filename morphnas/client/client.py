@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
+from morphnas.client.credentials import make_channel
 from morphnas.client.errors import from_rpc_error
 from morphnas.core.graph import Graph
 from morphnas.core.records import Policy
@@ -55,15 +56,30 @@ class Client:
         timeout: float = 60.0,
         max_message_bytes: int = 64 * 1024**2,
         channel: grpc.Channel | None = None,
+        token: str | None = None,
+        tls: bool = False,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_server_name: str | None = None,
     ) -> None:
+        """``token``: bearer token for a server started with tokens. TLS when ``tls`` or any
+        ``tls_*`` file is given: ``tls_ca`` is the CA to trust (default: system roots),
+        ``tls_cert`` + ``tls_key`` a client certificate for mutual TLS."""
         self.address = address
         self.timeout = timeout
-        self._channel = channel or grpc.insecure_channel(
+        self._channel = channel or make_channel(
             address,
-            options=[
+            [
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
             ],
+            token=token,
+            tls=tls,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_server_name=tls_server_name,
         )
         self.stub = pb_grpc.MorphNasStub(self._channel)
 
