@@ -96,7 +96,7 @@ def dataset_checksum(x: np.ndarray, y: np.ndarray, num_classes: int, official_te
 
 def _frozen(array: np.ndarray, dtype: type) -> np.ndarray:
     """A read-only C-contiguous copy (a copy, so the caller's array never changes under us)."""
-    result = np.array(array, dtype=dtype, order="C", copy=True)
+    result: np.ndarray = np.array(array, dtype=dtype, order="C", copy=True)
     result.flags.writeable = False
     return result
 
@@ -197,7 +197,8 @@ def load_npz(
             "(np.savez(f, x=x, y=y))"
         )
     with archive:
-        unpacked = sum(info.file_size for info in archive.zip.infolist())
+        members = archive.zip.infolist() if archive.zip is not None else []
+        unpacked = sum(int(info.file_size) for info in members)
         _check_upload_size(unpacked, max_bytes, what="the decompressed arrays")
         arrays = {}
         for key in archive.files:

@@ -38,6 +38,9 @@ EXPORT_BATCH = 2  # exporting with batch 1 can let a tracer specialise the batch
 class _Exported(nn.Module):
     """Normalisation → network → optional softmax, as one module to trace."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, network: GraphModule, norm: Normalisation, softmax: bool) -> None:
         super().__init__()
         shape = norm.broadcast_shape(network.graph.input_shape)
@@ -105,7 +108,7 @@ def export_onnx(
         torch.onnx.export(
             model,
             (example,),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # the legacy exporter writes to file objects too
             dynamo=False,
             input_names=[INPUT_NAME],
             output_names=[output],

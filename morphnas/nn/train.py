@@ -268,7 +268,7 @@ def evaluate(
     validate_for(data, graph.input_shape, num_outputs(graph))
     target = resolve_device(device)
     layout = _memory_format(graph, TrainConfig())  # as the trainer validates, float32
-    module = build_module(graph, weights).to(target, memory_format=layout).eval()
+    module = _placed(build_module(graph, weights), target, layout).eval()
     x = _normalised(data, indices, norm, target)
     y = torch.from_numpy(np.asarray(data.y[indices])).to(target)
     logits = _predict(module, x, batch_size, nullcontext, layout)
@@ -328,7 +328,7 @@ class _Trainer:
         self.started = time.perf_counter()
         self.amp_dtype = _amp_dtype(config, device)
         self.memory_format = _memory_format(graph, config)
-        self.module = build_module(graph, weights).to(device, memory_format=self.memory_format)
+        self.module = _placed(build_module(graph, weights), device, self.memory_format)
         self.x_train = _normalised(data, split.train, norm, device)  # (n_train, *input_shape)
         self.y_train = torch.from_numpy(np.asarray(data.y[split.train])).to(device)  # (n_train,)
         self.x_val = _normalised(data, split.val, norm, device)  # (n_val, *input_shape)
@@ -467,6 +467,12 @@ class _Trainer:
 
     def _snapshot(self) -> dict[str, torch.Tensor]:
         return {name: value.detach().clone() for name, value in self.module.state_dict().items()}
+
+
+def _placed(module: GraphModule, device: torch.device, layout: torch.memory_format) -> GraphModule:
+    """The module on ``device`` with its weights in ``layout``."""
+    # torch's type stubs omit Module.to(memory_format=...), which torch has long accepted.
+    return module.to(device, memory_format=layout)  # type: ignore[call-overload,no-any-return]
 
 
 def _memory_format(graph: Graph, config: TrainConfig) -> torch.memory_format:
