@@ -36,14 +36,14 @@ def _cell(value: object) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     from morphnas.server.app import ServerOptions, serve
 
-    serve(ServerOptions(db_url=args.db, host=args.host, port=args.port))
+    _serve_logging(args)
+    serve(ServerOptions(**_serve_options(args),
+                        db_url=args.db, host=args.host, port=args.port))
     return 0
 
 
 def cmd_searches(args: argparse.Namespace) -> int:
-    from morphnas.client import Client
-
-    with Client(args.server) as client:
+    with client_from_args(args) as client:
         rows = []
         for s in client.list_searches():
             best = s.best_trial()
@@ -64,9 +64,7 @@ def cmd_searches(args: argparse.Namespace) -> int:
 
 
 def cmd_trials(args: argparse.Namespace) -> int:
-    from morphnas.client import Client
-
-    with Client(args.server) as client:
+    with client_from_args(args) as client:
         search = client.get_search(args.search)
         trials = search.trials(states=[args.state] if args.state else ())
         rows = [
@@ -103,6 +101,74 @@ def _describe(op: dict) -> str:
     return kind
 
 
+def _serve_logging(args: argparse.Namespace) -> None:
+    """``--log-json``: one JSON object per line, with search and trial ids when a call has them."""
+    from morphnas.server import logs
+
+    if args.log_json:
+        logs.configure(logging.INFO if args.verbose else logging.WARNING, json_lines=True)
+
+
+def _serve_options(args: argparse.Namespace) -> dict[str, object]:
+    """The security, metrics and limit options of ``serve`` as ServerOptions fields."""
+    from morphnas.server.security import load_tokens
+    from morphnas.server.service import ServiceLimits
+
+    return {
+        "tokens": load_tokens(args.tokens_file),
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "tls_client_ca": args.tls_client_ca,
+        "metrics_port": args.metrics_port,
+        "max_message_bytes": args.max_message_mb * 1024**2,
+        "limits": ServiceLimits(max_searches=args.max_searches),
+    }
+
+
+def _add_serve_security_flags(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument("--tokens-file", help="require a bearer token listed in this file (one a "
+                       "line); MORPHNAS_TOKENS may add more, comma-separated")
+    serve.add_argument("--tls-cert", help="PEM certificate: serve TLS (needs --tls-key)")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    serve.add_argument("--tls-client-ca", help="PEM CA: require client certificates it signed")
+    serve.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    serve.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+    serve.add_argument("--max-searches", type=int, default=100_000,
+                       help="refuse new searches beyond this many (default %(default)s)")
+    serve.add_argument("--max-message-mb", type=int, default=64,
+                       help="largest gRPC message in MiB (default %(default)s)")
+
+
+def _add_client_flags(command: argparse.ArgumentParser) -> None:
+    """Credentials of the commands that talk to a server (``--server``)."""
+    command.add_argument("--token", default=os.environ.get("MORPHNAS_TOKEN"),
+                         help="bearer token (default $MORPHNAS_TOKEN; prefer it or --token-file)")
+    command.add_argument("--token-file", help="read the bearer token from this file")
+    command.add_argument("--tls", action="store_true", help="use TLS with the system's CAs")
+    command.add_argument("--tls-ca", help="PEM CA to trust for the server (implies TLS)")
+    command.add_argument("--tls-cert", help="PEM client certificate for mutual TLS")
+    command.add_argument("--tls-key", help="PEM private key of --tls-cert")
+
+
+def client_from_args(args: argparse.Namespace, **kwargs: object):  # noqa: ANN201 - lazy import
+    """A :class:`morphnas.client.Client` for ``--server`` with the credentials flags."""
+    from morphnas.client import Client
+
+    token = args.token
+    if getattr(args, "token_file", None):
+        with open(args.token_file, encoding="utf-8") as file:
+            token = file.read().strip()
+    return Client(
+        args.server,
+        token=token or None,
+        tls=getattr(args, "tls", False),
+        tls_ca=getattr(args, "tls_ca", None),
+        tls_cert=getattr(args, "tls_cert", None),
+        tls_key=getattr(args, "tls_key", None),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="morphnas",
@@ -117,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "postgresql+psycopg://USER@HOST/DB")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=50051, help="port; 0 picks a free one (default 50051)")
+    _add_serve_security_flags(serve)
     serve.set_defaults(func=cmd_serve)
 
     searches = sub.add_parser("searches", help="list the searches on a server")
@@ -128,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     trials.add_argument("--server", default=DEFAULT_SERVER, help="server address (default %(default)s)")
     trials.add_argument("--state", choices=["ACTIVE", "COMPLETED", "FAILED", "INFEASIBLE", "STALE"])
     trials.set_defaults(func=cmd_trials)
+    for command in sub.choices.values():  # every command that talks to a server
+        if "--server" in command._option_string_actions:
+            _add_client_flags(command)
     return parser
 
 
