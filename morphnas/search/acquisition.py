@@ -146,7 +146,7 @@ def materialise(graph: Graph, key: str, op: Morph, batch_size: int) -> Child | N
 
 def tree_search(
     roots: Sequence[tuple[Node, float]],
-    acquisition: Callable[[list[Descriptor]], np.ndarray],
+    acquisition: Callable[[list[Descriptor], Descriptor], np.ndarray],
     excluded: set[str],
     constraints: Constraints,
     rng: np.random.Generator,
@@ -154,7 +154,10 @@ def tree_search(
     seed: int,
     max_children: int | None = None,
 ) -> Found | None:
-    """Best new architecture by acquisition reachable from ``roots`` (node, α) — see module doc."""
+    """Best new architecture by acquisition reachable from ``roots`` (node, α) — see module doc.
+
+    ``acquisition(children, parent)`` gives α of a batch of one-step morphs of ``parent``.
+    """
     limit = MAX_CHILDREN if max_children is None else max_children
     queue: list[tuple[float, int, Node]] = []
     counter = 0
@@ -167,10 +170,14 @@ def tree_search(
     best_value = -math.inf
     temperature = T0
     expansions = 0
-    while queue and temperature >= T_MIN and time.perf_counter() < deadline:
+    last = 0.0  # duration of the previous expansion: do not start one that cannot finish
+    while queue and temperature >= T_MIN and time.perf_counter() + last < deadline:
+        began = time.perf_counter()
         _, _, node = heapq.heappop(queue)
         fresh: list[tuple[Morph, Child]] = []
         for op in child_morphs(node.graph, node.key, seed, limit):
+            if fresh and time.perf_counter() >= deadline:
+                break  # evaluate what we have; the loop ends below
             child = materialise(node.graph, node.key, op, constraints.batch_size)
             if child is None or child.descriptor.key in seen:
                 continue
@@ -179,7 +186,7 @@ def tree_search(
                 fresh.append((op, child))
         expansions += 1
         if fresh:
-            values = acquisition([child.descriptor for _, child in fresh])
+            values = acquisition([child.descriptor for _, child in fresh], node.descriptor)
             for (op, child), value in zip(fresh, values.tolist(), strict=True):
                 path = (*node.operations, op)
                 new = Node(child.graph, child.key, child.descriptor, node.parent_id, path)
@@ -191,7 +198,8 @@ def tree_search(
                     heapq.heappush(queue, (-value, counter, new))
                     counter += 1
         temperature *= COOLING
-    if time.perf_counter() >= deadline and temperature >= T_MIN:
+        last = time.perf_counter() - began
+    if queue and temperature >= T_MIN:
         log.info("tree search stopped by its time budget after %d expansions", expansions)
     if best is None:
         return None

@@ -118,35 +118,99 @@ def _cost_table() -> np.ndarray:
     return _COSTS[0]
 
 
+def _padded(others: Sequence[np.ndarray], reverse: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids of ``others`` as (Lb, n) columns (reversed within each length), and lengths."""
+    lengths = np.array([len(x) for x in others], dtype=np.intp)
+    padded = np.zeros((max(int(lengths.max(initial=0)), 1), len(others)), np.intp)
+    for i, x in enumerate(others):
+        padded[: len(x), i] = x[::-1] if reverse else x  # padding is never read back
+    return padded, lengths
+
+
+def _step(row: np.ndarray, token: int, i: int, padded: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """DP row i (Lb+1, n) from row i−1 after consuming ``token`` (see batch_layers_distance)."""
+    ramp = np.arange(len(row), dtype=np.float64)[:, None]  # (Lb+1, 1)
+    nxt = np.empty_like(row)
+    nxt[0] = i
+    np.add(row[:-1], table[token][padded], out=nxt[1:])
+    np.minimum(nxt[1:], row[1:] + 1.0, out=nxt[1:])
+    nxt -= ramp
+    np.minimum.accumulate(nxt, axis=0, out=nxt)
+    nxt += ramp
+    return nxt
+
+
+def _all_rows(ids_a: np.ndarray, padded: np.ndarray, table: np.ndarray) -> list[np.ndarray]:
+    """Every DP row, La+1 arrays (Lb+1, n): row k holds d(a[:k], b[:j]) for all j and b."""
+    ramp = np.arange(padded.shape[0] + 1, dtype=np.float64)[:, None]
+    rows = [np.repeat(ramp, padded.shape[1], axis=1)]  # distance from the empty prefix
+    for i, token in enumerate(ids_a, start=1):
+        rows.append(_step(rows[-1], int(token), i, padded, table))
+    return rows
+
+
 def batch_layers_distance(ids_a: np.ndarray, others: Sequence[np.ndarray]) -> np.ndarray:
     """``D_l`` from one token-id sequence (La,) to each of ``others`` (token ids): (n,).
 
-    Row i of the DP table for every pair at once, A (n, Lb+1):
+    Row i of the DP table for every pair at once, A (Lb+1, n) — column-major, so the running
+    minimum below runs over contiguous memory:
     ``B[j] = min(A_prev[j] + 1, A_prev[j−1] + sub(i, j))``, ``B[0] = i``, then the insertions
     along the row ``A[j] = min_{k≤j} B[k] + (j − k) = j + cummin(B − j)``.
     """
     n = len(others)
     if n == 0:
         return np.zeros(0)
-    lengths = np.array([len(x) for x in others], dtype=np.intp)
-    lb = max(int(lengths.max()), 1)
-    padded = np.zeros((lb, n), np.intp)  # (Lb, n) token ids; padding is never read back
-    for i, x in enumerate(others):
-        padded[: len(x), i] = x
+    padded, lengths = _padded(others)
     table = _cost_table()
-    # Column-major layout (Lb+1, n): the running minimum then runs over contiguous rows.
-    ramp = np.arange(lb + 1, dtype=np.float64)[:, None]  # (Lb+1, 1)
-    row = np.repeat(ramp, n, axis=1)  # (Lb+1, n): distance from the empty prefix
-    nxt = np.empty_like(row)
+    row = np.repeat(np.arange(padded.shape[0] + 1, dtype=np.float64)[:, None], n, axis=1)
     for i, token in enumerate(ids_a, start=1):
-        nxt[0] = i
-        np.add(row[:-1], table[token][padded], out=nxt[1:])
-        np.minimum(nxt[1:], row[1:] + 1.0, out=nxt[1:])
-        nxt -= ramp
-        np.minimum.accumulate(nxt, axis=0, out=nxt)
-        nxt += ramp
-        row, nxt = nxt, row
+        row = _step(row, int(token), i, padded, table)
     return row[lengths, np.arange(n)]
+
+
+def _common_ends(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
+    """Lengths of the common prefix p and common suffix s of a and b, with p + s ≤ min length."""
+    shortest = min(len(a), len(b))
+    p = 0
+    while p < shortest and a[p] == b[p]:
+        p += 1
+    s = 0
+    while s < shortest - p and a[len(a) - 1 - s] == b[len(b) - 1 - s]:
+        s += 1
+    return p, s
+
+
+def layers_distances_from_parent(
+    parent: np.ndarray, children: Sequence[np.ndarray], others: Sequence[np.ndarray]
+) -> np.ndarray:
+    """``D_l`` (C, n) from each child to each of ``others``, reusing the parent's DP.
+
+    A one-step morph changes a short block of the parent's main chain. With the parent's forward
+    rows ``F_k = d(P[:k], ·)`` and backward rows ``G_k = d(P[k:], ·)`` (the DP on reversed
+    sequences), a child ``C = P[:p] + block + P[La−s:]`` costs only ``len(block)`` DP steps:
+    ``d(C, b) = min_j (F_p ⊕ block)[j] + G_{La−s}[j]`` (Hirschberg's split).
+    """
+    n = len(others)
+    if n == 0 or not children:
+        return np.zeros((len(children), n))
+    table = _cost_table()
+    padded, lengths = _padded(others)
+    forward = _all_rows(parent, padded, table)
+    backward = _all_rows(parent[::-1], _padded(others, reverse=True)[0], table)
+    j = np.arange(padded.shape[0] + 1)[:, None]  # (Lb+1, 1)
+    flip = lengths[None, :] - j  # (Lb+1, n): column of b[j:] in the reversed DP
+    valid = flip >= 0
+    flip = np.maximum(flip, 0)
+    columns = np.arange(n)[None, :]
+    out = np.empty((len(children), n))
+    for c, child in enumerate(children):
+        p, s = _common_ends(parent, child)
+        row = forward[p]
+        for i in range(p, len(child) - s):
+            row = _step(row, int(child[i]), i + 1, padded, table)
+        tail = np.where(valid, backward[s][flip, columns], np.inf)  # G_{La−s}[j], (Lb+1, n)
+        out[c] = (row + tail).min(axis=0)
+    return out
 
 
 def _skip_costs(sa: np.ndarray, sb: np.ndarray) -> np.ndarray:
@@ -188,6 +252,7 @@ def batch_skips_distance(sa: np.ndarray, others: Sequence[np.ndarray]) -> np.nda
 # ----------------------------------------------------------------------------- the cache
 
 _Compute = Callable[[np.ndarray, Sequence[np.ndarray]], np.ndarray]
+_Many = Callable[[Sequence[np.ndarray], Sequence[np.ndarray]], np.ndarray]
 
 
 class _RowCache:
@@ -221,8 +286,13 @@ class _RowCache:
         self,
         queries: Sequence[tuple[bytes, np.ndarray]],
         columns: Sequence[tuple[bytes, np.ndarray]],
+        many: _Many | None = None,
     ) -> np.ndarray:
-        """Distances (Q, n) between query and column items given as (signature, array)."""
+        """Distances (Q, n) between query and column items given as (signature, array).
+
+        ``many(query items, column items) -> (Q', n')``, when given, computes all missing
+        entries in one call (used for the children of one parent).
+        """
         if len(self._columns) > 200_000:
             self.clear()
         col_ids = np.array(
@@ -237,9 +307,35 @@ class _RowCache:
             out[qi] = self._row(key, size)[col_ids]
         missing_q, missing_c = np.nonzero(np.isnan(out))
         if len(missing_q):
-            self._fill(query_keys, query_items, col_items, columns, missing_q, missing_c, out)
+            if many is not None and len(set(missing_q.tolist())) > 1:
+                self._fill_many(many, query_keys, query_items, col_items, columns, missing_q, out)
+            else:
+                self._fill(query_keys, query_items, col_items, columns, missing_q, missing_c, out)
         index = {key: i for i, key in enumerate(query_keys)}
         return out[[index[key] for key, _ in queries]]
+
+    def _fill_many(
+        self,
+        many: _Many,
+        query_keys: list[bytes],
+        query_items: dict[bytes, np.ndarray],
+        col_items: dict[bytes, np.ndarray],
+        columns: Sequence[tuple[bytes, np.ndarray]],
+        missing_q: np.ndarray,
+        out: np.ndarray,
+    ) -> None:
+        rows = sorted(set(missing_q.tolist()))
+        keys = [query_keys[q] for q in rows]
+        col_keys = list(dict.fromkeys(key for key, _ in columns))
+        values = np.round(many([query_items[k] for k in keys], [col_items[k] for k in col_keys]), 8)
+        size = len(self._columns)
+        ids = np.array([self._columns[k] for k in col_keys], np.intp)
+        for q, key, value in zip(rows, keys, values, strict=True):
+            row = self._row(key, size)
+            unknown = np.isnan(row[ids])
+            row[ids[unknown]] = value[unknown]
+            out[q] = row[[self._columns[k] for k, _ in columns]]
+        self.computed += len(rows) * len(col_keys)
 
     def _fill(
         self,
@@ -287,15 +383,27 @@ class DistanceCache:
         self.skips.clear()
 
     def block(
-        self, queries: Sequence[Descriptor], columns: Sequence[Descriptor]
+        self,
+        queries: Sequence[Descriptor],
+        columns: Sequence[Descriptor],
+        parent: Descriptor | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(D_l, D_s), each (len(queries), len(columns)) float64."""
+        """(D_l, D_s), each (len(queries), len(columns)) float64.
+
+        ``parent``: when the queries are one-step morphs of one architecture, its descriptor lets
+        the layer distances reuse the parent's DP (same values, less work).
+        """
         if not queries or not columns:
             empty = np.zeros((len(queries), len(columns)))
             return empty, empty.copy()
+        many: _Many | None = None
+        if parent is not None:
+            ids = parent.token_ids
+            many = lambda qs, cs: layers_distances_from_parent(ids, qs, cs)  # noqa: E731
         dl = self.layers.block(
             [(d.layer_key, d.token_ids) for d in queries],
             [(d.layer_key, d.token_ids) for d in columns],
+            many,
         )
         ds = self.skips.block(
             [(d.skip_key, d.skips) for d in queries], [(d.skip_key, d.skips) for d in columns]

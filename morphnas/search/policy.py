@@ -235,8 +235,8 @@ def _bayesian(
         )
     ]
 
-    def acquisition_of(candidates: list[Descriptor]) -> np.ndarray:
-        m, s = model.predict(candidates)
+    def acquisition_of(candidates: list[Descriptor], parent: Descriptor) -> np.ndarray:
+        m, s = model.predict(candidates, parent)
         return ucb(m, s, config.beta)
 
     start = time.perf_counter()

@@ -11,10 +11,14 @@ keyed by the data it was computed from, so clearing it only costs time):
   from the fit at the previous schedule point, except at the first schedule point of each octave
   [2^j, 2^{j+1}), which starts from the defaults; a cold restart therefore replays at most the
   few fits since the last octave boundary.
-* **Landmarks** (the set that defines the feature map): the first ``b(n)`` points, with b(n) = n up
-  to 256 then ``floor(256·1.05^k)``; so the O(n³) eigendecomposition is redone on ~5 % growth
-  only, and between those, new points enter through the same feature map (the PSD kernel is a
-  fixed function; the posterior is updated, not re-decomposed).
+* **Landmarks** (the set that defines the feature map): all points up to 256; beyond, at most
+  :data:`MAX_LANDMARKS` of the first ``b(n)`` points (b(n) = ``floor(256·1.05^k)``, so they
+  change only on ~5 % growth): the best half by score and an evenly spaced half of the rest.
+  Between changes new points enter through the same feature map (the kernel is a fixed
+  function; the posterior is updated, not re-decomposed). Capping the landmarks bounds what a
+  candidate costs (one distance per landmark) and the eigendecomposition, whatever n is; the
+  price is that correlations between architectures far from every landmark are partly carried
+  by the per-architecture residual variance instead (a subset-of-regressors approximation).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ log = logging.getLogger(__name__)
 
 HYPER_SCHEDULE = (16, 1.2)
 BASIS_SCHEDULE = (256, 1.05)
+MAX_LANDMARKS = 256
 FIT_MAX_POINTS = 200
 MIN_POINTS_TO_FIT = 3
 
@@ -126,6 +131,17 @@ def hyper_at(
     return _HYPERS.get_or(key, lambda: hyper)  # type: ignore[no-any-return]
 
 
+def landmarks(points: Sequence[Descriptor], scores: np.ndarray, b: int) -> list[Descriptor]:
+    """The landmark set among the first ``b`` points (see the module docstring)."""
+    if b <= MAX_LANDMARKS:
+        return list(points[:b])
+    order = np.argsort(-np.asarray(scores[:b]), kind="stable")
+    best = order[: MAX_LANDMARKS // 2]
+    rest = np.sort(order[MAX_LANDMARKS // 2 :])
+    spread = rest[np.round(np.linspace(0, len(rest) - 1, MAX_LANDMARKS - len(best))).astype(int)]
+    return [points[i] for i in np.sort(np.concatenate([best, spread]))]
+
+
 class Surrogate:
     """Posterior over z-scored scores for the snapshot's completed architectures.
 
@@ -153,7 +169,7 @@ class Surrogate:
             s = schedule_point(n, *HYPER_SCHEDULE)
             hyper = hyper_at(self.points, np.asarray(scores, np.float64), counts, s, distances)
         self.hyper = hyper
-        self.landmarks = self.points[: schedule_point(n, *BASIS_SCHEDULE)]
+        self.landmarks = landmarks(self.points, scores, schedule_point(n, *BASIS_SCHEDULE))
         self.basis = self._basis()
         z, residual = self.features(self.points)
         self.posterior = Posterior(
@@ -170,16 +186,23 @@ class Surrogate:
 
         return _BASES.get_or(key, build)  # type: ignore[no-any-return]
 
-    def features(self, descriptors: Sequence[Descriptor]) -> tuple[np.ndarray, np.ndarray]:
-        """Feature rows (Q, r) and residual variances (Q,) of any architectures."""
-        dl, ds = self.distances.block(descriptors, self.landmarks)
+    def features(
+        self, descriptors: Sequence[Descriptor], parent: Descriptor | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Feature rows (Q, r) and residual variances (Q,) of any architectures.
+
+        ``parent``: the architecture these are one-step morphs of, if any (a speed hint).
+        """
+        dl, ds = self.distances.block(descriptors, self.landmarks, parent)
         return self.basis.features(raw_kernel(dl, ds, self.hyper))
 
-    def predict(self, descriptors: Sequence[Descriptor]) -> tuple[np.ndarray, np.ndarray]:
+    def predict(
+        self, descriptors: Sequence[Descriptor], parent: Descriptor | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and standard deviation (Q,), z-scored units, at new architectures."""
         if not descriptors:
             return np.zeros(0), np.zeros(0)
-        mean, var = self.posterior.predict(*self.features(descriptors))
+        mean, var = self.posterior.predict(*self.features(descriptors, parent))
         return mean, np.sqrt(var)
 
     def predict_points(self) -> tuple[np.ndarray, np.ndarray]:

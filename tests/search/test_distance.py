@@ -129,3 +129,16 @@ def test_cache_block_matches_direct_and_survives_clearing(graphs: list) -> None:
     cold = cache.block(descs[10:], descs[:10])
     assert np.array_equal(warm[0], cold[0]) and np.array_equal(warm[1], cold[1])
     assert np.array_equal(warm[0], dl[10:, :10])
+
+
+def test_children_reuse_the_parents_dp(graphs: list) -> None:
+    from morphnas.core.morphs import neighbourhood
+    from morphnas.search.distance import layers_distances_from_parent
+
+    others = [descriptor(g).token_ids for g in graphs]
+    for parent in graphs[::10]:
+        children = [op.apply(parent) for op in neighbourhood(parent)[::7]]
+        ids = [descriptor(c).token_ids for c in children]
+        incremental = layers_distances_from_parent(descriptor(parent).token_ids, ids, others)
+        direct = np.array([batch_layers_distance(c, others) for c in ids])
+        assert np.allclose(incremental, direct, atol=1e-9)

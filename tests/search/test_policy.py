@@ -127,7 +127,7 @@ def test_tree_search_anneals_at_most_88_expansions_and_honours_deadline(
     limits = Constraints(10**9, 10**12, 128)
     rng = np.random.default_rng(0)
 
-    def acquisition_of(candidates: list) -> np.ndarray:
+    def acquisition_of(candidates: list, parent: object) -> np.ndarray:
         return np.array([-abs(len(d.tokens) - 20) + 0.01 * len(d.skips) for d in candidates])
 
     found = tree_search(
