@@ -427,7 +427,12 @@ class Normalisation:
         return len(self.mean)
 
     def broadcast_shape(self, input_shape: Sequence[int]) -> Shape:
-        """Shape of mean/std arrays that broadcast over a batch ``(N, *input_shape)``."""
+        """Shape of mean/std arrays that broadcast over a batch ``(N, *input_shape)``.
+
+        A single-channel normalisation is a scalar pair and fits any input.
+        """
+        if self.channels == 1:
+            return (1,) * (len(input_shape) + 1)
         if input_shape[0] != self.channels:
             raise InvalidArgumentError(
                 f"normalisation has {self.channels} channels, input shape {tuple(input_shape)}"

@@ -328,3 +328,6 @@ def test_normalisation_value_object() -> None:
             Normalisation(mean, std)
     with pytest.raises(InvalidArgumentError):
         norm.broadcast_shape((3, 8, 8))
+    scalar = Normalisation((1.0,), (2.0,))  # one pair fits any input
+    assert scalar.broadcast_shape((5,)) == (1, 1)
+    np.testing.assert_allclose(scalar.apply(np.full((2, 5), 3.0)), 1.0)

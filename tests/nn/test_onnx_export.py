@@ -184,3 +184,12 @@ def test_metadata_is_checked() -> None:
         export_onnx(graph, weights, norm, metadata={"score": 0.5})  # type: ignore[dict-item]
     with pytest.raises(InvalidArgumentError, match="channels"):
         export_onnx(graph, weights, Normalisation.identity(3), metadata={})
+
+
+def test_single_pair_normalisation_exports_for_any_input() -> None:
+    graph = seed_graph((64,), 3, width=8, depth=1)
+    weights = random_weights(graph)
+    norm = Normalisation((0.3,), (2.0,))
+    exported = export_onnx(graph, weights, norm, metadata={})
+    x = np.random.default_rng(0).normal(size=(7, 64))
+    assert check_onnx_matches(exported, graph, weights, norm, x)[0] == 1.0
