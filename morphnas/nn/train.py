@@ -105,6 +105,7 @@ class TrainConfig:
         _require(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
         _require(self.patience is None or self.patience >= 1, "patience must be at least 1 or None")
         _require(self.min_delta >= 0, f"min_delta must be >= 0, got {self.min_delta}")
+        _require(0 <= self.seed < 2**63, f"seed must be in [0, 2**63), got {self.seed}")
         _require(
             self.max_seconds is None or _positive(self.max_seconds),
             f"max_seconds must be positive or None, got {self.max_seconds}",

@@ -256,6 +256,8 @@ def test_dataset_must_fit_the_graph(digits: Dataset, digits_split: Split) -> Non
         {"device": "cuda:x"},
         {"schedule": "step"},
         {"amp_dtype": "fp8"},
+        {"seed": -1},
+        {"seed": 2**64},
     ],
 )
 def test_config_is_validated(bad: dict) -> None:
