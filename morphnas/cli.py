@@ -1,8 +1,11 @@
 """The ``morphnas`` command.
 
-    morphnas serve [--db URL] [--host H] [--port P]
+    morphnas run --dataset digits|mnist1d|PATH.npz --trials N [--export best.onnx] [--server ADDR]
+    morphnas serve [--db URL] [--host H] [--port P] [--workers N]
+    morphnas worker --db URL [--device cuda:0]
     morphnas searches [--server ADDR]
     morphnas trials SEARCH_ID [--server ADDR] [--state STATE]
+    morphnas export SEARCH_ID -o model.onnx [--server ADDR]
 """
 
 from __future__ import annotations
@@ -38,7 +41,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     _serve_logging(args)
     serve(ServerOptions(**_serve_options(args),
-                        db_url=args.db, host=args.host, port=args.port))
+                        db_url=args.db, host=args.host, port=args.port, workers=args.workers,
+                        worker_device=args.device))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from morphnas.server.training import run_worker
+
+    run_worker(args.db, name=args.name, device=args.device)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from morphnas.runner import run
+
+    return run(args)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    with client_from_args(args, timeout=300) as client:
+        if args.trial:
+            blob = client.export_onnx(args.output, trial_id=args.trial, softmax=args.softmax)
+        else:
+            blob = client.get_search(args.search).export_onnx(args.output, softmax=args.softmax)
+    print(f"wrote {args.output} ({len(blob):,} bytes)")
     return 0
 
 
@@ -183,8 +210,32 @@ def build_parser() -> argparse.ArgumentParser:
                             "postgresql+psycopg://USER@HOST/DB")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=50051, help="port; 0 picks a free one (default 50051)")
+    serve.add_argument("--workers", type=int, default=0,
+                       help="training worker processes to start beside the server (default 0)")
+    serve.add_argument("--device", help="device of those workers: cpu, cuda or cuda:N")
     _add_serve_security_flags(serve)
     serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="train jobs of server-side searches from a database")
+    worker.add_argument("--db", default=os.environ.get("MORPHNAS_DB", "sqlite:///morphnas.db"),
+                        help="the server's database URL")
+    worker.add_argument("--device", help="cpu, cuda or cuda:N (default: each run's budget, CUDA when present)")
+    worker.add_argument("--name", help="worker id (default: host-pid-random)")
+    worker.set_defaults(func=cmd_worker)
+
+    from morphnas.runner import add_arguments
+
+    run = sub.add_parser("run", help="search on a dataset with server-side training, watch it, export the best")
+    add_arguments(run)
+    run.set_defaults(func=cmd_run)
+
+    export = sub.add_parser("export", help="write a search's best model (or a trial) as ONNX")
+    export.add_argument("search", help="search id")
+    export.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    export.add_argument("--trial", help="export this trial instead of the best")
+    export.add_argument("--softmax", action="store_true", help="output probabilities, not logits")
+    export.add_argument("--server", default=DEFAULT_SERVER, help="server address (default %(default)s)")
+    export.set_defaults(func=cmd_export)
 
     searches = sub.add_parser("searches", help="list the searches on a server")
     searches.add_argument("--server", default=DEFAULT_SERVER, help="server address (default %(default)s)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -176,6 +177,59 @@ class Client:
             raise from_rpc_error(error) from None
 
 
+    # ------------------------------------------------------------------ datasets
+    def upload_dataset(self, path_or_bytes: str | bytes, name: str | None = None) -> pb.Dataset:
+        """Upload an .npz file (arrays x and y, optionally x_test and y_test) in chunks."""
+        if isinstance(path_or_bytes, bytes):
+            blob, label = path_or_bytes, name or "upload"
+        else:
+            with open(path_or_bytes, "rb") as handle:
+                blob = handle.read()
+            label = name or os.path.basename(path_or_bytes)
+
+        def messages() -> Iterator[pb.UploadDatasetRequest]:
+            yield pb.UploadDatasetRequest(name=label, total_size=len(blob), data=blob[:CHUNK_BYTES])
+            for start in range(CHUNK_BYTES, len(blob), CHUNK_BYTES):
+                yield pb.UploadDatasetRequest(data=blob[start : start + CHUNK_BYTES])
+
+        try:
+            return self.stub.UploadDataset(messages(), timeout=max(self.timeout, 600))
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+    def list_datasets(self) -> list[pb.Dataset]:
+        return list(self.call("ListDatasets", pb.ListDatasetsRequest()).datasets)
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self.call("DeleteDataset", pb.DeleteDatasetRequest(dataset_id=dataset_id))
+
+    def export_onnx(self, path: str | None = None, *, search_id: str = "", trial_id: str = "",
+                    softmax: bool = False) -> bytes:
+        """The ONNX file of a trial (default: the search's best); written to ``path`` if given."""
+        request = pb.ExportModelRequest(search_id=search_id, trial_id=trial_id, softmax=softmax)
+        try:
+            chunks = list(self.stub.ExportModel(request, timeout=max(self.timeout, 300)))
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        blob = b"".join(c.data for c in chunks)
+        if not chunks or hashlib.sha256(blob).hexdigest() != chunks[0].sha256:
+            raise ConnectionError("the ONNX file arrived damaged (sha256 mismatch)")
+        if path is not None:
+            with open(path, "wb") as handle:
+                handle.write(blob)
+        return blob
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event of a search (see WatchSearch in the proto for the payload of each kind)."""
+
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    created_at: float
+
+
 def _all_pages(fetch: Callable[[str], Any], field: str) -> Iterator[Any]:
     token = ""
     while True:
@@ -236,6 +290,50 @@ class SearchHandle:
 
     def delete(self) -> None:
         self.client.delete_search(self.id)
+
+    # ------------------------------------------------------------------ server-side training
+    def train(
+        self,
+        dataset: str,
+        trials: int,
+        *,
+        epochs: int = 20,
+        max_seconds: float = 120.0,
+        batch_size: int = 128,
+        optimizer: str = "adamw",
+        learning_rate: float = 0.0,
+        patience: int = 5,
+        device: str = "auto",
+    ) -> pb.TrainingRun:
+        """Have the server's workers train ``trials`` suggestions on ``dataset`` ("digits",
+        "mnist1d" or an uploaded dataset's id). Returns at once; follow with ``watch``."""
+        budget = pb.TrainingBudget(
+            epochs=epochs, max_seconds=max_seconds, batch_size=batch_size, optimizer=optimizer,
+            learning_rate=learning_rate, patience=patience, device=device,
+        )
+        request = pb.StartTrainingRequest(search_id=self.id, dataset=dataset, trials=trials, budget=budget)
+        return self.client.call("StartTraining", request)
+
+    def training_run(self) -> pb.TrainingRun:
+        """The latest training run of this search."""
+        return self.client.call("GetTrainingRun", pb.GetTrainingRunRequest(search_id=self.id))
+
+    def watch(self, after_event_id: int = 0, timeout: float | None = None) -> Iterator[Event]:
+        """Events as they happen, until the search finishes or is stopped."""
+        request = pb.WatchSearchRequest(search_id=self.id, after_event_id=after_event_id)
+        try:
+            for message in self.client.stub.WatchSearch(request, timeout=timeout):
+                yield Event(message.id, message.kind, json.loads(message.payload_json), message.created_at)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+    def stop(self) -> SearchHandle:
+        self.info = self.client.call("StopSearch", pb.StopSearchRequest(search_id=self.id))
+        return self
+
+    def export_onnx(self, path: str | None = None, *, softmax: bool = False) -> bytes:
+        """The best trial as ONNX (normalisation baked in); written to ``path`` if given."""
+        return self.client.export_onnx(path, search_id=self.id, softmax=softmax)
 
 
 @dataclass

@@ -253,3 +253,9 @@ class SearchEvent:
     kind: str  # trial_started | epoch_finished | trial_finished | search_finished
     payload: dict[str, Any]
     created_at: float
+
+#: Input shape and number of classes of the built-in datasets (no download needed for either).
+BUILTIN_DATASET_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
+    "digits": ((1, 8, 8), 10),
+    "mnist1d": ((1, 40), 10),
+}

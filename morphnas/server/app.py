@@ -21,6 +21,8 @@ from morphnas.server.metrics import Metrics, ObservabilityInterceptor
 from morphnas.server.security import TokenAuthInterceptor, server_credentials
 from morphnas.server.service import SearchService, ServiceLimits
 from morphnas.server.servicer import MorphNasServicer
+from morphnas.server.training import TrainingService
+from morphnas.server.workers import WorkerPool
 from morphnas.storage.repository import Repository
 from morphnas.v1 import morphnas_pb2, morphnas_pb2_grpc
 
@@ -40,6 +42,8 @@ class ServerOptions:
     sweep_seconds: float = 5.0  # how often expired leases are turned STALE
     grace_seconds: float = 30.0  # how long SIGTERM waits for in-flight calls
     limits: ServiceLimits = field(default_factory=ServiceLimits)
+    workers: int = 0  # training worker processes started beside the server
+    worker_device: str | None = None  # e.g. "cpu" or "cuda:1"; None: each run's budget decides
     tokens: tuple[str, ...] = ()  # bearer tokens; empty: no authentication
     tls_cert: str | None = None  # PEM files; with both, the port speaks TLS
     tls_key: str | None = None
@@ -89,7 +93,8 @@ def build_server(options: ServerOptions, repo: Repository | None = None) -> Runn
             ("grpc.so_reuseport", 0),
         ],
     )
-    morphnas_pb2_grpc.add_MorphNasServicer_to_server(MorphNasServicer(service), server)
+    training = TrainingService(service)
+    morphnas_pb2_grpc.add_MorphNasServicer_to_server(MorphNasServicer(service, training), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -147,6 +152,8 @@ def _maintain(running: RunningServer, every: float) -> None:
 def serve(options: ServerOptions, ready_line: bool = True) -> None:
     """Run until SIGTERM or SIGINT; then stop taking calls, drain, exit."""
     running = build_server(options)
+    pool = WorkerPool(options.db_url, options.workers, device=options.worker_device)
+    pool.start()
     done = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -158,5 +165,6 @@ def serve(options: ServerOptions, ready_line: bool = True) -> None:
     if ready_line:
         print(f"morphnas listening on {options.host}:{running.port}", flush=True)
     done.wait()
+    pool.stop()
     running.stop(options.grace_seconds)
     log.info("server stopped")

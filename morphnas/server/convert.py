@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
 from morphnas.core.errors import InvalidArgumentError
 from morphnas.core.graph import Graph
-from morphnas.core.records import Policy, Search, SearchConfig, Trial, TrialState
+from morphnas.core.records import (
+    DatasetInfo,
+    Policy,
+    RunState,
+    Search,
+    SearchConfig,
+    SearchEvent,
+    TrainingBudget,
+    TrainingRun,
+    Trial,
+    TrialState,
+)
 from morphnas.v1 import morphnas_pb2 as pb
 
 POLICY_TO_PB = {Policy.BAYESIAN: pb.POLICY_BAYESIAN, Policy.RANDOM: pb.POLICY_RANDOM}
@@ -130,6 +142,7 @@ def trial_to_pb(trial: Trial) -> pb.Trial:
     return message
 
 
+@functools.lru_cache(maxsize=4096)
 def _num_params(architecture: str) -> int:
     return Graph.from_json(architecture).num_params
 
@@ -138,3 +151,76 @@ def finite(value: float, what: str) -> float:
     if not math.isfinite(value):
         raise InvalidArgumentError(f"{what} must be a finite number, got {value}")
     return value
+
+
+# ---------------------------------------------------------------------- server-side training
+
+RUN_STATE_TO_PB = {RunState.RUNNING: pb.RUNNING, RunState.STOPPED: pb.STOPPED, RunState.DONE: pb.DONE}
+
+
+def budget_from_pb(message: pb.TrainingBudget) -> TrainingBudget:
+    """Unset (zero) fields take TrainingBudget's defaults."""
+    defaults = TrainingBudget()
+    return TrainingBudget(
+        epochs=message.epochs or defaults.epochs,
+        max_seconds=message.max_seconds or defaults.max_seconds,
+        batch_size=message.batch_size or defaults.batch_size,
+        optimizer=message.optimizer or defaults.optimizer,
+        learning_rate=message.learning_rate,
+        patience=message.patience or defaults.patience,
+        device=message.device or defaults.device,
+    )
+
+
+def budget_to_pb(budget: TrainingBudget) -> pb.TrainingBudget:
+    return pb.TrainingBudget(
+        epochs=budget.epochs,
+        max_seconds=budget.max_seconds,
+        batch_size=budget.batch_size,
+        optimizer=budget.optimizer,
+        learning_rate=budget.learning_rate,
+        patience=budget.patience,
+        device=budget.device,
+    )
+
+
+def run_to_pb(run: TrainingRun) -> pb.TrainingRun:
+    message = pb.TrainingRun(
+        id=run.id,
+        search_id=run.search_id,
+        dataset=run.dataset,
+        trials=run.trials,
+        claimed=run.claimed,
+        budget=budget_to_pb(run.budget),
+        state=RUN_STATE_TO_PB[run.state],
+        first_number=run.first_number,
+        created_at=run.created_at,
+        finished_at=run.finished_at or 0.0,
+        best_trial_id=run.best_trial_id or "",
+    )
+    if run.test_accuracy is not None:
+        message.test_accuracy = run.test_accuracy
+    return message
+
+
+def event_to_pb(event: SearchEvent) -> pb.SearchEvent:
+    return pb.SearchEvent(
+        id=event.id,
+        search_id=event.search_id,
+        kind=event.kind,
+        payload_json=json.dumps(event.payload, sort_keys=True),
+        created_at=event.created_at,
+    )
+
+
+def dataset_to_pb(info: DatasetInfo) -> pb.Dataset:
+    return pb.Dataset(
+        id=info.id,
+        name=info.name,
+        input_shape=list(info.input_shape),
+        num_classes=info.num_classes,
+        num_examples=info.num_examples,
+        sha256=info.sha256,
+        size_bytes=info.size_bytes,
+        created_at=info.created_at,
+    )

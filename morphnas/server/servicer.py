@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import grpc
 
-from morphnas.core.errors import InvalidArgumentError, ResourceExhaustedError
+from morphnas.core.errors import InvalidArgumentError, NotFoundError, ResourceExhaustedError
 from morphnas.server import convert
 from morphnas.server.errors import handles_errors, handles_stream_errors
 from morphnas.server.service import SearchService, sha256_hex
+from morphnas.server.training import TrainingService
 from morphnas.v1 import morphnas_pb2 as pb
 from morphnas.v1 import morphnas_pb2_grpc as pb_grpc
 
 CHUNK_BYTES = 1024 * 1024
+#: A watch ends after one of these events.
+FINAL_EVENTS = ("search_finished", "search_stopped")
 _WEIGHT_KINDS = {pb.WEIGHTS_KIND_UNSPECIFIED: "initial", pb.INITIAL: "initial", pb.TRAINED: "trained"}
 
 
 class MorphNasServicer(pb_grpc.MorphNasServicer):
-    def __init__(self, service: SearchService) -> None:
+    def __init__(self, service: SearchService, training: TrainingService, watch_poll_seconds: float = 0.25) -> None:
         self.service = service
+        self.training = training
+        self.watch_poll_seconds = watch_poll_seconds
 
     @handles_errors
     def CreateSearch(self, request: pb.CreateSearchRequest, context: grpc.ServicerContext) -> pb.Search:
@@ -130,3 +136,80 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
                 return
             yield pb.WeightsChunk(data=blob[start : start + CHUNK_BYTES])
 
+
+    # ------------------------------------------------------------------ server-side training
+    @handles_errors
+    def StartTraining(self, request: pb.StartTrainingRequest, context: grpc.ServicerContext) -> pb.TrainingRun:
+        run = self.training.start_training(
+            request.search_id, request.dataset, request.trials, convert.budget_from_pb(request.budget)
+        )
+        return convert.run_to_pb(run)
+
+    @handles_errors
+    def GetTrainingRun(self, request: pb.GetTrainingRunRequest, context: grpc.ServicerContext) -> pb.TrainingRun:
+        search = self.service.get_search(request.search_id)
+        run = self.training.latest_run(search.id)
+        if run is None:
+            raise NotFoundError(f"search {search.id!r} has no training run")
+        return convert.run_to_pb(run)
+
+    @handles_errors
+    def StopSearch(self, request: pb.StopSearchRequest, context: grpc.ServicerContext) -> pb.Search:
+        return convert.search_to_pb(self.training.stop(request.search_id))
+
+    @handles_stream_errors
+    def WatchSearch(self, request: pb.WatchSearchRequest, context: grpc.ServicerContext) -> Iterator[pb.SearchEvent]:
+        search = self.service.get_search(request.search_id)
+        after = request.after_event_id
+        while context.is_active():
+            events = self.training.events(search.id, after)
+            for event in events:
+                yield convert.event_to_pb(event)
+                after = event.id
+            if events and events[-1].kind in FINAL_EVENTS:
+                return  # the latest thing that happened ends the search (a later run would follow it)
+            if not events:
+                time.sleep(self.watch_poll_seconds)
+
+    @handles_stream_errors
+    def ExportModel(self, request: pb.ExportModelRequest, context: grpc.ServicerContext) -> Iterator[pb.ExportChunk]:
+        blob = self.training.export_onnx(request.search_id, request.trial_id, request.softmax)
+        yield pb.ExportChunk(total_size=len(blob), sha256=sha256_hex(blob), data=blob[:CHUNK_BYTES])
+        for start in range(CHUNK_BYTES, len(blob), CHUNK_BYTES):
+            if not context.is_active():
+                return
+            yield pb.ExportChunk(data=blob[start : start + CHUNK_BYTES])
+
+    @handles_errors
+    def UploadDataset(
+        self, request_iterator: Iterator[pb.UploadDatasetRequest], context: grpc.ServicerContext
+    ) -> pb.Dataset:
+        first = next(request_iterator, None)
+        if first is None or not first.name:
+            raise InvalidArgumentError("the first UploadDataset message must carry the dataset name")
+        limit = self.training.max_dataset_bytes
+        if first.total_size > limit:
+            raise ResourceExhaustedError(f"a dataset of {first.total_size:,} bytes exceeds the limit of {limit:,}")
+        parts, size = [first.data], len(first.data)
+        for message in request_iterator:
+            size += len(message.data)
+            if size > limit:
+                raise ResourceExhaustedError(f"the upload exceeds the limit of {limit:,} bytes")
+            parts.append(message.data)
+        blob = b"".join(parts)
+        if first.total_size and first.total_size != len(blob):
+            raise InvalidArgumentError(f"announced {first.total_size} bytes, received {len(blob)}")
+        return convert.dataset_to_pb(self.training.upload_dataset(first.name, blob))
+
+    @handles_errors
+    def ListDatasets(self, request: pb.ListDatasetsRequest, context: grpc.ServicerContext) -> pb.ListDatasetsResponse:
+        return pb.ListDatasetsResponse(datasets=[convert.dataset_to_pb(d) for d in self.training.list_datasets()])
+
+    @handles_errors
+    def DeleteDataset(
+        self, request: pb.DeleteDatasetRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteDatasetResponse:
+        if not request.dataset_id:
+            raise InvalidArgumentError("dataset_id is required")
+        self.training.delete_dataset(request.dataset_id)
+        return pb.DeleteDatasetResponse()

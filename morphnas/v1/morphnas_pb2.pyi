@@ -27,6 +27,13 @@ class WeightsKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WEIGHTS_KIND_UNSPECIFIED: _ClassVar[WeightsKind]
     INITIAL: _ClassVar[WeightsKind]
     TRAINED: _ClassVar[WeightsKind]
+
+class RunState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RUN_STATE_UNSPECIFIED: _ClassVar[RunState]
+    RUNNING: _ClassVar[RunState]
+    STOPPED: _ClassVar[RunState]
+    DONE: _ClassVar[RunState]
 POLICY_UNSPECIFIED: Policy
 POLICY_BAYESIAN: Policy
 POLICY_RANDOM: Policy
@@ -39,6 +46,10 @@ STALE: TrialState
 WEIGHTS_KIND_UNSPECIFIED: WeightsKind
 INITIAL: WeightsKind
 TRAINED: WeightsKind
+RUN_STATE_UNSPECIFIED: RunState
+RUNNING: RunState
+STOPPED: RunState
+DONE: RunState
 
 class Search(_message.Message):
     __slots__ = ("id", "name", "input_shape", "num_classes", "seed", "policy", "beta", "seed_width", "seed_depth", "max_params", "max_memory_bytes", "batch_size", "lease_seconds", "max_trials", "created_at", "size_cap_params", "trial_count", "stopped")
@@ -311,3 +322,165 @@ class WeightsChunk(_message.Message):
     sha256: str
     data: bytes
     def __init__(self, total_size: _Optional[int] = ..., sha256: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class TrainingBudget(_message.Message):
+    __slots__ = ("epochs", "max_seconds", "batch_size", "optimizer", "learning_rate", "patience", "device")
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    PATIENCE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    epochs: int
+    max_seconds: float
+    batch_size: int
+    optimizer: str
+    learning_rate: float
+    patience: int
+    device: str
+    def __init__(self, epochs: _Optional[int] = ..., max_seconds: _Optional[float] = ..., batch_size: _Optional[int] = ..., optimizer: _Optional[str] = ..., learning_rate: _Optional[float] = ..., patience: _Optional[int] = ..., device: _Optional[str] = ...) -> None: ...
+
+class StartTrainingRequest(_message.Message):
+    __slots__ = ("search_id", "dataset", "trials", "budget")
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    search_id: str
+    dataset: str
+    trials: int
+    budget: TrainingBudget
+    def __init__(self, search_id: _Optional[str] = ..., dataset: _Optional[str] = ..., trials: _Optional[int] = ..., budget: _Optional[_Union[TrainingBudget, _Mapping]] = ...) -> None: ...
+
+class TrainingRun(_message.Message):
+    __slots__ = ("id", "search_id", "dataset", "trials", "claimed", "budget", "state", "first_number", "created_at", "finished_at", "best_trial_id", "test_accuracy")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    CLAIMED_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    FIRST_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    BEST_TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    TEST_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    search_id: str
+    dataset: str
+    trials: int
+    claimed: int
+    budget: TrainingBudget
+    state: RunState
+    first_number: int
+    created_at: float
+    finished_at: float
+    best_trial_id: str
+    test_accuracy: float
+    def __init__(self, id: _Optional[str] = ..., search_id: _Optional[str] = ..., dataset: _Optional[str] = ..., trials: _Optional[int] = ..., claimed: _Optional[int] = ..., budget: _Optional[_Union[TrainingBudget, _Mapping]] = ..., state: _Optional[_Union[RunState, str]] = ..., first_number: _Optional[int] = ..., created_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., best_trial_id: _Optional[str] = ..., test_accuracy: _Optional[float] = ...) -> None: ...
+
+class GetTrainingRunRequest(_message.Message):
+    __slots__ = ("search_id",)
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    search_id: str
+    def __init__(self, search_id: _Optional[str] = ...) -> None: ...
+
+class StopSearchRequest(_message.Message):
+    __slots__ = ("search_id",)
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    search_id: str
+    def __init__(self, search_id: _Optional[str] = ...) -> None: ...
+
+class WatchSearchRequest(_message.Message):
+    __slots__ = ("search_id", "after_event_id")
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    search_id: str
+    after_event_id: int
+    def __init__(self, search_id: _Optional[str] = ..., after_event_id: _Optional[int] = ...) -> None: ...
+
+class SearchEvent(_message.Message):
+    __slots__ = ("id", "search_id", "kind", "payload_json", "created_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    search_id: str
+    kind: str
+    payload_json: str
+    created_at: float
+    def __init__(self, id: _Optional[int] = ..., search_id: _Optional[str] = ..., kind: _Optional[str] = ..., payload_json: _Optional[str] = ..., created_at: _Optional[float] = ...) -> None: ...
+
+class ExportModelRequest(_message.Message):
+    __slots__ = ("search_id", "trial_id", "softmax")
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    SOFTMAX_FIELD_NUMBER: _ClassVar[int]
+    search_id: str
+    trial_id: str
+    softmax: bool
+    def __init__(self, search_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., softmax: _Optional[bool] = ...) -> None: ...
+
+class ExportChunk(_message.Message):
+    __slots__ = ("total_size", "sha256", "data")
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    total_size: int
+    sha256: str
+    data: bytes
+    def __init__(self, total_size: _Optional[int] = ..., sha256: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class Dataset(_message.Message):
+    __slots__ = ("id", "name", "input_shape", "num_classes", "num_examples", "sha256", "size_bytes", "created_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    input_shape: _containers.RepeatedScalarFieldContainer[int]
+    num_classes: int
+    num_examples: int
+    sha256: str
+    size_bytes: int
+    created_at: float
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., num_examples: _Optional[int] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[float] = ...) -> None: ...
+
+class UploadDatasetRequest(_message.Message):
+    __slots__ = ("name", "total_size", "data")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    total_size: int
+    data: bytes
+    def __init__(self, name: _Optional[str] = ..., total_size: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class ListDatasetsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListDatasetsResponse(_message.Message):
+    __slots__ = ("datasets",)
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    datasets: _containers.RepeatedCompositeFieldContainer[Dataset]
+    def __init__(self, datasets: _Optional[_Iterable[_Union[Dataset, _Mapping]]] = ...) -> None: ...
+
+class DeleteDatasetRequest(_message.Message):
+    __slots__ = ("dataset_id",)
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    def __init__(self, dataset_id: _Optional[str] = ...) -> None: ...
+
+class DeleteDatasetResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -94,6 +94,46 @@ class MorphNasStub:
                 request_serializer=morphnas_dot_v1_dot_morphnas__pb2.DownloadWeightsRequest.SerializeToString,
                 response_deserializer=morphnas_dot_v1_dot_morphnas__pb2.WeightsChunk.FromString,
                 _registered_method=True)
+        self.StartTraining = channel.unary_unary(
+                '/morphnas.v1.MorphNas/StartTraining',
+                request_serializer=morphnas_dot_v1_dot_morphnas__pb2.StartTrainingRequest.SerializeToString,
+                response_deserializer=morphnas_dot_v1_dot_morphnas__pb2.TrainingRun.FromString,
+                _registered_method=True)
+        self.GetTrainingRun = channel.unary_unary(
+                '/morphnas.v1.MorphNas/GetTrainingRun',
+                request_serializer=morphnas_dot_v1_dot_morphnas__pb2.GetTrainingRunRequest.SerializeToString,
+                response_deserializer=morphnas_dot_v1_dot_morphnas__pb2.TrainingRun.FromString,
+                _registered_method=True)
+        self.StopSearch = channel.unary_unary(
+                '/morphnas.v1.MorphNas/StopSearch',
+                request_serializer=morphnas_dot_v1_dot_morphnas__pb2.StopSearchRequest.SerializeToString,
+                response_deserializer=morphnas_dot_v1_dot_morphnas__pb2.Search.FromString,
+                _registered_method=True)
+        self.WatchSearch = channel.unary_stream(
+                '/morphnas.v1.MorphNas/WatchSearch',
+                request_serializer=morphnas_dot_v1_dot_morphnas__pb2.WatchSearchRequest.SerializeToString,
+                response_deserializer=morphnas_dot_v1_dot_morphnas__pb2.SearchEvent.FromString,
+                _registered_method=True)
+        self.ExportModel = channel.unary_stream(
+                '/morphnas.v1.MorphNas/ExportModel',
+                request_serializer=morphnas_dot_v1_dot_morphnas__pb2.ExportModelRequest.SerializeToString,
+                response_deserializer=morphnas_dot_v1_dot_morphnas__pb2.ExportChunk.FromString,
+                _registered_method=True)
+        self.UploadDataset = channel.stream_unary(
+                '/morphnas.v1.MorphNas/UploadDataset',
+                request_serializer=morphnas_dot_v1_dot_morphnas__pb2.UploadDatasetRequest.SerializeToString,
+                response_deserializer=morphnas_dot_v1_dot_morphnas__pb2.Dataset.FromString,
+                _registered_method=True)
+        self.ListDatasets = channel.unary_unary(
+                '/morphnas.v1.MorphNas/ListDatasets',
+                request_serializer=morphnas_dot_v1_dot_morphnas__pb2.ListDatasetsRequest.SerializeToString,
+                response_deserializer=morphnas_dot_v1_dot_morphnas__pb2.ListDatasetsResponse.FromString,
+                _registered_method=True)
+        self.DeleteDataset = channel.unary_unary(
+                '/morphnas.v1.MorphNas/DeleteDataset',
+                request_serializer=morphnas_dot_v1_dot_morphnas__pb2.DeleteDatasetRequest.SerializeToString,
+                response_deserializer=morphnas_dot_v1_dot_morphnas__pb2.DeleteDatasetResponse.FromString,
+                _registered_method=True)
 
 
 class MorphNasServicer:
@@ -189,6 +229,65 @@ class MorphNasServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartTraining(self, request, context):
+        """--- Server-side training -------------------------------------------------------------
+        Start training `trials` suggestions of a search on a dataset with the server's workers.
+        Returns at once; follow it with WatchSearch. One running run per search at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTrainingRun(self, request, context):
+        """The latest training run of a search (NOT_FOUND if it never had one).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopSearch(self, request, context):
+        """Stop a search: no more trials are handed out, running training stops at the next batch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchSearch(self, request, context):
+        """Events of a search in order, first those after `after_event_id`, then new ones as they
+        happen, until the search finishes or is stopped (or the client cancels).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportModel(self, request, context):
+        """The ONNX file of a trial (default: the search's best), its input normalisation baked in.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadDataset(self, request_iterator, context):
+        """Upload a dataset: an .npz file with arrays x (N, *input_shape) and y (N,) integer labels,
+        optionally x_test and y_test. Checked (dtype, shape, finite values, labels, size) before
+        anything is stored. The first message names the dataset.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDatasets(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteDataset(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MorphNasServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -251,6 +350,46 @@ def add_MorphNasServicer_to_server(servicer, server):
                     servicer.DownloadWeights,
                     request_deserializer=morphnas_dot_v1_dot_morphnas__pb2.DownloadWeightsRequest.FromString,
                     response_serializer=morphnas_dot_v1_dot_morphnas__pb2.WeightsChunk.SerializeToString,
+            ),
+            'StartTraining': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartTraining,
+                    request_deserializer=morphnas_dot_v1_dot_morphnas__pb2.StartTrainingRequest.FromString,
+                    response_serializer=morphnas_dot_v1_dot_morphnas__pb2.TrainingRun.SerializeToString,
+            ),
+            'GetTrainingRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTrainingRun,
+                    request_deserializer=morphnas_dot_v1_dot_morphnas__pb2.GetTrainingRunRequest.FromString,
+                    response_serializer=morphnas_dot_v1_dot_morphnas__pb2.TrainingRun.SerializeToString,
+            ),
+            'StopSearch': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopSearch,
+                    request_deserializer=morphnas_dot_v1_dot_morphnas__pb2.StopSearchRequest.FromString,
+                    response_serializer=morphnas_dot_v1_dot_morphnas__pb2.Search.SerializeToString,
+            ),
+            'WatchSearch': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchSearch,
+                    request_deserializer=morphnas_dot_v1_dot_morphnas__pb2.WatchSearchRequest.FromString,
+                    response_serializer=morphnas_dot_v1_dot_morphnas__pb2.SearchEvent.SerializeToString,
+            ),
+            'ExportModel': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportModel,
+                    request_deserializer=morphnas_dot_v1_dot_morphnas__pb2.ExportModelRequest.FromString,
+                    response_serializer=morphnas_dot_v1_dot_morphnas__pb2.ExportChunk.SerializeToString,
+            ),
+            'UploadDataset': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadDataset,
+                    request_deserializer=morphnas_dot_v1_dot_morphnas__pb2.UploadDatasetRequest.FromString,
+                    response_serializer=morphnas_dot_v1_dot_morphnas__pb2.Dataset.SerializeToString,
+            ),
+            'ListDatasets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDatasets,
+                    request_deserializer=morphnas_dot_v1_dot_morphnas__pb2.ListDatasetsRequest.FromString,
+                    response_serializer=morphnas_dot_v1_dot_morphnas__pb2.ListDatasetsResponse.SerializeToString,
+            ),
+            'DeleteDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDataset,
+                    request_deserializer=morphnas_dot_v1_dot_morphnas__pb2.DeleteDatasetRequest.FromString,
+                    response_serializer=morphnas_dot_v1_dot_morphnas__pb2.DeleteDatasetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -577,6 +716,222 @@ class MorphNas:
             '/morphnas.v1.MorphNas/DownloadWeights',
             morphnas_dot_v1_dot_morphnas__pb2.DownloadWeightsRequest.SerializeToString,
             morphnas_dot_v1_dot_morphnas__pb2.WeightsChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartTraining(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/morphnas.v1.MorphNas/StartTraining',
+            morphnas_dot_v1_dot_morphnas__pb2.StartTrainingRequest.SerializeToString,
+            morphnas_dot_v1_dot_morphnas__pb2.TrainingRun.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrainingRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/morphnas.v1.MorphNas/GetTrainingRun',
+            morphnas_dot_v1_dot_morphnas__pb2.GetTrainingRunRequest.SerializeToString,
+            morphnas_dot_v1_dot_morphnas__pb2.TrainingRun.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopSearch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/morphnas.v1.MorphNas/StopSearch',
+            morphnas_dot_v1_dot_morphnas__pb2.StopSearchRequest.SerializeToString,
+            morphnas_dot_v1_dot_morphnas__pb2.Search.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchSearch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/morphnas.v1.MorphNas/WatchSearch',
+            morphnas_dot_v1_dot_morphnas__pb2.WatchSearchRequest.SerializeToString,
+            morphnas_dot_v1_dot_morphnas__pb2.SearchEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/morphnas.v1.MorphNas/ExportModel',
+            morphnas_dot_v1_dot_morphnas__pb2.ExportModelRequest.SerializeToString,
+            morphnas_dot_v1_dot_morphnas__pb2.ExportChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadDataset(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/morphnas.v1.MorphNas/UploadDataset',
+            morphnas_dot_v1_dot_morphnas__pb2.UploadDatasetRequest.SerializeToString,
+            morphnas_dot_v1_dot_morphnas__pb2.Dataset.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDatasets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/morphnas.v1.MorphNas/ListDatasets',
+            morphnas_dot_v1_dot_morphnas__pb2.ListDatasetsRequest.SerializeToString,
+            morphnas_dot_v1_dot_morphnas__pb2.ListDatasetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/morphnas.v1.MorphNas/DeleteDataset',
+            morphnas_dot_v1_dot_morphnas__pb2.DeleteDatasetRequest.SerializeToString,
+            morphnas_dot_v1_dot_morphnas__pb2.DeleteDatasetResponse.FromString,
             options,
             channel_credentials,
             insecure,
