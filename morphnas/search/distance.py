@@ -141,7 +141,7 @@ def _step(row: np.ndarray, token: int, i: int, padded: np.ndarray, table: np.nda
 
 
 def _all_rows(ids_a: np.ndarray, padded: np.ndarray, table: np.ndarray) -> list[np.ndarray]:
-    """Every DP row, La+1 arrays (Lb+1, n): row k holds d(a[:k], b[:j]) for all j and b."""
+    """DP rows 0..len(ids_a), arrays (Lb+1, n): row k holds d(a[:k], b[:j]) for all j and b."""
     ramp = np.arange(padded.shape[0] + 1, dtype=np.float64)[:, None]
     rows = [np.repeat(ramp, padded.shape[1], axis=1)]  # distance from the empty prefix
     for i, token in enumerate(ids_a, start=1):
@@ -195,16 +195,19 @@ def layers_distances_from_parent(
         return np.zeros((len(children), n))
     table = _cost_table()
     padded, lengths = _padded(others)
-    forward = _all_rows(parent, padded, table)
-    backward = _all_rows(parent[::-1], _padded(others, reverse=True)[0], table)
+    ends = [_common_ends(parent, child) for child in children]
+    # Only the rows some child needs: forward up to the longest common prefix, backward up to
+    # the longest common suffix.
+    forward = _all_rows(parent[: max(p for p, _ in ends)], padded, table)
+    reverse = _padded(others, reverse=True)[0]
+    backward = _all_rows(parent[::-1][: max(s for _, s in ends)], reverse, table)
     j = np.arange(padded.shape[0] + 1)[:, None]  # (Lb+1, 1)
     flip = lengths[None, :] - j  # (Lb+1, n): column of b[j:] in the reversed DP
     valid = flip >= 0
     flip = np.maximum(flip, 0)
     columns = np.arange(n)[None, :]
     out = np.empty((len(children), n))
-    for c, child in enumerate(children):
-        p, s = _common_ends(parent, child)
+    for c, (child, (p, s)) in enumerate(zip(children, ends, strict=True)):
         row = forward[p]
         for i in range(p, len(child) - s):
             row = _step(row, int(child[i]), i + 1, padded, table)
@@ -223,8 +226,20 @@ def _skip_costs(sa: np.ndarray, sb: np.ndarray) -> np.ndarray:
     return np.where(a[..., 2] == b[..., 2], cost, 1.0)
 
 
+def _best_two(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """min over i ≠ j of first[:, i] + second[:, j], for (k, M) arrays (inf marks padding)."""
+    total = first[:, :, None] + second[:, None, :]  # (k, M, M)
+    diagonal = np.arange(first.shape[1])
+    total[:, diagonal, diagonal] = np.inf
+    return total.min(axis=(1, 2))
+
+
 def batch_skips_distance(sa: np.ndarray, others: Sequence[np.ndarray]) -> np.ndarray:
-    """``D_s`` from one skip set (m, 3) to each of ``others``: (n,)."""
+    """``D_s`` from one skip set (m, 3) to each of ``others``: (n,).
+
+    The optimal assignment is closed-form when either set has one or two skips (vectorised);
+    larger pairs go through ``linear_sum_assignment`` one by one.
+    """
     n, m = len(others), len(sa)
     if n == 0:
         return np.zeros(0)
@@ -233,19 +248,24 @@ def batch_skips_distance(sa: np.ndarray, others: Sequence[np.ndarray]) -> np.nda
     both = np.flatnonzero((counts > 0) & (m > 0))
     if len(both) == 0:
         return out
+    cb = counts[both]
     costs = _skip_costs(sa, sb[both])  # (k, m, Mb)
-    valid = np.arange(sb.shape[1])[None, None, :] < counts[both][:, None, None]
-    costs = np.where(valid, costs, np.inf)
-    for index, b in enumerate(both):
-        cb = int(counts[b])
-        if m == 1:
-            out[b] += costs[index, 0, :cb].min()
-        elif cb == 1:
-            out[b] += costs[index, :, 0].min()
-        else:
-            block = costs[index, :, :cb]
-            rows, cols = linear_sum_assignment(block)
-            out[b] += block[rows, cols].sum()
+    padding = np.arange(sb.shape[1])[None, :] >= cb[:, None]  # (k, Mb)
+    costs = np.where(padding[:, None, :], np.inf, costs)
+    if m == 1:
+        out[both] += costs[:, 0, :].min(axis=1)
+        return out
+    one, two = cb == 1, cb == 2
+    out[both[one]] += costs[one, :, 0].min(axis=1)
+    out[both[two]] += _best_two(costs[two, :, 0], costs[two, :, 1])
+    rest = np.flatnonzero(cb >= 3)
+    if m == 2:
+        out[both[rest]] += _best_two(costs[rest, 0, :], costs[rest, 1, :])
+        return out
+    for index in rest.tolist():
+        block = costs[index, :, : int(cb[index])]
+        rows, cols = linear_sum_assignment(block)
+        out[both[index]] += block[rows, cols].sum()
     return out
 
 

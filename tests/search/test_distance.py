@@ -142,3 +142,29 @@ def test_children_reuse_the_parents_dp(graphs: list) -> None:
         incremental = layers_distances_from_parent(descriptor(parent).token_ids, ids, others)
         direct = np.array([batch_layers_distance(c, others) for c in ids])
         assert np.allclose(incremental, direct, atol=1e-9)
+
+
+def test_vectorised_skip_matching_equals_hungarian() -> None:
+    from scipy.optimize import linear_sum_assignment
+
+    from morphnas.search.distance import _skip_costs, batch_skips_distance
+
+    rng = np.random.default_rng(0)
+
+    def skips(k: int) -> np.ndarray:
+        return np.column_stack(
+            [rng.integers(0, 20, k), rng.integers(1, 10, k), rng.integers(0, 2, k)]
+        ).astype(float)
+
+    def reference(a: np.ndarray, b: np.ndarray) -> float:
+        if len(a) == 0 or len(b) == 0:
+            return float(abs(len(a) - len(b)))
+        cost = _skip_costs(a, b[None])[0]
+        rows, cols = linear_sum_assignment(cost)
+        return float(cost[rows, cols].sum() + abs(len(a) - len(b)))
+
+    for _ in range(100):
+        a = skips(int(rng.integers(0, 6)))
+        others = [skips(int(rng.integers(0, 7))) for _ in range(12)]
+        expected = [reference(a, b) for b in others]
+        assert np.allclose(batch_skips_distance(a, others), expected, atol=1e-12)
