@@ -262,6 +262,12 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def wait_for_cycles(ledger: Ledger, more: int, timeout: float = 60.0) -> None:
+    """Wait until the workers finish ``more`` ask/tell cycles."""
+    target = ledger.cycles + more
+    wait_for(lambda: ledger.cycles >= target, timeout, f"{more} more ask/tell cycles")
+
+
 @dataclass
 class Audit:
     trials: int
