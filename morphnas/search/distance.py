@@ -257,7 +257,8 @@ def batch_skips_distance(sa: np.ndarray, others: Sequence[np.ndarray]) -> np.nda
         return out
     one, two = cb == 1, cb == 2
     out[both[one]] += costs[one, :, 0].min(axis=1)
-    out[both[two]] += _best_two(costs[two, :, 0], costs[two, :, 1])
+    if two.any():
+        out[both[two]] += _best_two(costs[two, :, 0], costs[two, :, 1])
     rest = np.flatnonzero(cb >= 3)
     if m == 2:
         out[both[rest]] += _best_two(costs[rest, 0, :], costs[rest, 1, :])
