@@ -29,7 +29,7 @@ import numpy as np
 
 from morphnas.core.errors import InvalidArgumentError
 from morphnas.core.graph import Graph
-from morphnas.core.morphs import Morph, apply_path, sample_morph
+from morphnas.core.morphs import Morph, sample_morph
 from morphnas.core.records import Observation, Policy, SearchSnapshot
 from morphnas.core.seeds import seed_graph
 from morphnas.search import acquisition, descriptors, surrogate
@@ -57,7 +57,7 @@ def propose(snapshot: SearchSnapshot, count: int, *, time_budget_s: float = 1.0)
     if count < 1:
         return []
     config = snapshot.search.config
-    rng = np.random.default_rng([config.seed, len(snapshot.observations)])
+    rng = np.random.default_rng([config.seed % 2**63, len(snapshot.observations)])
     taken = {o.arch_hash for o in snapshot.observations}
     constraints = Constraints(
         min(snapshot.search.size_cap_params, config.max_params),
@@ -253,7 +253,7 @@ def _bayesian(
                 constraints,
                 rng,
                 start + budget * (k + 1) / count,
-                config.seed,
+                config.seed % 2**63,
             )
             if found is None:
                 break
@@ -280,8 +280,3 @@ def _bayesian(
         if k + 1 < count:
             model.add_fantasies([descriptor(proposal.graph)])
     return proposals
-
-
-def replay(parent: Graph, proposal: Proposal) -> Graph:
-    """The graph a proposal's operations give from its parent (what the server will build)."""
-    return apply_path(parent, proposal.operations)[0]

@@ -115,7 +115,7 @@ def hyper_at(
         return DEFAULT_HYPER
     key = _digest(points[:s], scores[:s], counts[:s])
     if key in _HYPERS:
-        return _HYPERS.get_or(key, lambda: DEFAULT_HYPER)  # type: ignore[no-any-return]
+        return _HYPERS[key]  # type: ignore[no-any-return]
     earlier = schedule_points(s - 1, *HYPER_SCHEDULE)
     previous = earlier[-1] if earlier else 0
     same_octave = previous >= MIN_POINTS_TO_FIT and int(math.log2(previous)) == int(math.log2(s))
