@@ -200,16 +200,23 @@ def load_npz(
         members = archive.zip.infolist() if archive.zip is not None else []
         unpacked = sum(int(info.file_size) for info in members)
         _check_upload_size(unpacked, max_bytes, what="the decompressed arrays")
-        arrays = {}
-        for key in archive.files:
-            try:
-                arrays[key] = archive[key]
-            except ValueError as err:  # object arrays need pickle, which is refused
-                raise InvalidArgumentError(
-                    f"array {key!r} cannot be read without pickle ({err}); "
-                    "send numeric arrays (float for x, integer for y)"
-                ) from None
+        arrays = {key: _npz_member(archive, key) for key in archive.files}
     return dataset_from_arrays(arrays, name=name, num_classes=num_classes)
+
+
+def _npz_member(archive: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
+    try:
+        value = archive[key]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        if "pickle" in str(err).lower():  # object arrays need pickle, which is refused
+            raise InvalidArgumentError(
+                f"array {key!r} cannot be read without pickle; "
+                "send numeric arrays (float for x, integer for y)"
+            ) from None
+        raise InvalidArgumentError(f"array {key!r} is not a valid .npy member: {err}") from None
+    if not isinstance(value, np.ndarray):  # a zip member that is not .npy comes back as bytes
+        raise InvalidArgumentError(f"member {key!r} of the upload is not a .npy array")
+    return value
 
 
 def load_safetensors(

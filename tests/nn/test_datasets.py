@@ -6,6 +6,7 @@ import io
 import pickle
 import random
 import socket
+import zipfile
 
 import numpy as np
 import pytest
@@ -175,6 +176,14 @@ def _npy() -> bytes:
     return buffer.getvalue()
 
 
+def _zip(**members: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
 x40 = good_arrays()["x"]
 y40 = good_arrays()["y"]
 nan_x = x40.copy()
@@ -210,6 +219,8 @@ BAD_UPLOADS = {
         "x_test examples",
     ),
     "too few examples": (lambda: npz_bytes(x=x40[:5], y=y40[:5]), "at least"),
+    "zip member not .npy": (lambda: _zip(**{"x": b"hello", "y.npy": b"junk"}), "npy"),
+    "corrupt .npy member": (lambda: _zip(**{"x.npy": b"\x93NUMPY junk", "y.npy": b""}), "npy"),
 }
 
 
