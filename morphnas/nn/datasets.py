@@ -200,8 +200,33 @@ def load_npz(
         members = archive.zip.infolist() if archive.zip is not None else []
         unpacked = sum(int(info.file_size) for info in members)
         _check_upload_size(unpacked, max_bytes, what="the decompressed arrays")
+        # A .npy header may declare far more data than its member holds; numpy would allocate
+        # the declared size before finding out, so the declared sizes are checked first.
+        declared = 0
+        for info in members:
+            declared += _declared_bytes(archive.zip, info)
+            _check_upload_size(declared, max_bytes, what="the arrays as declared")
         arrays = {key: _npz_member(archive, key) for key in archive.files}
     return dataset_from_arrays(arrays, name=name, num_classes=num_classes)
+
+
+def _declared_bytes(archive: zipfile.ZipFile | None, info: zipfile.ZipInfo) -> int:
+    """Bytes the .npy header of a zip member declares (0 for a member that is not .npy)."""
+    if archive is None or not info.filename.endswith(".npy"):
+        return 0
+    fmt = np.lib.format
+    try:
+        with archive.open(info) as member:
+            version = fmt.read_magic(member)
+            read_header = (
+                fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            )
+            shape, _, dtype = read_header(member)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise InvalidArgumentError(
+            f"member {info.filename!r} is not a valid .npy array: {err}"
+        ) from None
+    return math.prod(shape) * dtype.itemsize
 
 
 def _npz_member(archive: np.lib.npyio.NpzFile, key: str) -> np.ndarray:

@@ -249,6 +249,16 @@ def test_upload_that_decompresses_too_large() -> None:
         load_npz(bomb, max_bytes=64 * 1024)
 
 
+def test_upload_declaring_huge_arrays_is_refused_before_reading() -> None:
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": (10**9, 1, 10)}
+    )
+    lying = _zip(**{"x.npy": header.getvalue(), "y.npy": b""})
+    with pytest.raises(ResourceExhaustedError, match="declared"):
+        load_npz(lying, max_bytes=MB)
+
+
 def test_validate_for() -> None:
     data = dataset_from_arrays(good_arrays())
     validate_for(data, (2, 6), 3)
