@@ -119,19 +119,25 @@ class Timers:
         self.expansions = []
 
 
-def bench_morphnas(history: list[Graph], config: SearchConfig, timers: Timers) -> dict:
+def bench_morphnas(
+    history: list[Graph],
+    config: SearchConfig,
+    timers: Timers,
+    sizes: dict[int, int],
+    budget: float = 1.0,
+) -> dict:
     results = {}
-    for size, asks in SIZES.items():
+    for size, asks in sizes.items():
         observations = [observation(g, i) for i, g in enumerate(history[: size - asks])]
         t = time.perf_counter()
-        policy.propose(snapshot(config, observations), 1)  # warm the caches, untimed
+        policy.propose(snapshot(config, observations), 1, time_budget_s=budget)  # warm, untimed
         warm = time.perf_counter() - t
         timers.reset()
         latencies, cpu = [], []
         for _ in range(asks):
             snap = snapshot(config, observations)
             t, c = time.perf_counter(), time.process_time()
-            [proposal] = policy.propose(snap, 1)
+            [proposal] = policy.propose(snap, 1, time_budget_s=budget)
             latencies.append(time.perf_counter() - t)
             cpu.append(time.process_time() - c)
             observations.append(observation(proposal.graph, len(observations)))
@@ -148,7 +154,8 @@ def bench_morphnas(history: list[Graph], config: SearchConfig, timers: Timers) -
         }
         r = results[size]
         print(
-            f"morphnas n={size}: p50 {r['p50'] * 1e3:.0f} ms  p95 {r['p95'] * 1e3:.0f} ms  "
+            f"morphnas budget {budget:g} s n={size}: "
+            f"p50 {r['p50'] * 1e3:.0f} ms  p95 {r['p95'] * 1e3:.0f} ms  "
             f"cpu p50 {r['cpu50'] * 1e3:.0f} ms  "
             f"(model {r['model'] * 1e3:.0f} ms, tree {r['tree'] * 1e3:.0f} ms, "
             f"{r['expansions']:.0f} expansions; warm-up {warm:.1f} s)",
@@ -204,7 +211,7 @@ def bench_optuna() -> dict:
     return results
 
 
-def table(ours: dict, theirs: dict, elapsed: float) -> str:
+def table(ours: dict, theirs: dict, quick: dict, elapsed: float) -> str:
     lines = [
         "SuggestTrials latency, propose(snapshot, 1), default time budget 1 s, one CPU thread",
         "(history: random morph chains of the digits seed (1,8,8)/10 classes, synthetic scores;",
@@ -226,6 +233,13 @@ def table(ours: dict, theirs: dict, elapsed: float) -> str:
             f"{o['cpu50'] * 1e3:4.0f} ms | "
             f"{o['model'] * 1e3:4.0f} ms {o['tree'] * 1e3:4.0f} ms {o['expansions']:4.0f} | "
             f"{tp50} {tp95} {tcpu} | {r50} {r95}"
+        )
+    lines += ["", "Same asks with propose(snapshot, 1, time_budget_s=0.1):"]
+    for size, q in quick.items():
+        lines.append(
+            f"{size:>5} | {q['p50'] * 1e3:9.0f} ms {q['p95'] * 1e3:5.0f} ms "
+            f"{q['cpu50'] * 1e3:4.0f} ms | "
+            f"{q['model'] * 1e3:4.0f} ms {q['tree'] * 1e3:4.0f} ms {q['expansions']:4.0f}"
         )
     lines += [
         "",
@@ -259,10 +273,11 @@ def main() -> None:
     history = random_history(config, max(SIZES))
     print(f"history ready ({time.perf_counter() - start:.0f} s)", flush=True)
     timers = Timers()
-    ours = bench_morphnas(history, config, timers)
+    ours = bench_morphnas(history, config, timers, SIZES)
+    quick = bench_morphnas(history, config, timers, {s: 10 for s in SIZES if s in (200, 1000)}, 0.1)
     print(f"distance pairs computed: {DISTANCES.layers.computed + DISTANCES.skips.computed}")
     theirs = {} if args.no_optuna else bench_optuna()
-    text = table(ours, theirs, time.perf_counter() - start)
+    text = table(ours, theirs, quick, time.perf_counter() - start)
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text + "\n")

@@ -170,8 +170,8 @@ def tree_search(
     best_value = -math.inf
     temperature = T0
     expansions = 0
-    last = 0.0  # duration of the previous expansion: do not start one that cannot finish
-    while queue and temperature >= T_MIN and time.perf_counter() + last < deadline:
+    longest = 0.0  # longest expansion so far: do not start one that may not finish in time
+    while queue and temperature >= T_MIN and time.perf_counter() + longest < deadline:
         began = time.perf_counter()
         _, _, node = heapq.heappop(queue)
         fresh: list[tuple[Morph, Child]] = []
@@ -198,7 +198,7 @@ def tree_search(
                     heapq.heappush(queue, (-value, counter, new))
                     counter += 1
         temperature *= COOLING
-        last = time.perf_counter() - began
+        longest = max(longest, time.perf_counter() - began)
     if queue and temperature >= T_MIN:
         log.info("tree search stopped by its time budget after %d expansions", expansions)
     if best is None:
