@@ -320,5 +320,8 @@ def audit(db_url: str, search_id: str, ledger: Ledger) -> Audit:
         row = by_id.get(trial_id)
         if row is None or row.state != "STALE" or row.reissued_as is None:
             problems.append(f"abandoned trial {trial_id} was not reclaimed: {row}")
+    for row in rows:  # a worker that vanished mid-call also leaves a trial behind: reclaimed too
+        if row.state == "STALE" and row.reissued_as is None:
+            problems.append(f"STALE trial {row.number} was not handed out again")
     states = [r.state for r in rows]
     return Audit(len(rows), states.count("COMPLETED"), states.count("STALE"), problems)

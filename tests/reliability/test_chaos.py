@@ -64,11 +64,11 @@ def test_sigkill_mid_load_loses_nothing(db_url: str, tmp_path) -> None:
     time.sleep(LEASE_SECONDS + 0.5)
     with Client(server.address) as client:
         handle = client.get_search(search.id)
-        more = handle.suggest(count=min(64, len(ledger.abandoned) + 1), worker_id="after")
+        more = handle.suggest(count=64, worker_id="after")
         assert more
     assert server.stop() == 0
 
     result = audit(db_url, search.id, ledger)
     assert not result.problems, "\n".join(result.problems)
     assert result.completed == len(ledger.reports) > 0
-    assert result.stale == len(ledger.abandoned)
+    assert result.stale >= len(ledger.abandoned)
