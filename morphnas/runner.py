@@ -8,6 +8,7 @@ accuracy, writes the ONNX file, and shuts everything down.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -156,7 +157,33 @@ def run(args: argparse.Namespace) -> int:
         if args.export:
             blob = search.export_onnx(args.export)
             print(f"wrote {args.export} ({len(blob):,} bytes)")
+            print(_verify_export(blob, args.dataset, args.seed, best))
     return 0
+
+
+def _verify_export(blob: bytes, dataset: str, seed: int, best: Any) -> str:
+    """Run the ONNX file in onnxruntime on the search's test split and compare with torch."""
+    import numpy as np
+
+    from morphnas.nn.datasets import Normalisation, builtin_dataset, dataset_split, load_npz
+    from morphnas.nn.onnx_export import check_onnx_matches, onnx_metadata, run_onnx
+
+    if dataset in BUILTIN_DATASET_SHAPES:
+        data = builtin_dataset(dataset)
+    else:
+        with open(dataset, "rb") as handle:
+            data = load_npz(handle.read(), max_bytes=2**40)
+    test = dataset_split(data, seed=seed).test
+    if len(test) == 0:
+        return "the dataset has no test split to check the ONNX file on"
+    x, y = data.x[test], data.y[test]
+    accuracy = float((run_onnx(blob, x).argmax(1) == y).mean())
+    norm = Normalisation.from_dict(json.loads(onnx_metadata(blob)["normalisation"]))
+    agreement, diff = check_onnx_matches(blob, best.graph, best.trained_weights(), norm, x)
+    return (
+        f"onnxruntime on the {len(test)} test examples: accuracy {accuracy:.4f}; "
+        f"argmax agreement with torch {100 * agreement:.1f}%, max |logit difference| {diff:.1e}"
+    ) + ("" if np.isfinite(diff) else " (not finite!)")
 
 
 @contextmanager

@@ -266,11 +266,17 @@ class Worker:
             log.info("run %s: %s", run.id, err)
             return False
         log.info("worker %s trains trial %d of search %s", self.name, trial.number, search.id)
-        self._train(run, search, trial)
+        # Renew the lease from now on: loading data can take longer than a short lease.
+        beat = _Heartbeat(self.service, trial)
+        beat.start()
+        try:
+            self._train(run, search, trial, beat.lost)
+        finally:
+            beat.stop()
         self._finish_if_done(run, search)
         return True
 
-    def _train(self, run: TrainingRun, search: Search, trial: Trial) -> None:
+    def _train(self, run: TrainingRun, search: Search, trial: Trial, lost: threading.Event) -> None:
         from morphnas.nn.train import TrainConfig, TrainingOutOfMemory, train_trial
 
         graph = Graph.from_json(trial.architecture)
@@ -299,9 +305,7 @@ class Worker:
             seed=search.config.seed * 100_003 + trial.number,
             device=self.device or budget.device,
         )
-        cancelled = threading.Event()
-        beat = _Heartbeat(self.service, trial, cancelled, self.stopping)
-        beat.start()
+        search_stopped = threading.Event()
         try:
             result = train_trial(
                 graph,
@@ -310,8 +314,8 @@ class Worker:
                 prepared.split,
                 prepared.norm,
                 config,
-                on_epoch=lambda epoch: self._on_epoch(search, trial, epoch),
-                should_stop=lambda: cancelled.is_set() or self.stopping.is_set(),
+                on_epoch=lambda epoch: self._on_epoch(search, trial, epoch, search_stopped),
+                should_stop=lambda: lost.is_set() or self.stopping.is_set() or search_stopped.is_set(),
             )
         except TrainingOutOfMemory as err:
             self._report(search, trial, state=TrialState.FAILED, score=None, reason=f"out of memory: {err}")
@@ -320,10 +324,13 @@ class Worker:
             log.exception("trial %d failed", trial.number)
             self._report(search, trial, state=TrialState.FAILED, score=None, reason=f"{type(err).__name__}: {err}")
             return
-        finally:
-            beat.stop()
-        if self.stopping.is_set() and result.stopped_reason == "cancelled":
-            self.repo.release_trial(trial.id)  # hand it to another worker now, not at lease end
+        if lost.is_set():
+            # The lease ran out (this worker stalled): the trial was or will be handed out again,
+            # so this result would only compete with the retry.
+            log.warning("trial %d: lease lost while training; not reporting", trial.number)
+            return
+        if result.stopped_reason == "cancelled" and not search_stopped.is_set():
+            self.repo.release_trial(trial.id)  # this worker is shutting down: retry elsewhere now
             return
         if result.stopped_reason == "cancelled":
             self._report(search, trial, state=TrialState.FAILED, score=None, reason="cancelled: the search was stopped")
@@ -347,10 +354,12 @@ class Worker:
             },
         )
 
-    def _on_epoch(self, search: Search, trial: Trial, epoch: object) -> bool:
+    def _on_epoch(self, search: Search, trial: Trial, epoch: object, search_stopped: threading.Event) -> bool:
         values = asdict(epoch)  # type: ignore[call-overload]
         _, stop = self.service.progress(trial.id, values["epoch"], values["val_accuracy"], "val_accuracy")
         self.repo.add_event(search.id, "epoch_finished", {"trial_id": trial.id, "number": trial.number, **values})
+        if stop:
+            search_stopped.set()
         return bool(stop) or self.stopping.is_set()
 
     def _report(
@@ -422,14 +431,12 @@ class Worker:
 
 
 class _Heartbeat:
-    """Renews a trial's lease while it trains; sets ``cancelled`` if the trial stops being ours."""
+    """Renews a trial's lease while it trains; sets ``lost`` if the trial stops being ours."""
 
-    def __init__(
-        self, service: SearchService, trial: Trial, cancelled: threading.Event, stopping: threading.Event
-    ) -> None:
+    def __init__(self, service: SearchService, trial: Trial) -> None:
         self.service = service
         self.trial = trial
-        self.cancelled = cancelled
+        self.lost = threading.Event()
         self.done = threading.Event()
         self.every = max(0.2, trial_lease(service, trial) / 3)
         self.thread = threading.Thread(target=self._beat, name=f"heartbeat-{trial.number}", daemon=True)
@@ -446,7 +453,7 @@ class _Heartbeat:
             try:
                 self.service.heartbeat(self.trial.id)
             except FailedPreconditionError:
-                self.cancelled.set()  # finished elsewhere or expired: stop wasting the device
+                self.lost.set()  # expired or finished elsewhere: stop wasting the device
                 return
             except Exception:  # noqa: BLE001 - keep trying; the lease has slack
                 log.warning("heartbeat of trial %d failed", self.trial.number, exc_info=True)
