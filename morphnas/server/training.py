@@ -184,7 +184,7 @@ class TrainingService:
         norm = (
             self.prepared(run.dataset, search).norm
             if run is not None
-            else Normalisation.identity(graph.input_shape[0] if len(graph.input_shape) > 1 else 1)
+            else Normalisation.identity(graph.input_shape[0])  # ask/tell: the user's own preprocessing
         )
         metadata = {
             "search": search.id,

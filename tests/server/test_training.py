@@ -239,3 +239,26 @@ def test_two_workers_on_postgres_never_train_the_same_trial(tmp_path) -> None:
             w.wait(60)
         server.stop(0)
         next(databases, None)
+
+
+def test_an_ask_tell_search_exports_with_identity_normalisation(client: Client) -> None:
+    search = client.create_search(name="remote", input_shape=(12,), num_classes=3, policy="random")
+    [trial] = search.suggest(worker_id="w")
+    weights = trial.initial_weights()
+    trial.report(score=0.9, weights=weights)
+    blob = search.export_onnx(softmax=True)
+    meta = onnx_metadata(blob)
+    assert meta["trial"] == trial.id and "test_accuracy" not in meta
+    norm = Normalisation.from_dict(__import__("json").loads(meta["normalisation"]))
+    assert set(norm.mean) == {0.0} and set(norm.std) == {1.0}
+    x = np.random.default_rng(1).normal(size=(5, 12)).astype(np.float32)
+    probabilities = run_onnx(blob, x)
+    assert probabilities.shape == (5, 3) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
+
+
+def test_export_needs_trained_weights(client: Client) -> None:
+    search = client.create_search(name="remote", input_shape=(12,), num_classes=3, policy="random")
+    [trial] = search.suggest(worker_id="w")
+    trial.report(score=0.9)
+    with pytest.raises(FailedPreconditionError, match="trained weights"):
+        search.export_onnx()
