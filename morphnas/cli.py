@@ -37,9 +37,9 @@ def _cell(value: object) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    _serve_logging(args)  # before the imports below, which log as they load
     from morphnas.server.app import ServerOptions, serve
 
-    _serve_logging(args)
     serve(ServerOptions(**_serve_options(args),
                         db_url=args.db, host=args.host, port=args.port, workers=args.workers,
                         worker_device=args.device))
