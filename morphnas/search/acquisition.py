@@ -3,14 +3,20 @@
 Acquisition: upper confidence bound ``α(x) = μ(x) + β·σ(x)`` (z-scored scores, higher is better).
 
 Tree search: a max-priority queue on α, seeded with the observed architectures. Each iteration
-pops the best node, expands it into one-step morphs (all of them, or a fixed random subset of
-``max_children`` when the neighbourhood is larger; the subset depends only on the seed and the
-node's content hash, so it is the same on every ask and its children stay cached), evaluates α on
-the new children in one batch, and pushes each child with the simulated-annealing rule
-``push if α' ≥ α* or U(0,1) < exp((α' − α*)/T)`` where α* is the best α found so far. ``T`` starts
-at T₀ = 1 and is multiplied by 0.9 per expansion; the search stops when ``T < 1e-4`` (at most 88
-expansions), when the queue is empty or at the wall-clock deadline. The answer is the best child
-seen, with its observed ancestor and the morph path from it.
+pops the best node, expands it into one-step morphs (all of them, or a fixed subset of
+:data:`MAX_CHILDREN` stratified by morph kind when the neighbourhood is larger; the subset depends
+only on the seed and the node's structure, so it is the same on every ask and its children stay
+cached), evaluates α on the new children in one batch, and pushes each child with the
+simulated-annealing rule ``push if α' ≥ α* or U(0,1) < exp((α' − α*)/T)`` where α* is the best α
+found so far. ``T`` starts at T₀ = 1 and is multiplied by 0.9 per expansion; the search stops when
+``T < 1e-4`` (at most 88 expansions), when the queue is empty or at the wall-clock deadline (an
+expansion is not started when the longest one so far would overrun it). The answer is the best
+child seen, with its observed ancestor and the morph path from it.
+
+Nodes :data:`MAX_PATH` morphs away from their observed ancestor are leaves. Without this limit the
+queue's best-first order dives: every child carries a little more σ than its parent, so with UCB
+the search follows one chain for dozens of morphs, and proposals land far from any trained
+network (where the GP is least reliable and weight inheritance helps least).
 
 Children over the size caps, and architectures already observed, pending or proposed
 (``excluded`` holds their structural keys), are never pushed (nor returned). Materialised
@@ -40,6 +46,8 @@ T0 = 1.0
 COOLING = 0.9
 T_MIN = 1e-4
 MAX_CHILDREN = 8
+#: Longest morph path from an observed (trained) ancestor to a proposal.
+MAX_PATH = 3
 
 
 def ucb(mean: np.ndarray, std: np.ndarray, beta: float) -> np.ndarray:
@@ -112,15 +120,30 @@ def clear() -> None:
 
 
 def child_morphs(graph: Graph, key: str, seed: int, limit: int = MAX_CHILDREN) -> tuple[Morph, ...]:
-    """The morphs to try from ``graph``: all, or a fixed random subset of ``limit``."""
+    """The morphs to try from ``graph``: all, or a fixed random subset of ``limit``.
+
+    The subset is stratified by morph kind (round-robin over kinds, random within a kind), as
+    skip connections otherwise make up most of a neighbourhood. Its randomness is seeded by
+    (seed, structure of the graph), so a node gets the same children on every ask.
+    """
 
     def build() -> tuple[Morph, ...]:
         ops = neighbourhood(graph)
         if len(ops) <= limit:
             return tuple(ops)
         rng = np.random.default_rng([seed, int(structural_key(graph)[:15], 16)])
-        picked = np.sort(rng.choice(len(ops), size=limit, replace=False))
-        return tuple(ops[int(i)] for i in picked)
+        by_kind: dict[str, list[Morph]] = {}
+        for op in ops:
+            by_kind.setdefault(op.kind, []).append(op)
+        queues = [
+            [group[int(i)] for i in rng.permutation(len(group))] for group in by_kind.values()
+        ]
+        picked: list[Morph] = []
+        while len(picked) < limit:
+            for queue in queues:
+                if queue and len(picked) < limit:
+                    picked.append(queue.pop(0))
+        return tuple(picked)
 
     return _NEIGHBOURS.get_or((key, seed, limit), build)  # type: ignore[no-any-return]
 
@@ -174,6 +197,8 @@ def tree_search(
     while queue and temperature >= T_MIN and time.perf_counter() + longest < deadline:
         began = time.perf_counter()
         _, _, node = heapq.heappop(queue)
+        if len(node.operations) >= MAX_PATH:
+            continue  # a leaf: proposals stay within MAX_PATH morphs of a trained ancestor
         fresh: list[tuple[Morph, Child]] = []
         for op in child_morphs(node.graph, node.key, seed, limit):
             if fresh and time.perf_counter() >= deadline:

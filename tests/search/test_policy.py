@@ -138,3 +138,9 @@ def test_tree_search_anneals_at_most_88_expansions_and_honours_deadline(
     quick = tree_search(roots_of(graphs[5:10]), acquisition_of, set(), limits, rng, start + 0.05, 0)
     assert time.perf_counter() - start < 2.0
     assert quick is None or quick.expansions < 88
+
+
+def test_bayesian_paths_stay_short(graphs: list[Graph]) -> None:
+    snapshot = synthetic.snapshot(synthetic.config(seed=5), graphs[:12])
+    for proposal in propose(snapshot, 2, time_budget_s=BUDGET):
+        assert 1 <= len(proposal.operations) <= acquisition.MAX_PATH
