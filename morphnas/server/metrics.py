@@ -164,9 +164,10 @@ def _wrap(
             return
         code = context.code()  # set by abort / set_code; None when the handler just returned
         if code is None:
-            code = grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
-            if not context.is_active() and not failed:
+            if not context.is_active():  # the client cancelled, or its deadline passed
                 code = grpc.StatusCode.CANCELLED
+            else:
+                code = grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
         metrics.observe(method, code, time.perf_counter() - started)
 
     def unary_response(request: Any, context: grpc.ServicerContext) -> Any:

@@ -46,8 +46,12 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m morphnas.cli serve`` on a fixed port, so restarts keep the address."""
 
-    def __init__(self, db_url: str, port: int | None = None, *extra: str, log: Path | None = None):
+    def __init__(
+        self, db_url: str, port: int | None = None, *extra: str,
+        log: Path | None = None, verbose: bool = False,
+    ) -> None:
         self.db_url = db_url
+        self.verbose = verbose
         self.port = port or free_port()
         self.extra = extra
         self.log = log
@@ -58,7 +62,8 @@ class ServerProcess:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
-        command = [sys.executable, "-m", "morphnas.cli", "serve", "--db", self.db_url,
+        command = [sys.executable, "-m", "morphnas.cli", *(["-v"] if self.verbose else []),
+                   "serve", "--db", self.db_url,
                    "--port", str(self.port), *self.extra]
         stderr = open(self.log, "a") if self.log else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
