@@ -59,9 +59,9 @@ def bench_morphnas(url: str, trials: int, measure: int) -> dict[str, list[float]
                 [t] = got  # type: ignore[misc]
                 ms, _ = timed(lambda: t.report(score=0.5 + i / (10 * measure)))
                 times["report"].append(ms)
-            weights = search.trials()[0].initial_weights()
             for i in range(measure):
                 [t] = search.suggest(worker_id="w")
+                weights = t.initial_weights()  # what the worker trains and sends back
                 ms, _ = timed(lambda: t.report(score=0.5, weights=weights))
                 times["report+weights"].append(ms)
             return times
