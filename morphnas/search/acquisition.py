@@ -10,8 +10,9 @@ cached), evaluates α on the new children in one batch, and pushes each child wi
 simulated-annealing rule ``push if α' ≥ α* or U(0,1) < exp((α' − α*)/T)`` where α* is the best α
 found so far. ``T`` starts at T₀ = 1 and is multiplied by 0.9 per expansion; the search stops when
 ``T < 1e-4`` (at most 88 expansions), when the queue is empty or at the wall-clock deadline (an
-expansion is not started when the longest one so far would overrun it). The answer is the best
-child seen, with its observed ancestor and the morph path from it.
+expansion is not started when the longest one so far would overrun it; the search goes on past
+the deadline until it has a candidate, so even a spent budget gives a GP-guided answer). The
+answer is the best child seen, with its observed ancestor and the morph path from it.
 
 Nodes :data:`MAX_PATH` morphs away from their observed ancestor are leaves. Without this limit the
 queue's best-first order dives: every child carries a little more σ than its parent, so with UCB
@@ -194,14 +195,18 @@ def tree_search(
     temperature = T0
     expansions = 0
     longest = 0.0  # longest expansion so far: do not start one that may not finish in time
-    while queue and temperature >= T_MIN and time.perf_counter() + longest < deadline:
+    while (
+        queue
+        and temperature >= T_MIN
+        and (best is None or time.perf_counter() + longest < deadline)
+    ):
         began = time.perf_counter()
         _, _, node = heapq.heappop(queue)
         if len(node.operations) >= MAX_PATH:
             continue  # a leaf: proposals stay within MAX_PATH morphs of a trained ancestor
         fresh: list[tuple[Morph, Child]] = []
         for op in child_morphs(node.graph, node.key, seed, limit):
-            if fresh and time.perf_counter() >= deadline:
+            if fresh and best is not None and time.perf_counter() >= deadline:
                 break  # evaluate what we have; the loop ends below
             child = materialise(node.graph, node.key, op, constraints.batch_size)
             if child is None or child.descriptor.key in seen:
