@@ -144,3 +144,17 @@ def test_bayesian_paths_stay_short(graphs: list[Graph]) -> None:
     snapshot = synthetic.snapshot(synthetic.config(seed=5), graphs[:12])
     for proposal in propose(snapshot, 2, time_budget_s=BUDGET):
         assert 1 <= len(proposal.operations) <= acquisition.MAX_PATH
+
+
+def test_bayesian_with_a_single_completed_trial(graphs: list[Graph]) -> None:
+    snapshot = synthetic.snapshot(synthetic.config(), graphs[:2], pending=1)
+    proposals = propose(snapshot, 2, time_budget_s=BUDGET)
+    assert len(proposals) == 2
+    check_valid(snapshot, proposals)
+
+
+def test_spent_budget_still_gives_a_guided_proposal(graphs: list[Graph]) -> None:
+    snapshot = synthetic.snapshot(synthetic.config(), graphs)
+    [proposal] = propose(snapshot, 1, time_budget_s=0.0)
+    check_valid(snapshot, [proposal])
+    assert 1 <= len(proposal.operations) <= acquisition.MAX_PATH
