@@ -46,8 +46,13 @@ def bench_morphnas(url: str, trials: int, measure: int) -> dict[str, list[float]
     try:
         with Client(server.address) as client:
             search = client.create_search(
-                name="bench", input_shape=(32,), num_classes=10, policy="random",
-                seed_width=32, seed_depth=2, max_trials=trials + 2 * measure + 10,
+                name="bench",
+                input_shape=(32,),
+                num_classes=10,
+                policy="random",
+                seed_width=32,
+                seed_depth=2,
+                max_trials=trials + 2 * measure + 10,
             )
             for i in range(trials):
                 [t] = search.suggest(worker_id="w")
@@ -57,12 +62,13 @@ def bench_morphnas(url: str, trials: int, measure: int) -> dict[str, list[float]
                 ms, got = timed(lambda: search.suggest(worker_id="w"))
                 times["suggest"].append(ms)
                 [t] = got  # type: ignore[misc]
-                ms, _ = timed(lambda: t.report(score=0.5 + i / (10 * measure)))
+                score = 0.5 + i / (10 * measure)
+                ms, _ = timed(lambda t=t, score=score: t.report(score=score))
                 times["report"].append(ms)
-            for i in range(measure):
+            for _ in range(measure):
                 [t] = search.suggest(worker_id="w")
                 weights = t.initial_weights()  # what the worker trains and sends back
-                ms, _ = timed(lambda: t.report(score=0.5, weights=weights))
+                ms, _ = timed(lambda t=t, weights=weights: t.report(score=0.5, weights=weights))
                 times["report+weights"].append(ms)
             return times
     finally:
@@ -88,7 +94,7 @@ def bench_optuna(path: Path, trials: int, measure: int) -> dict[str, list[float]
     for _ in range(measure):
         ms, trial = timed(ask)
         times["suggest"].append(ms)
-        ms, _ = timed(lambda: study.tell(trial, 0.5))  # type: ignore[arg-type]
+        ms, _ = timed(lambda trial=trial: study.tell(trial, 0.5))  # type: ignore[misc]
         times["report"].append(ms)
     return times
 
@@ -113,16 +119,22 @@ def fresh_postgres(admin_url: str) -> tuple[str, Callable[[], None]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--measure", type=int, default=200)
-    parser.add_argument("--postgres", default=os.environ.get("MORPHNAS_TEST_POSTGRES_URL", DEFAULT_POSTGRES))
+    parser.add_argument(
+        "--postgres", default=os.environ.get("MORPHNAS_TEST_POSTGRES_URL", DEFAULT_POSTGRES)
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "service.txt"))
     args = parser.parse_args()
 
     results: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        results["morphnas sqlite"] = bench_morphnas(f"sqlite:///{tmp}/m.db", args.trials, args.measure)
+        results["morphnas sqlite"] = bench_morphnas(
+            f"sqlite:///{tmp}/m.db", args.trials, args.measure
+        )
         try:
             url, drop = fresh_postgres(args.postgres)
         except Exception as err:  # noqa: BLE001
@@ -140,20 +152,35 @@ def main() -> None:
         f"{'ask+tell p50':>13} {'report+weights p50':>19}",
     ]
     for name, t in results.items():
-        pair = [a + b for a, b in zip(t["suggest"], t["report"])]
-        rw = f"{statistics.median(t['report+weights']):19.2f}" if "report+weights" in t else f"{'-':>19}"
+        pair = [a + b for a, b in zip(t["suggest"], t["report"], strict=True)]
+        rw = (
+            f"{statistics.median(t['report+weights']):19.2f}"
+            if "report+weights" in t
+            else f"{'-':>19}"
+        )
         lines.append(
             f"{name:20} {statistics.median(t['suggest']):12.2f} {percentile(t['suggest'], 0.95):12.2f} "
             f"{statistics.median(t['report']):11.2f} {percentile(t['report'], 0.95):11.2f} "
             f"{statistics.median(pair):13.2f} {rw}"
         )
     optuna_pair = statistics.median(
-        [a + b for a, b in zip(results["optuna rdb sqlite"]["suggest"], results["optuna rdb sqlite"]["report"])]
+        [
+            a + b
+            for a, b in zip(
+                results["optuna rdb sqlite"]["suggest"],
+                results["optuna rdb sqlite"]["report"],
+                strict=False,
+            )
+        ]
     )
     for name, t in results.items():
         if name.startswith("morphnas"):
-            ours = statistics.median([a + b for a, b in zip(t["suggest"], t["report"])])
-            lines.append(f"ask+tell speed-up of {name} over optuna rdb sqlite: {optuna_pair / ours:.1f}x")
+            ours = statistics.median(
+                [a + b for a, b in zip(t["suggest"], t["report"], strict=True)]
+            )
+            lines.append(
+                f"ask+tell speed-up of {name} over optuna rdb sqlite: {optuna_pair / ours:.1f}x"
+            )
     text = "\n".join(lines)
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

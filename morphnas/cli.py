@@ -1,11 +1,11 @@
 """The ``morphnas`` command.
 
-    morphnas run --dataset digits|mnist1d|PATH.npz --trials N [--export best.onnx] [--server ADDR]
-    morphnas serve [--db URL] [--host H] [--port P] [--workers N]
-    morphnas worker --db URL [--device cuda:0]
-    morphnas searches [--server ADDR]
-    morphnas trials SEARCH_ID [--server ADDR] [--state STATE]
-    morphnas export SEARCH_ID -o model.onnx [--server ADDR]
+morphnas run --dataset digits|mnist1d|PATH.npz --trials N [--export best.onnx] [--server ADDR]
+morphnas serve [--db URL] [--host H] [--port P] [--workers N]
+morphnas worker --db URL [--device cuda:0]
+morphnas searches [--server ADDR]
+morphnas trials SEARCH_ID [--server ADDR] [--state STATE]
+morphnas export SEARCH_ID -o model.onnx [--server ADDR]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A plain aligned text table."""
     cells = [[str(h) for h in headers]] + [[_cell(v) for v in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -40,9 +40,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _serve_logging(args)  # before the imports below, which log as they load
     from morphnas.server.app import ServerOptions, serve
 
-    serve(ServerOptions(**_serve_options(args),
-                        db_url=args.db, host=args.host, port=args.port, workers=args.workers,
-                        worker_device=args.device))
+    serve(
+        ServerOptions(
+            **_serve_options(args),
+            db_url=args.db,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            worker_device=args.device,
+        )
+    )
     return 0
 
 
@@ -153,23 +160,37 @@ def _serve_options(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _add_serve_security_flags(serve: argparse.ArgumentParser) -> None:
-    serve.add_argument("--tokens-file", help="require a bearer token listed in this file (one a "
-                       "line); MORPHNAS_TOKENS may add more, comma-separated")
+    serve.add_argument(
+        "--tokens-file",
+        help="require a bearer token listed in this file (one a "
+        "line); MORPHNAS_TOKENS may add more, comma-separated",
+    )
     serve.add_argument("--tls-cert", help="PEM certificate: serve TLS (needs --tls-key)")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.add_argument("--tls-client-ca", help="PEM CA: require client certificates it signed")
     serve.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     serve.add_argument("--log-json", action="store_true", help="log one JSON object per line")
-    serve.add_argument("--max-searches", type=int, default=100_000,
-                       help="refuse new searches beyond this many (default %(default)s)")
-    serve.add_argument("--max-message-mb", type=int, default=64,
-                       help="largest gRPC message in MiB (default %(default)s)")
+    serve.add_argument(
+        "--max-searches",
+        type=int,
+        default=100_000,
+        help="refuse new searches beyond this many (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-message-mb",
+        type=int,
+        default=64,
+        help="largest gRPC message in MiB (default %(default)s)",
+    )
 
 
 def _add_client_flags(command: argparse.ArgumentParser) -> None:
     """Credentials of the commands that talk to a server (``--server``)."""
-    command.add_argument("--token", default=os.environ.get("MORPHNAS_TOKEN"),
-                         help="bearer token (default $MORPHNAS_TOKEN; prefer it or --token-file)")
+    command.add_argument(
+        "--token",
+        default=os.environ.get("MORPHNAS_TOKEN"),
+        help="bearer token (default $MORPHNAS_TOKEN; prefer it or --token-file)",
+    )
     command.add_argument("--token-file", help="read the bearer token from this file")
     command.add_argument("--tls", action="store_true", help="use TLS with the system's CAs")
     command.add_argument("--tls-ca", help="PEM CA to trust for the server (implies TLS)")
@@ -205,27 +226,43 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gRPC server")
-    serve.add_argument("--db", default=os.environ.get("MORPHNAS_DB", "sqlite:///morphnas.db"),
-                       help="SQLAlchemy URL: sqlite:///FILE (default morphnas.db) or "
-                            "postgresql+psycopg://USER@HOST/DB")
+    serve.add_argument(
+        "--db",
+        default=os.environ.get("MORPHNAS_DB", "sqlite:///morphnas.db"),
+        help="SQLAlchemy URL: sqlite:///FILE (default morphnas.db) or "
+        "postgresql+psycopg://USER@HOST/DB",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=50051, help="port; 0 picks a free one (default 50051)")
-    serve.add_argument("--workers", type=int, default=0,
-                       help="training worker processes to start beside the server (default 0)")
+    serve.add_argument(
+        "--port", type=int, default=50051, help="port; 0 picks a free one (default 50051)"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="training worker processes to start beside the server (default 0)",
+    )
     serve.add_argument("--device", help="device of those workers: cpu, cuda or cuda:N")
     _add_serve_security_flags(serve)
     serve.set_defaults(func=cmd_serve)
 
     worker = sub.add_parser("worker", help="train jobs of server-side searches from a database")
-    worker.add_argument("--db", default=os.environ.get("MORPHNAS_DB", "sqlite:///morphnas.db"),
-                        help="the server's database URL")
-    worker.add_argument("--device", help="cpu, cuda or cuda:N (default: each run's budget, CUDA when present)")
+    worker.add_argument(
+        "--db",
+        default=os.environ.get("MORPHNAS_DB", "sqlite:///morphnas.db"),
+        help="the server's database URL",
+    )
+    worker.add_argument(
+        "--device", help="cpu, cuda or cuda:N (default: each run's budget, CUDA when present)"
+    )
     worker.add_argument("--name", help="worker id (default: host-pid-random)")
     worker.set_defaults(func=cmd_worker)
 
     from morphnas.runner import add_arguments
 
-    run = sub.add_parser("run", help="search on a dataset with server-side training, watch it, export the best")
+    run = sub.add_parser(
+        "run", help="search on a dataset with server-side training, watch it, export the best"
+    )
     add_arguments(run)
     run.set_defaults(func=cmd_run)
 
@@ -234,16 +271,22 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", required=True, help="ONNX file to write")
     export.add_argument("--trial", help="export this trial instead of the best")
     export.add_argument("--softmax", action="store_true", help="output probabilities, not logits")
-    export.add_argument("--server", default=DEFAULT_SERVER, help="server address (default %(default)s)")
+    export.add_argument(
+        "--server", default=DEFAULT_SERVER, help="server address (default %(default)s)"
+    )
     export.set_defaults(func=cmd_export)
 
     searches = sub.add_parser("searches", help="list the searches on a server")
-    searches.add_argument("--server", default=DEFAULT_SERVER, help="server address (default %(default)s)")
+    searches.add_argument(
+        "--server", default=DEFAULT_SERVER, help="server address (default %(default)s)"
+    )
     searches.set_defaults(func=cmd_searches)
 
     trials = sub.add_parser("trials", help="list the trials of a search")
     trials.add_argument("search", help="search id")
-    trials.add_argument("--server", default=DEFAULT_SERVER, help="server address (default %(default)s)")
+    trials.add_argument(
+        "--server", default=DEFAULT_SERVER, help="server address (default %(default)s)"
+    )
     trials.add_argument("--state", choices=["ACTIVE", "COMPLETED", "FAILED", "INFEASIBLE", "STALE"])
     trials.set_defaults(func=cmd_trials)
     for command in sub.choices.values():  # every command that talks to a server

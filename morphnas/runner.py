@@ -43,7 +43,9 @@ def _dataset_for(client: Client, dataset: str) -> tuple[str, tuple[int, ...], in
         shape, classes = BUILTIN_DATASET_SHAPES[dataset]
         return dataset, shape, classes
     if not os.path.exists(dataset):
-        raise SystemExit(f"morphnas: no such dataset {dataset!r}: use digits, mnist1d or a PATH.npz")
+        raise SystemExit(
+            f"morphnas: no such dataset {dataset!r}: use digits, mnist1d or a PATH.npz"
+        )
     print(f"uploading {dataset} ...", file=sys.stderr)
     info = client.upload_dataset(dataset)
     return info.id, tuple(info.input_shape), info.num_classes
@@ -68,8 +70,12 @@ def _follow(search: SearchHandle, trials: int, epochs: int, quiet: bool) -> dict
             p = event.payload
             if event.kind == "trial_started":
                 per_trial[p["trial_id"]] = tqdm(
-                    total=epochs, desc=f"trial {p['number']:>3} ({p['num_params']:,} params)",
-                    unit="epoch", position=position, leave=False, disable=quiet,
+                    total=epochs,
+                    desc=f"trial {p['number']:>3} ({p['num_params']:,} params)",
+                    unit="epoch",
+                    position=position,
+                    leave=False,
+                    disable=quiet,
                 )
                 position = position % 4 + 1
             elif event.kind == "epoch_finished" and p["trial_id"] in per_trial:
@@ -136,9 +142,15 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             policy=args.policy,
         )
-        print(f"search {search.id}: {args.trials} trial(s) on {args.dataset} {shape}, {classes} classes")
+        print(
+            f"search {search.id}: {args.trials} trial(s) on {args.dataset} {shape}, {classes} classes"
+        )
         search.train(
-            reference, args.trials, epochs=args.epochs, max_seconds=args.max_seconds, device=args.device or "auto"
+            reference,
+            args.trials,
+            epochs=args.epochs,
+            max_seconds=args.max_seconds,
+            device=args.device or "auto",
         )
         finished = _follow(search, args.trials, args.epochs, args.quiet)
         print()
@@ -192,16 +204,26 @@ def _nullcontext(value: str) -> Iterator[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, help="digits, mnist1d, or PATH.npz (arrays x and y)")
-    parser.add_argument("--trials", type=int, default=10, help="trials to train (default %(default)s)")
-    parser.add_argument("--epochs", type=int, default=20, help="epochs per trial at most (default %(default)s)")
-    parser.add_argument("--max-seconds", type=float, default=60.0, help="wall-clock limit per trial")
+    parser.add_argument(
+        "--dataset", required=True, help="digits, mnist1d, or PATH.npz (arrays x and y)"
+    )
+    parser.add_argument(
+        "--trials", type=int, default=10, help="trials to train (default %(default)s)"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=20, help="epochs per trial at most (default %(default)s)"
+    )
+    parser.add_argument(
+        "--max-seconds", type=float, default=60.0, help="wall-clock limit per trial"
+    )
     parser.add_argument("--policy", choices=["bayesian", "random"], default="bayesian")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", help="search name (default: dataset and time)")
     parser.add_argument("--export", metavar="PATH", help="write the best model as ONNX here")
     parser.add_argument("--server", help="use this server instead of an embedded one")
     parser.add_argument("--db", default="morphnas.db", help="SQLite file of the embedded server")
-    parser.add_argument("--workers", type=int, default=1, help="embedded training workers (default 1)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="embedded training workers (default 1)"
+    )
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when present)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

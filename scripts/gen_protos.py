@@ -1,7 +1,7 @@
 """Regenerate morphnas/v1 from protos/ (the one command; CI checks the output does not drift).
 
-    python scripts/gen_protos.py            # write morphnas/v1/*_pb2*.py
-    python scripts/gen_protos.py --check    # exit 1 if the committed files differ
+python scripts/gen_protos.py            # write morphnas/v1/*_pb2*.py
+python scripts/gen_protos.py --check    # exit 1 if the committed files differ
 """
 
 from __future__ import annotations
@@ -23,8 +23,15 @@ PACKAGE = Path("morphnas") / "v1"
 def generate(out: Path) -> list[Path]:
     sources = sorted(str(p.relative_to(PROTOS)) for p in (PROTOS / PACKAGE).glob("*.proto"))
     include = str(Path(protoc.__file__).parent / "_proto")
-    args = ["protoc", f"-I{PROTOS}", f"-I{include}", f"--python_out={out}",
-            f"--grpc_python_out={out}", f"--pyi_out={out}", *sources]
+    args = [
+        "protoc",
+        f"-I{PROTOS}",
+        f"-I{include}",
+        f"--python_out={out}",
+        f"--grpc_python_out={out}",
+        f"--pyi_out={out}",
+        *sources,
+    ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     return sorted((out / PACKAGE).glob("*_pb2*.py*"))
@@ -38,8 +45,12 @@ def main() -> int:
         generated = generate(Path(tmp))
         target = ROOT / PACKAGE
         if args.check:
-            stale = [p.name for p in generated
-                     if not (target / p.name).exists() or not filecmp.cmp(p, target / p.name, shallow=False)]
+            stale = [
+                p.name
+                for p in generated
+                if not (target / p.name).exists()
+                or not filecmp.cmp(p, target / p.name, shallow=False)
+            ]
             if stale:
                 print(f"generated code is out of date: {stale}; run python scripts/gen_protos.py")
                 return 1
@@ -48,7 +59,9 @@ def main() -> int:
         target.mkdir(parents=True, exist_ok=True)
         for path in generated:
             shutil.copy(path, target / path.name)
-        (target / "__init__.py").write_text('"""Generated from protos/morphnas/v1 by scripts/gen_protos.py. Do not edit."""\n')
+        (target / "__init__.py").write_text(
+            '"""Generated from protos/morphnas/v1 by scripts/gen_protos.py. Do not edit."""\n'
+        )
         print(f"wrote {[p.name for p in generated]}")
     return 0
 

@@ -41,7 +41,9 @@ def fresh_postgres_database() -> Iterator[str]:
         engine.dispose()
         if "MORPHNAS_TEST_POSTGRES_URL" in os.environ:
             pytest.fail(f"PostgreSQL at {admin_url} is unreachable: {err}")
-        pytest.skip(f"PostgreSQL unreachable ({err.__class__.__name__}); set MORPHNAS_TEST_POSTGRES_URL")
+        pytest.skip(
+            f"PostgreSQL unreachable ({err.__class__.__name__}); set MORPHNAS_TEST_POSTGRES_URL"
+        )
     url = sa.engine.make_url(admin_url).set(database=name)
     try:
         yield url.render_as_string(hide_password=False)

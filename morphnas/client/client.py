@@ -96,7 +96,9 @@ class Client:
     def call(self, method: str, request: Any, **kwargs: Any) -> Any:
         """Invoke a unary RPC, turning gRPC errors into morphnas exceptions."""
         try:
-            return getattr(self.stub, method)(request, timeout=kwargs.pop("timeout", self.timeout), **kwargs)
+            return getattr(self.stub, method)(
+                request, timeout=kwargs.pop("timeout", self.timeout), **kwargs
+            )
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
 
@@ -176,7 +178,6 @@ class Client:
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
 
-
     # ------------------------------------------------------------------ datasets
     def upload_dataset(self, path_or_bytes: str | bytes, name: str | None = None) -> pb.Dataset:
         """Upload an .npz file (arrays x and y, optionally x_test and y_test) in chunks."""
@@ -203,8 +204,14 @@ class Client:
     def delete_dataset(self, dataset_id: str) -> None:
         self.call("DeleteDataset", pb.DeleteDatasetRequest(dataset_id=dataset_id))
 
-    def export_onnx(self, path: str | None = None, *, search_id: str = "", trial_id: str = "",
-                    softmax: bool = False) -> bytes:
+    def export_onnx(
+        self,
+        path: str | None = None,
+        *,
+        search_id: str = "",
+        trial_id: str = "",
+        softmax: bool = False,
+    ) -> bytes:
         """The ONNX file of a trial (default: the search's best); written to ``path`` if given."""
         request = pb.ExportModelRequest(search_id=search_id, trial_id=trial_id, softmax=softmax)
         try:
@@ -261,7 +268,8 @@ class SearchHandle:
 
     def suggest(self, count: int = 1, worker_id: str = "") -> list[TrialHandle]:
         response = self.client.call(
-            "SuggestTrials", pb.SuggestTrialsRequest(search_id=self.id, count=count, worker_id=worker_id)
+            "SuggestTrials",
+            pb.SuggestTrialsRequest(search_id=self.id, count=count, worker_id=worker_id),
         )
         return [TrialHandle(self.client, t) for t in response.trials]
 
@@ -308,10 +316,17 @@ class SearchHandle:
         """Have the server's workers train ``trials`` suggestions on ``dataset`` ("digits",
         "mnist1d" or an uploaded dataset's id). Returns at once; follow with ``watch``."""
         budget = pb.TrainingBudget(
-            epochs=epochs, max_seconds=max_seconds, batch_size=batch_size, optimizer=optimizer,
-            learning_rate=learning_rate, patience=patience, device=device,
+            epochs=epochs,
+            max_seconds=max_seconds,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            learning_rate=learning_rate,
+            patience=patience,
+            device=device,
         )
-        request = pb.StartTrainingRequest(search_id=self.id, dataset=dataset, trials=trials, budget=budget)
+        request = pb.StartTrainingRequest(
+            search_id=self.id, dataset=dataset, trials=trials, budget=budget
+        )
         return self.client.call("StartTraining", request)
 
     def training_run(self) -> pb.TrainingRun:
@@ -323,7 +338,9 @@ class SearchHandle:
         request = pb.WatchSearchRequest(search_id=self.id, after_event_id=after_event_id)
         try:
             for message in self.client.stub.WatchSearch(request, timeout=timeout):
-                yield Event(message.id, message.kind, json.loads(message.payload_json), message.created_at)
+                yield Event(
+                    message.id, message.kind, json.loads(message.payload_json), message.created_at
+                )
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
 
@@ -425,7 +442,8 @@ class TrialHandle:
     def progress(self, step: int, value: float, name: str = "objective") -> bool:
         """Report an intermediate value; returns True when the worker should stop."""
         response = self.client.call(
-            "ReportProgress", pb.ReportProgressRequest(trial_id=self.id, step=step, value=value, name=name)
+            "ReportProgress",
+            pb.ReportProgressRequest(trial_id=self.id, step=step, value=value, name=name),
         )
         self.info = response.trial
         return bool(response.should_stop)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from morphnas.core.errors import InvalidArgumentError
@@ -17,7 +17,7 @@ MAX_CLASSES = 100_000
 DEFAULT_LEASE_SECONDS = 600.0
 
 
-class TrialState(str, Enum):
+class TrialState(StrEnum):
     """Life of a trial. ACTIVE trials hold a lease; the others are final."""
 
     ACTIVE = "ACTIVE"  # handed to a worker, lease running
@@ -31,7 +31,7 @@ class TrialState(str, Enum):
         return self is not TrialState.ACTIVE
 
 
-class Policy(str, Enum):
+class Policy(StrEnum):
     """How a search proposes the next architecture."""
 
     BAYESIAN = "bayesian"
@@ -77,7 +77,9 @@ class SearchConfig:
         if not 1 <= self.seed_width <= 4096 or not 1 <= self.seed_depth <= 20:
             raise InvalidArgumentError("seed_width must be in 1..4096 and seed_depth in 1..20")
         if self.max_params < 1 or self.max_memory_bytes < 1 or self.batch_size < 1:
-            raise InvalidArgumentError("max_params, max_memory_bytes and batch_size must be positive")
+            raise InvalidArgumentError(
+                "max_params, max_memory_bytes and batch_size must be positive"
+            )
         if not 1.0 <= self.lease_seconds <= 7 * 24 * 3600:
             raise InvalidArgumentError("lease_seconds must be between 1 s and 7 days")
         if not 1 <= self.max_trials <= 1_000_000:
@@ -175,7 +177,7 @@ class SearchSnapshot:
 BUILTIN_DATASETS = ("digits", "mnist1d")
 
 
-class RunState(str, Enum):
+class RunState(StrEnum):
     """Life of a server-side training run."""
 
     RUNNING = "RUNNING"
@@ -217,7 +219,9 @@ class TrainingBudget:
         if not 1 <= self.batch_size <= 65_536:
             raise InvalidArgumentError("batch_size must be between 1 and 65,536")
         if self.optimizer not in ("adamw", "sgd"):
-            raise InvalidArgumentError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+            raise InvalidArgumentError(
+                f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}"
+            )
         if not math.isfinite(self.learning_rate) or self.learning_rate < 0:
             raise InvalidArgumentError("learning_rate must be finite and >= 0")
         if not 1 <= self.patience <= 1000:
@@ -253,6 +257,7 @@ class SearchEvent:
     kind: str  # trial_started | epoch_finished | trial_finished | search_finished
     payload: dict[str, Any]
     created_at: float
+
 
 #: Input shape and number of classes of the built-in datasets (no download needed for either).
 BUILTIN_DATASET_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {

@@ -155,7 +155,11 @@ def finite(value: float, what: str) -> float:
 
 # ---------------------------------------------------------------------- server-side training
 
-RUN_STATE_TO_PB = {RunState.RUNNING: pb.RUNNING, RunState.STOPPED: pb.STOPPED, RunState.DONE: pb.DONE}
+RUN_STATE_TO_PB = {
+    RunState.RUNNING: pb.RUNNING,
+    RunState.STOPPED: pb.STOPPED,
+    RunState.DONE: pb.DONE,
+}
 
 
 def budget_from_pb(message: pb.TrainingBudget) -> TrainingBudget:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -78,7 +77,9 @@ class SearchService:
 
     # ------------------------------------------------------------------ searches
     def create_search(self, config: SearchConfig) -> Search:
-        seed = seed_graph(config.input_shape, config.num_classes, config.seed_width, config.seed_depth)
+        seed = seed_graph(
+            config.input_shape, config.num_classes, config.seed_width, config.seed_depth
+        )
         if seed.num_params > config.max_params:
             raise InvalidArgumentError(
                 f"the seed architecture has {seed.num_params:,} parameters, more than "
@@ -104,7 +105,9 @@ class SearchService:
     # ------------------------------------------------------------------ ask
     def suggest(self, search_id: str, count: int, worker_id: str) -> list[Trial]:
         if not 1 <= count <= MAX_SUGGEST_COUNT:
-            raise InvalidArgumentError(f"count must be between 1 and {MAX_SUGGEST_COUNT}, got {count}")
+            raise InvalidArgumentError(
+                f"count must be between 1 and {MAX_SUGGEST_COUNT}, got {count}"
+            )
         if len(worker_id) > 200:
             raise InvalidArgumentError("worker_id must be at most 200 characters")
         return self.repo.suggest(_id(search_id, "search_id"), worker_id, count, self._propose)
@@ -129,7 +132,9 @@ class SearchService:
             )
         return new
 
-    def _parent(self, snapshot: SearchSnapshot, parent_id: str | None, by_id: dict) -> tuple[Graph, dict]:
+    def _parent(
+        self, snapshot: SearchSnapshot, parent_id: str | None, by_id: dict
+    ) -> tuple[Graph, dict]:
         """The graph and weights a proposal starts from.
 
         A seed starts from fresh weights seeded by the search seed. A child starts from its
@@ -138,10 +143,14 @@ class SearchService:
         """
         config = snapshot.search.config
         if parent_id is None:
-            graph = seed_graph(config.input_shape, config.num_classes, config.seed_width, config.seed_depth)
+            graph = seed_graph(
+                config.input_shape, config.num_classes, config.seed_width, config.seed_depth
+            )
             return graph, init_weights(graph, config.seed)
         graph = Graph.from_json(by_id[parent_id].architecture)
-        blob = self.repo.load_weights(parent_id, "trained") or self.repo.load_weights(parent_id, "initial")
+        blob = self.repo.load_weights(parent_id, "trained") or self.repo.load_weights(
+            parent_id, "initial"
+        )
         if blob is None:
             raise FailedPreconditionError(f"trial {parent_id!r} has no stored weights")
         return graph, check_weights(graph, weights_from_bytes(blob))
@@ -181,7 +190,9 @@ class SearchService:
             search = self.repo.lower_size_cap(trial.search_id, max(1, params - 1))
             log.warning(
                 "trial %s ran out of memory: search %s now caps models at %d parameters",
-                trial.id, trial.search_id, search.size_cap_params,
+                trial.id,
+                trial.search_id,
+                search.size_cap_params,
             )
         return updated
 
@@ -232,7 +243,9 @@ class SearchService:
             raise InvalidArgumentError(f"value must be finite, got {value}")
         if len(name) > 100:
             raise InvalidArgumentError("name must be at most 100 characters")
-        return self.repo.add_measurement(_id(trial_id, "trial_id"), step, value, name or "objective")
+        return self.repo.add_measurement(
+            _id(trial_id, "trial_id"), step, value, name or "objective"
+        )
 
     def heartbeat(self, trial_id: str) -> Trial:
         return self.repo.heartbeat(_id(trial_id, "trial_id"))

@@ -18,17 +18,25 @@ from morphnas.v1 import morphnas_pb2_grpc as pb_grpc
 CHUNK_BYTES = 1024 * 1024
 #: A watch ends after one of these events.
 FINAL_EVENTS = ("search_finished", "search_stopped")
-_WEIGHT_KINDS = {pb.WEIGHTS_KIND_UNSPECIFIED: "initial", pb.INITIAL: "initial", pb.TRAINED: "trained"}
+_WEIGHT_KINDS = {
+    pb.WEIGHTS_KIND_UNSPECIFIED: "initial",
+    pb.INITIAL: "initial",
+    pb.TRAINED: "trained",
+}
 
 
 class MorphNasServicer(pb_grpc.MorphNasServicer):
-    def __init__(self, service: SearchService, training: TrainingService, watch_poll_seconds: float = 0.25) -> None:
+    def __init__(
+        self, service: SearchService, training: TrainingService, watch_poll_seconds: float = 0.25
+    ) -> None:
         self.service = service
         self.training = training
         self.watch_poll_seconds = watch_poll_seconds
 
     @handles_errors
-    def CreateSearch(self, request: pb.CreateSearchRequest, context: grpc.ServicerContext) -> pb.Search:
+    def CreateSearch(
+        self, request: pb.CreateSearchRequest, context: grpc.ServicerContext
+    ) -> pb.Search:
         search = self.service.create_search(convert.search_config_from_pb(request))
         return convert.search_to_pb(search)
 
@@ -60,7 +68,9 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
         return pb.SuggestTrialsResponse(trials=[convert.trial_to_pb(t) for t in trials])
 
     @handles_errors
-    def ReportTrial(self, request: pb.ReportTrialRequest, context: grpc.ServicerContext) -> pb.Trial:
+    def ReportTrial(
+        self, request: pb.ReportTrialRequest, context: grpc.ServicerContext
+    ) -> pb.Trial:
         trial = self.service.report(
             request.trial_id,
             state=convert.state_from_pb(request.state),
@@ -76,19 +86,27 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
     def ReportProgress(
         self, request: pb.ReportProgressRequest, context: grpc.ServicerContext
     ) -> pb.ReportProgressResponse:
-        trial, stop = self.service.progress(request.trial_id, request.step, request.value, request.name)
+        trial, stop = self.service.progress(
+            request.trial_id, request.step, request.value, request.name
+        )
         return pb.ReportProgressResponse(should_stop=stop, trial=convert.trial_to_pb(trial))
 
     @handles_errors
-    def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatResponse:
-        return pb.HeartbeatResponse(trial=convert.trial_to_pb(self.service.heartbeat(request.trial_id)))
+    def Heartbeat(
+        self, request: pb.HeartbeatRequest, context: grpc.ServicerContext
+    ) -> pb.HeartbeatResponse:
+        return pb.HeartbeatResponse(
+            trial=convert.trial_to_pb(self.service.heartbeat(request.trial_id))
+        )
 
     @handles_errors
     def GetTrial(self, request: pb.GetTrialRequest, context: grpc.ServicerContext) -> pb.Trial:
         return convert.trial_to_pb(self.service.get_trial(request.trial_id))
 
     @handles_errors
-    def ListTrials(self, request: pb.ListTrialsRequest, context: grpc.ServicerContext) -> pb.ListTrialsResponse:
+    def ListTrials(
+        self, request: pb.ListTrialsRequest, context: grpc.ServicerContext
+    ) -> pb.ListTrialsResponse:
         trials, token = self.service.list_trials(
             request.search_id,
             states=[convert.state_from_pb(s) for s in request.states],
@@ -96,7 +114,9 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
             page_size=request.page_size,
             page_token=request.page_token,
         )
-        return pb.ListTrialsResponse(trials=[convert.trial_to_pb(t) for t in trials], next_page_token=token)
+        return pb.ListTrialsResponse(
+            trials=[convert.trial_to_pb(t) for t in trials], next_page_token=token
+        )
 
     @handles_errors
     def UploadWeights(
@@ -107,7 +127,9 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
             raise InvalidArgumentError("the first UploadWeights message must name trial_id")
         limit = self.service.limits.max_weights_bytes
         if first.total_size > limit:
-            raise ResourceExhaustedError(f"weights of {first.total_size:,} bytes exceed the limit of {limit:,}")
+            raise ResourceExhaustedError(
+                f"weights of {first.total_size:,} bytes exceed the limit of {limit:,}"
+            )
         parts = [first.data]
         size = len(first.data)
         for message in request_iterator:
@@ -136,17 +158,23 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
                 return
             yield pb.WeightsChunk(data=blob[start : start + CHUNK_BYTES])
 
-
     # ------------------------------------------------------------------ server-side training
     @handles_errors
-    def StartTraining(self, request: pb.StartTrainingRequest, context: grpc.ServicerContext) -> pb.TrainingRun:
+    def StartTraining(
+        self, request: pb.StartTrainingRequest, context: grpc.ServicerContext
+    ) -> pb.TrainingRun:
         run = self.training.start_training(
-            request.search_id, request.dataset, request.trials, convert.budget_from_pb(request.budget)
+            request.search_id,
+            request.dataset,
+            request.trials,
+            convert.budget_from_pb(request.budget),
         )
         return convert.run_to_pb(run)
 
     @handles_errors
-    def GetTrainingRun(self, request: pb.GetTrainingRunRequest, context: grpc.ServicerContext) -> pb.TrainingRun:
+    def GetTrainingRun(
+        self, request: pb.GetTrainingRunRequest, context: grpc.ServicerContext
+    ) -> pb.TrainingRun:
         search = self.service.get_search(request.search_id)
         run = self.training.latest_run(search.id)
         if run is None:
@@ -158,7 +186,9 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
         return convert.search_to_pb(self.training.stop(request.search_id))
 
     @handles_stream_errors
-    def WatchSearch(self, request: pb.WatchSearchRequest, context: grpc.ServicerContext) -> Iterator[pb.SearchEvent]:
+    def WatchSearch(
+        self, request: pb.WatchSearchRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.SearchEvent]:
         search = self.service.get_search(request.search_id)
         after = request.after_event_id
         while context.is_active():
@@ -172,7 +202,9 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
                 time.sleep(self.watch_poll_seconds)
 
     @handles_stream_errors
-    def ExportModel(self, request: pb.ExportModelRequest, context: grpc.ServicerContext) -> Iterator[pb.ExportChunk]:
+    def ExportModel(
+        self, request: pb.ExportModelRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.ExportChunk]:
         blob = self.training.export_onnx(request.search_id, request.trial_id, request.softmax)
         yield pb.ExportChunk(total_size=len(blob), sha256=sha256_hex(blob), data=blob[:CHUNK_BYTES])
         for start in range(CHUNK_BYTES, len(blob), CHUNK_BYTES):
@@ -186,10 +218,14 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
     ) -> pb.Dataset:
         first = next(request_iterator, None)
         if first is None or not first.name:
-            raise InvalidArgumentError("the first UploadDataset message must carry the dataset name")
+            raise InvalidArgumentError(
+                "the first UploadDataset message must carry the dataset name"
+            )
         limit = self.training.max_dataset_bytes
         if first.total_size > limit:
-            raise ResourceExhaustedError(f"a dataset of {first.total_size:,} bytes exceeds the limit of {limit:,}")
+            raise ResourceExhaustedError(
+                f"a dataset of {first.total_size:,} bytes exceeds the limit of {limit:,}"
+            )
         parts, size = [first.data], len(first.data)
         for message in request_iterator:
             size += len(message.data)
@@ -202,8 +238,12 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
         return convert.dataset_to_pb(self.training.upload_dataset(first.name, blob))
 
     @handles_errors
-    def ListDatasets(self, request: pb.ListDatasetsRequest, context: grpc.ServicerContext) -> pb.ListDatasetsResponse:
-        return pb.ListDatasetsResponse(datasets=[convert.dataset_to_pb(d) for d in self.training.list_datasets()])
+    def ListDatasets(
+        self, request: pb.ListDatasetsRequest, context: grpc.ServicerContext
+    ) -> pb.ListDatasetsResponse:
+        return pb.ListDatasetsResponse(
+            datasets=[convert.dataset_to_pb(d) for d in self.training.list_datasets()]
+        )
 
     @handles_errors
     def DeleteDataset(

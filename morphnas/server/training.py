@@ -114,11 +114,17 @@ class TrainingService:
         return PreparedData(data, split, compute_normalisation(data.x, split.train))
 
     # ------------------------------------------------------------------ runs
-    def start_training(self, search_id: str, dataset: str, trials: int, budget: TrainingBudget) -> TrainingRun:
+    def start_training(
+        self, search_id: str, dataset: str, trials: int, budget: TrainingBudget
+    ) -> TrainingRun:
         if not 1 <= trials <= MAX_RUN_TRIALS:
-            raise InvalidArgumentError(f"trials must be between 1 and {MAX_RUN_TRIALS}, got {trials}")
+            raise InvalidArgumentError(
+                f"trials must be between 1 and {MAX_RUN_TRIALS}, got {trials}"
+            )
         if not dataset:
-            raise InvalidArgumentError(f"name a dataset: one of {BUILTIN_DATASETS} or an uploaded id")
+            raise InvalidArgumentError(
+                f"name a dataset: one of {BUILTIN_DATASETS} or an uploaded id"
+            )
         search = self.service.get_search(search_id)
         try:
             data = self.dataset(dataset)
@@ -127,8 +133,12 @@ class TrainingService:
                 f"no dataset {dataset!r}: use one of {BUILTIN_DATASETS} or upload one"
             ) from None
         validate_for(data, search.config.input_shape, search.config.num_classes)
-        run = self.repo.create_training_run(search.id, dataset=dataset, trials=trials, budget=budget)
-        self.repo.add_event(search.id, "run_started", {"run_id": run.id, "dataset": dataset, "trials": trials})
+        run = self.repo.create_training_run(
+            search.id, dataset=dataset, trials=trials, budget=budget
+        )
+        self.repo.add_event(
+            search.id, "run_started", {"run_id": run.id, "dataset": dataset, "trials": trials}
+        )
         return run
 
     def stop(self, search_id: str) -> Search:
@@ -179,12 +189,16 @@ class TrainingService:
             raise FailedPreconditionError(f"trial {trial.number} has no trained weights to export")
         search = self.service.get_search(trial.search_id)
         graph = Graph.from_json(trial.architecture)
-        weights = check_weights(graph, weights_from_bytes(self.service.weights(trial.id, "trained")))
+        weights = check_weights(
+            graph, weights_from_bytes(self.service.weights(trial.id, "trained"))
+        )
         run = self.repo.latest_training_run(search.id)
         norm = (
             self.prepared(run.dataset, search).norm
             if run is not None
-            else Normalisation.identity(graph.input_shape[0])  # ask/tell: the user's own preprocessing
+            else Normalisation.identity(
+                graph.input_shape[0]
+            )  # ask/tell: the user's own preprocessing
         )
         metadata = {
             "search": search.id,
@@ -293,7 +307,9 @@ class Worker:
             },
         )
         prepared = self.training.prepared(run.dataset, search)
-        weights = check_weights(graph, weights_from_bytes(self.service.weights(trial.id, "initial")))
+        weights = check_weights(
+            graph, weights_from_bytes(self.service.weights(trial.id, "initial"))
+        )
         budget = run.budget
         config = TrainConfig(
             epochs=budget.epochs,
@@ -315,14 +331,24 @@ class Worker:
                 prepared.norm,
                 config,
                 on_epoch=lambda epoch: self._on_epoch(search, trial, epoch, search_stopped),
-                should_stop=lambda: lost.is_set() or self.stopping.is_set() or search_stopped.is_set(),
+                should_stop=lambda: (
+                    lost.is_set() or self.stopping.is_set() or search_stopped.is_set()
+                ),
             )
         except TrainingOutOfMemory as err:
-            self._report(search, trial, state=TrialState.FAILED, score=None, reason=f"out of memory: {err}")
+            self._report(
+                search, trial, state=TrialState.FAILED, score=None, reason=f"out of memory: {err}"
+            )
             return
         except Exception as err:  # noqa: BLE001 - a failed trial must not kill the worker
             log.exception("trial %d failed", trial.number)
-            self._report(search, trial, state=TrialState.FAILED, score=None, reason=f"{type(err).__name__}: {err}")
+            self._report(
+                search,
+                trial,
+                state=TrialState.FAILED,
+                score=None,
+                reason=f"{type(err).__name__}: {err}",
+            )
             return
         if lost.is_set():
             # The lease ran out (this worker stalled): the trial was or will be handed out again,
@@ -333,7 +359,13 @@ class Worker:
             self.repo.release_trial(trial.id)  # this worker is shutting down: retry elsewhere now
             return
         if result.stopped_reason == "cancelled":
-            self._report(search, trial, state=TrialState.FAILED, score=None, reason="cancelled: the search was stopped")
+            self._report(
+                search,
+                trial,
+                state=TrialState.FAILED,
+                score=None,
+                reason="cancelled: the search was stopped",
+            )
             return
         _record_metrics(result.samples_per_second, result.seconds)
         self._report(
@@ -354,10 +386,16 @@ class Worker:
             },
         )
 
-    def _on_epoch(self, search: Search, trial: Trial, epoch: object, search_stopped: threading.Event) -> bool:
+    def _on_epoch(
+        self, search: Search, trial: Trial, epoch: object, search_stopped: threading.Event
+    ) -> bool:
         values = asdict(epoch)  # type: ignore[call-overload]
-        _, stop = self.service.progress(trial.id, values["epoch"], values["val_accuracy"], "val_accuracy")
-        self.repo.add_event(search.id, "epoch_finished", {"trial_id": trial.id, "number": trial.number, **values})
+        _, stop = self.service.progress(
+            trial.id, values["epoch"], values["val_accuracy"], "val_accuracy"
+        )
+        self.repo.add_event(
+            search.id, "epoch_finished", {"trial_id": trial.id, "number": trial.number, **values}
+        )
         if stop:
             search_stopped.set()
         return bool(stop) or self.stopping.is_set()
@@ -374,7 +412,9 @@ class Worker:
         extra: dict | None = None,
     ) -> None:
         try:
-            reported = self.service.report(trial.id, state=state, score=score, reason=reason, weights=weights)
+            reported = self.service.report(
+                trial.id, state=state, score=score, reason=reason, weights=weights
+            )
         except FailedPreconditionError as err:
             log.warning("trial %d: report refused: %s", trial.number, err)
             return
@@ -393,7 +433,10 @@ class Worker:
 
     def _finish_if_done(self, run: TrainingRun, search: Search) -> None:
         counts = self.repo.run_counts(run)
-        final = sum(counts.get(s, 0) for s in (TrialState.COMPLETED, TrialState.FAILED, TrialState.INFEASIBLE))
+        final = sum(
+            counts.get(s, 0)
+            for s in (TrialState.COMPLETED, TrialState.FAILED, TrialState.INFEASIBLE)
+        )
         if final < run.trials or counts.get(TrialState.ACTIVE, 0):
             return
         best_id, test_accuracy = self._evaluate_best(run, search)
@@ -439,7 +482,9 @@ class _Heartbeat:
         self.lost = threading.Event()
         self.done = threading.Event()
         self.every = max(0.2, trial_lease(service, trial) / 3)
-        self.thread = threading.Thread(target=self._beat, name=f"heartbeat-{trial.number}", daemon=True)
+        self.thread = threading.Thread(
+            target=self._beat, name=f"heartbeat-{trial.number}", daemon=True
+        )
 
     def start(self) -> None:
         self.thread.start()
@@ -471,14 +516,18 @@ def _record_metrics(samples_per_second: float, seconds: float) -> None:
     record_training(int(samples_per_second * seconds), seconds)
 
 
-def run_worker(db_url: str, *, name: str | None = None, device: str | None = None, poll_seconds: float = 0.5) -> None:
+def run_worker(
+    db_url: str, *, name: str | None = None, device: str | None = None, poll_seconds: float = 0.5
+) -> None:
     """Entry point of ``morphnas worker``: train until SIGTERM/SIGINT."""
     import signal
 
     from morphnas.storage.repository import Repository
 
     repo = Repository.from_url(db_url)
-    worker = Worker(TrainingService(SearchService(repo)), name=name, device=device, poll_seconds=poll_seconds)
+    worker = Worker(
+        TrainingService(SearchService(repo)), name=name, device=device, poll_seconds=poll_seconds
+    )
 
     def on_signal(signum: int, frame: object) -> None:
         log.info("worker %s: signal %d, finishing", worker.name, signum)

@@ -19,7 +19,9 @@ log = logging.getLogger(__name__)
 class WorkerPool:
     """N worker processes on one database; ``stop`` asks them to finish (SIGTERM) and waits."""
 
-    def __init__(self, db_url: str, count: int, *, device: str | None = None, stop_seconds: float = 30.0) -> None:
+    def __init__(
+        self, db_url: str, count: int, *, device: str | None = None, stop_seconds: float = 30.0
+    ) -> None:
         self.db_url = db_url
         self.count = count
         self.device = device

@@ -274,6 +274,20 @@ class TrainingStorage:
 
         return self._unit(work, write=True)  # type: ignore[no-any-return]
 
+    def release_trial(self, trial_id: str, now: float | None = None) -> None:
+        """End an ACTIVE trial's lease now (a worker shutting down), so it is retried at once."""
+        at = _now(now)
+
+        def work(c: Connection) -> None:
+            c.execute(
+                update(trials)
+                .where(trials.c.id == trial_id, trials.c.state == TrialState.ACTIVE.value)
+                .values(lease_expires_at=at - 1e-3)
+            )
+            expire(c, at, trials.c.id == trial_id)
+
+        self._unit(work, write=True)
+
     # ------------------------------------------------------------------ events
     def add_event(
         self, search_id: str, kind: str, payload: dict[str, Any], now: float | None = None

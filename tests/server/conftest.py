@@ -26,7 +26,10 @@ def sqlite_url(tmp_path) -> str:
 
 def start_server(url: str, **limits: object) -> RunningServer:
     options = ServerOptions(
-        db_url=url, port=0, sweep_seconds=0.2, limits=ServiceLimits(**limits)  # type: ignore[arg-type]
+        db_url=url,
+        port=0,
+        sweep_seconds=0.2,
+        limits=ServiceLimits(**limits),  # type: ignore[arg-type]
     )
     return build_server(options)
 

@@ -37,7 +37,9 @@ def test_suggest_is_idempotent_per_worker(client: Client) -> None:
 
 
 def test_children_inherit_reported_weights(client: Client) -> None:
-    search = client.create_search(name="s", input_shape=(16,), num_classes=3, policy="random", seed=3)
+    search = client.create_search(
+        name="s", input_shape=(16,), num_classes=3, policy="random", seed=3
+    )
     [seed] = search.suggest(worker_id="w")
     trained = {k: v + 0.01 for k, v in seed.initial_weights().items()}
     seed.report(score=0.5, weights=trained)
@@ -151,7 +153,9 @@ def test_restart_keeps_history(sqlite_url: str) -> None:
 
 
 def test_operations_replay_to_the_architecture(client: Client) -> None:
-    search = client.create_search(name="s", input_shape=(1, 8, 8), num_classes=4, policy="random", seed_width=8)
+    search = client.create_search(
+        name="s", input_shape=(1, 8, 8), num_classes=4, policy="random", seed_width=8
+    )
     parent = None
     for _ in range(4):
         [t] = search.suggest(worker_id="w")

@@ -35,14 +35,26 @@ def trial(search: SearchHandle) -> TrialHandle:
     ("request_", "code", "words"),
     [
         (pb.CreateSearchRequest(name="x", input_shape=[], num_classes=3), BAD, "input_shape"),
-        (pb.CreateSearchRequest(name="x", input_shape=[1, 2, 3, 4], num_classes=3), BAD, "input_shape"),
+        (
+            pb.CreateSearchRequest(name="x", input_shape=[1, 2, 3, 4], num_classes=3),
+            BAD,
+            "input_shape",
+        ),
         (pb.CreateSearchRequest(name="x", input_shape=[0, 8], num_classes=3), BAD, "input_shape"),
         (pb.CreateSearchRequest(name="x", input_shape=[8], num_classes=1), BAD, "num_classes"),
         (pb.CreateSearchRequest(name="x", input_shape=[8], num_classes=10**7), BAD, "num_classes"),
         (pb.CreateSearchRequest(name="", input_shape=[8], num_classes=3), BAD, "name"),
         (pb.CreateSearchRequest(name="x", input_shape=[8], num_classes=3, policy=9), BAD, "policy"),
-        (pb.CreateSearchRequest(name="x", input_shape=[8], num_classes=3, beta=float("nan")), BAD, "beta"),
-        (pb.CreateSearchRequest(name="x", input_shape=[3, 32, 32], num_classes=3, max_params=10), BAD, "max_params"),
+        (
+            pb.CreateSearchRequest(name="x", input_shape=[8], num_classes=3, beta=float("nan")),
+            BAD,
+            "beta",
+        ),
+        (
+            pb.CreateSearchRequest(name="x", input_shape=[3, 32, 32], num_classes=3, max_params=10),
+            BAD,
+            "max_params",
+        ),
         (pb.GetSearchRequest(search_id="0" * 32), grpc.StatusCode.NOT_FOUND, "search"),
         (pb.GetSearchRequest(search_id=""), BAD, "search_id"),
         (pb.GetTrialRequest(trial_id="f" * 32), grpc.StatusCode.NOT_FOUND, "trial"),
@@ -60,24 +72,34 @@ def test_bad_requests(client: Client, request_: object, code: grpc.StatusCode, w
 
 @pytest.mark.parametrize("count", [0, -1, 65, 10**6])
 def test_bad_counts(client: Client, search: SearchHandle, count: int) -> None:
-    code, details = _code(client, "SuggestTrials", pb.SuggestTrialsRequest(search_id=search.id, count=count))
+    code, details = _code(
+        client, "SuggestTrials", pb.SuggestTrialsRequest(search_id=search.id, count=count)
+    )
     assert code == BAD and "count" in details
 
 
 @pytest.mark.parametrize("score", [float("nan"), float("inf"), float("-inf")])
 def test_non_finite_scores(client: Client, trial: TrialHandle, score: float) -> None:
-    code, details = _code(client, "ReportTrial", pb.ReportTrialRequest(trial_id=trial.id, state=pb.COMPLETED, score=score))
+    code, details = _code(
+        client,
+        "ReportTrial",
+        pb.ReportTrialRequest(trial_id=trial.id, state=pb.COMPLETED, score=score),
+    )
     assert code == BAD and "finite" in details
     assert trial.refresh().state == "ACTIVE"
 
 
 def test_completed_without_score(client: Client, trial: TrialHandle) -> None:
-    code, details = _code(client, "ReportTrial", pb.ReportTrialRequest(trial_id=trial.id, state=pb.COMPLETED))
+    code, details = _code(
+        client, "ReportTrial", pb.ReportTrialRequest(trial_id=trial.id, state=pb.COMPLETED)
+    )
     assert code == BAD and "score" in details
 
 
 def test_unknown_state(client: Client, trial: TrialHandle) -> None:
-    code, _ = _code(client, "ReportTrial", pb.ReportTrialRequest(trial_id=trial.id, state=pb.ACTIVE, score=1))
+    code, _ = _code(
+        client, "ReportTrial", pb.ReportTrialRequest(trial_id=trial.id, state=pb.ACTIVE, score=1)
+    )
     assert code == BAD
 
 
@@ -87,7 +109,9 @@ def _report_weights(client: Client, trial: TrialHandle, blob: bytes) -> tuple[gr
 
 
 def test_malformed_weights(client: Client, trial: TrialHandle) -> None:
-    code, details = _report_weights(client, trial, b"\x80\x04\x95 this is a pickle, not safetensors")
+    code, details = _report_weights(
+        client, trial, b"\x80\x04\x95 this is a pickle, not safetensors"
+    )
     assert code == BAD and "safetensors" in details
     assert trial.refresh().state == "ACTIVE"
 
@@ -136,27 +160,39 @@ def test_oversized_weights(db_url: str) -> None:
 
 def test_reporting_a_finished_trial_differently(client: Client, trial: TrialHandle) -> None:
     trial.report(score=0.5)
-    code, details = _code(client, "ReportTrial", pb.ReportTrialRequest(trial_id=trial.id, state=pb.FAILED, reason="x"))
+    code, details = _code(
+        client, "ReportTrial", pb.ReportTrialRequest(trial_id=trial.id, state=pb.FAILED, reason="x")
+    )
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "COMPLETED" in details
 
 
 def test_weights_from_a_failed_report_are_refused(client: Client, trial: TrialHandle) -> None:
     blob = weights_to_bytes(trial.initial_weights())
-    request = pb.ReportTrialRequest(trial_id=trial.id, state=pb.FAILED, reason="diverged", weights=blob)
+    request = pb.ReportTrialRequest(
+        trial_id=trial.id, state=pb.FAILED, reason="diverged", weights=blob
+    )
     code, _ = _code(client, "ReportTrial", request)
     assert code == BAD
 
 
 def test_upload_sha_mismatch(client: Client, trial: TrialHandle) -> None:
     blob = weights_to_bytes(trial.initial_weights())
-    messages = iter([pb.UploadWeightsRequest(trial_id=trial.id, total_size=len(blob), sha256="0" * 64, data=blob)])
+    messages = iter(
+        [
+            pb.UploadWeightsRequest(
+                trial_id=trial.id, total_size=len(blob), sha256="0" * 64, data=blob
+            )
+        ]
+    )
     with pytest.raises(grpc.RpcError) as info:
         client.stub.UploadWeights(messages, timeout=30)
     assert info.value.code() == BAD and "sha256" in info.value.details()
 
 
 def test_large_weights_stream_then_report(client: Client) -> None:
-    search = client.create_search(name="big", input_shape=(1024,), num_classes=10, policy="random", seed_width=1024)
+    search = client.create_search(
+        name="big", input_shape=(1024,), num_classes=10, policy="random", seed_width=1024
+    )
     [trial] = search.suggest(worker_id="w")
     weights = trial.initial_weights()
     assert len(weights_to_bytes(weights)) > 2 * 1024**2  # beyond the inline limit: streamed

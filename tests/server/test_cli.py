@@ -34,7 +34,9 @@ def test_serve_lists_and_drains(tmp_path) -> None:
         assert line.startswith("morphnas listening on 127.0.0.1:"), line
         address = line.removeprefix("morphnas listening on ")
         with grpc.insecure_channel(address) as channel:
-            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            health = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=10
+            )
             assert health.status == health_pb2.HealthCheckResponse.SERVING
             reflected = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
                 iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
@@ -42,7 +44,9 @@ def test_serve_lists_and_drains(tmp_path) -> None:
             names = {s.name for r in reflected for s in r.list_services_response.service}
             assert "morphnas.v1.MorphNas" in names and "grpc.health.v1.Health" in names
         with Client(address) as c:
-            search = c.create_search(name="cli-demo", input_shape=(8,), num_classes=2, policy="random")
+            search = c.create_search(
+                name="cli-demo", input_shape=(8,), num_classes=2, policy="random"
+            )
             [t] = search.suggest(worker_id="w")
             t.report(score=0.75)
         listing = _run_cli("searches", "--server", address)
@@ -62,6 +66,9 @@ def test_serve_lists_and_drains(tmp_path) -> None:
 
 def test_generated_code_matches_protos() -> None:
     result = subprocess.run(
-        [sys.executable, "scripts/gen_protos.py", "--check"], capture_output=True, text=True, timeout=120
+        [sys.executable, "scripts/gen_protos.py", "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr

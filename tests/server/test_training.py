@@ -60,7 +60,11 @@ def test_a_run_trains_reports_and_exports(client: Client, worker: Worker) -> Non
     trials = search.trials()
     assert [t.state for t in trials] == ["COMPLETED"] * 3
     assert all(t.info.has_trained_weights for t in trials)
-    measurements = [e.payload["epoch"] for e in events if e.kind == "epoch_finished" and e.payload["number"] == 0]
+    measurements = [
+        e.payload["epoch"]
+        for e in events
+        if e.kind == "epoch_finished" and e.payload["number"] == 0
+    ]
     assert measurements == sorted(measurements)
 
     finished = events[-1].payload
@@ -78,7 +82,9 @@ def test_a_run_trains_reports_and_exports(client: Client, worker: Worker) -> Non
     test = dataset_split(data, seed=0).test
     x, y = data.x[test], data.y[test]
     onnx_accuracy = float((run_onnx(blob, x).argmax(1) == y).mean())
-    assert round(onnx_accuracy * len(test)) == round(run.test_accuracy * len(test))  # same examples right
+    assert round(onnx_accuracy * len(test)) == round(
+        run.test_accuracy * len(test)
+    )  # same examples right
     norm = Normalisation.from_dict(__import__("json").loads(meta["normalisation"]))
     agreement, diff = check_onnx_matches(blob, best.graph, best.trained_weights(), norm, x)
     assert agreement == 1.0 and diff < 1e-4
@@ -161,7 +167,9 @@ def test_oversized_upload(db_url: str) -> None:
 
 def test_upload_list_train_delete(client: Client, worker: Worker) -> None:
     info = client.upload_dataset(_npz(x=GOOD_X, y=GOOD_Y), name="tiny")
-    assert tuple(info.input_shape) == (1, 8, 8) and info.num_classes == 10 and info.num_examples == 40
+    assert (
+        tuple(info.input_shape) == (1, 8, 8) and info.num_classes == 10 and info.num_examples == 40
+    )
     assert [d.id for d in client.list_datasets()] == [info.id]
     search = _small_search(client, policy="random")
     search.train(info.id, 1, epochs=1, device="cpu")
@@ -203,7 +211,11 @@ def test_a_killed_worker_is_replaced_and_the_search_completes(db_url: str) -> No
                 second.wait(60)
             trials = {t.id: t for t in search.trials()}
             assert trials[victim].state == "STALE"
-            retried = [t for t in trials.values() if t.info.architecture_hash == trials[victim].info.architecture_hash]
+            retried = [
+                t
+                for t in trials.values()
+                if t.info.architecture_hash == trials[victim].info.architecture_hash
+            ]
             assert any(t.state == "COMPLETED" for t in retried)
             states = [(t.number, t.state, t.info.reason[:300]) for t in trials.values()]
             assert sum(t.state == "COMPLETED" for t in trials.values()) == 3, states

@@ -20,8 +20,12 @@ def _train_briefly(model: torch.nn.Module, shape: tuple[int, ...], classes: int,
         optimiser.step()
 
 
-@pytest.mark.parametrize(("shape", "policy"), [((1, 8, 8), "random"), ((1, 16), "random"), ((12,), "bayesian")])
-def test_twenty_cycles_preserve_the_parent_function(client: Client, shape: tuple[int, ...], policy: str) -> None:
+@pytest.mark.parametrize(
+    ("shape", "policy"), [((1, 8, 8), "random"), ((1, 16), "random"), ((12,), "bayesian")]
+)
+def test_twenty_cycles_preserve_the_parent_function(
+    client: Client, shape: tuple[int, ...], policy: str
+) -> None:
     torch.manual_seed(0)
     search = client.create_search(
         name="travel", input_shape=shape, num_classes=5, policy=policy, seed_width=8, seed_depth=2
@@ -34,7 +38,9 @@ def test_twenty_cycles_preserve_the_parent_function(client: Client, shape: tuple
         if trial.parent_id is not None:
             parent = client.get_trial(trial.parent_id).build_model(weights="trained").eval()
             with torch.no_grad():
-                assert torch.allclose(model(x), parent(x), atol=1e-4), f"cycle {cycle}: {trial.operations}"
+                assert torch.allclose(model(x), parent(x), atol=1e-4), (
+                    f"cycle {cycle}: {trial.operations}"
+                )
             checked += 1
         _train_briefly(model, shape, 5, cycle)
         trial.report(score=float(torch.rand(1)), weights=model.state_dict())
