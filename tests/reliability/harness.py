@@ -279,10 +279,15 @@ class Audit:
     completed: int
     stale: int
     problems: list[str]
+    seen: set[str]  # ids of the search's trials
 
 
-def audit(db_url: str, search_id: str, ledger: Ledger) -> Audit:
-    """Check the database against the ledger; ``problems`` lists every broken promise."""
+def audit(db_url: str, search_id: str, ledger: Ledger, *, shared: bool = False) -> Audit:
+    """Check the database against the ledger; ``problems`` lists every broken promise.
+
+    ``shared``: the ledger also holds other searches' trials; check only this search's (the
+    caller then checks that every acknowledged trial was seen by one audit).
+    """
     engine = sa.create_engine(db_url)
     try:
         with engine.connect() as c:
@@ -313,15 +318,20 @@ def audit(db_url: str, search_id: str, ledger: Ledger) -> Audit:
     for trial_id, (score, sha) in ledger.reports.items():
         row = by_id.get(trial_id)
         if row is None:
-            problems.append(f"acknowledged trial {trial_id} is missing")
+            if not shared:
+                problems.append(f"acknowledged trial {trial_id} is missing")
         elif row.state != "COMPLETED" or row.score != score:
             problems.append(f"trial {row.number}: {score} acked, {row.state} {row.score} kept")
         elif sha and row.weights_sha256 != sha:
             problems.append(f"trial {row.number}: weights {sha[:12]} acknowledged, not stored")
     for key, value in ledger.measurements.items():
+        if shared and key[0] not in by_id:
+            continue
         if stored.get(key) != value:
             problems.append(f"acknowledged measurement {key} = {value}, stored {stored.get(key)}")
     for trial_id in ledger.abandoned:
+        if shared and trial_id not in by_id:
+            continue
         row = by_id.get(trial_id)
         if row is None or row.state != "STALE" or row.reissued_as is None:
             problems.append(f"abandoned trial {trial_id} was not reclaimed: {row}")
@@ -329,4 +339,4 @@ def audit(db_url: str, search_id: str, ledger: Ledger) -> Audit:
         if row.state == "STALE" and row.reissued_as is None:
             problems.append(f"STALE trial {row.number} was not handed out again")
     states = [r.state for r in rows]
-    return Audit(len(rows), states.count("COMPLETED"), states.count("STALE"), problems)
+    return Audit(len(rows), states.count("COMPLETED"), states.count("STALE"), problems, set(by_id))
