@@ -10,7 +10,7 @@ cached), evaluates α on the new children in one batch, and pushes each child wi
 simulated-annealing rule ``push if α' ≥ α* or U(0,1) < exp((α' − α*)/T)`` where α* is the best α
 found so far. ``T`` starts at T₀ = 1 and is multiplied by 0.9 per expansion; the search stops when
 ``T < 1e-4`` (at most 88 expansions), when the queue is empty or at the wall-clock deadline (an
-expansion is not started when the longest one so far would overrun it; the search goes on past
+expansion is not started when 1.5x the longest one so far would overrun it; the search goes on past
 the deadline until it has a candidate, so even a spent budget gives a GP-guided answer). The
 answer is the best child seen, with its observed ancestor and the morph path from it.
 
@@ -195,10 +195,11 @@ def tree_search(
     temperature = T0
     expansions = 0
     longest = 0.0  # longest expansion so far: do not start one that may not finish in time
+    # (with a 1.5x margin: cold expansions after warm ones take longer)
     while (
         queue
         and temperature >= T_MIN
-        and (best is None or time.perf_counter() + longest < deadline)
+        and (best is None or time.perf_counter() + 1.5 * longest < deadline)
     ):
         began = time.perf_counter()
         _, _, node = heapq.heappop(queue)
