@@ -15,6 +15,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported lazily below: `morphnas --help` stays fast
+    from morphnas.client import Client
 
 DEFAULT_SERVER = os.environ.get("MORPHNAS_SERVER", "127.0.0.1:50051")
 
@@ -143,7 +147,7 @@ def _serve_logging(args: argparse.Namespace) -> None:
         logs.configure(logging.INFO if args.verbose else logging.WARNING, json_lines=True)
 
 
-def _serve_options(args: argparse.Namespace) -> dict[str, object]:
+def _serve_options(args: argparse.Namespace) -> dict[str, Any]:
     """The security, metrics and limit options of ``serve`` as ServerOptions fields."""
     from morphnas.server.security import load_tokens
     from morphnas.server.service import ServiceLimits
@@ -198,7 +202,7 @@ def _add_client_flags(command: argparse.ArgumentParser) -> None:
     command.add_argument("--tls-key", help="PEM private key of --tls-cert")
 
 
-def client_from_args(args: argparse.Namespace, **kwargs: object):  # noqa: ANN201 - lazy import
+def client_from_args(args: argparse.Namespace, **kwargs: Any) -> Client:
     """A :class:`morphnas.client.Client` for ``--server`` with the credentials flags."""
     from morphnas.client import Client
 
@@ -213,7 +217,7 @@ def client_from_args(args: argparse.Namespace, **kwargs: object):  # noqa: ANN20
         tls_ca=getattr(args, "tls_ca", None),
         tls_cert=getattr(args, "tls_cert", None),
         tls_key=getattr(args, "tls_key", None),
-        **kwargs,  # type: ignore[arg-type]
+        **kwargs,
     )
 
 
