@@ -22,7 +22,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 from morphnas.core.errors import (
@@ -193,11 +193,11 @@ class Graph:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Graph:
-        try:
-            data = json.loads(text)
-        except (ValueError, TypeError) as err:
-            raise InvalidGraphError(f"architecture is not valid JSON: {err}") from None
-        return cls.from_dict(data)
+        """Parse and validate. Graphs are immutable, so the last few thousand parses are
+        remembered: a server re-reads the same stored architectures on every ask."""
+        if isinstance(text, str) and len(text) <= _PARSE_CACHE_MAX_CHARS:
+            return _parse_cached(text)
+        return _parse(text)
 
     @cached_property
     def content_hash(self) -> str:
@@ -227,6 +227,22 @@ class Graph:
             )
         lines.append(f"{self.num_params:,} parameters")
         return "\n".join(lines)
+
+
+_PARSE_CACHE_MAX_CHARS = 200_000
+
+
+def _parse(text: str | bytes) -> Graph:
+    try:
+        data = json.loads(text)
+    except (ValueError, TypeError) as err:
+        raise InvalidGraphError(f"architecture is not valid JSON: {err}") from None
+    return Graph.from_dict(data)
+
+
+@lru_cache(maxsize=4096)
+def _parse_cached(text: str) -> Graph:
+    return _parse(text)
 
 
 def build_graph(input_shape: Iterable[int], layers: Iterable[Layer]) -> Graph:

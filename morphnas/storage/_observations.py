@@ -7,12 +7,18 @@ when it leaves ACTIVE. So an observation read in a state other than ACTIVE is fu
 by ``(trial id, state)``: each ask reads only ``(id, state)`` for all trials and fetches full
 rows just for the pairs it has not seen. The database stays the truth; the cache only saves
 work, and an entry from a rolled-back transaction can at worst be unused.
+
+Incremental loads. Trial numbers are gapless and a final observation (COMPLETED, FAILED,
+INFEASIBLE) never changes. So once a search's observations were loaded, the next load reads only
+the trials that could have changed since: those that were ACTIVE or STALE, and those numbered
+from the last count on. Everything else is the last tuple, reused.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from typing import Any
 
 from sqlalchemy import Connection, select
 
@@ -40,6 +46,8 @@ class ObservationCache:
         self._entries: OrderedDict[tuple[str, str], Observation] = OrderedDict()
         self._max_entries = max_entries
         self._lock = threading.Lock()
+        # search id -> its observations at the last load (see the module docstring).
+        self._snapshots: OrderedDict[str, tuple[Observation, ...]] = OrderedDict()
 
     def lookup(self, keys: list[tuple[str, str]]) -> list[Observation | None]:
         with self._lock:
@@ -48,6 +56,17 @@ class ObservationCache:
                 if observation is not None:
                     self._entries.move_to_end(key)
             return found
+
+    def last(self, search_id: str) -> tuple[Observation, ...] | None:
+        with self._lock:
+            return self._snapshots.get(search_id)
+
+    def remember(self, search_id: str, observations: tuple[Observation, ...]) -> None:
+        with self._lock:
+            self._snapshots[search_id] = observations
+            self._snapshots.move_to_end(search_id)
+            while len(self._snapshots) > 64:
+                self._snapshots.popitem(last=False)
 
     def store(self, observations: list[Observation]) -> None:
         with self._lock:
@@ -62,6 +81,40 @@ def load_observations(
     c: Connection, search_id: str, cache: ObservationCache
 ) -> tuple[Observation, ...]:
     """Every trial of the search as the policy sees it, by number (blobs are never read)."""
+    last = cache.last(search_id)
+    result = _load_changes(c, search_id, last) if last is not None else None
+    if result is None:
+        result = _load(c, search_id, cache)
+    cache.remember(search_id, result)
+    return result
+
+
+_FINAL = frozenset({TrialState.COMPLETED, TrialState.FAILED, TrialState.INFEASIBLE})
+
+
+def _load_changes(
+    c: Connection, search_id: str, last: tuple[Observation, ...]
+) -> tuple[Observation, ...] | None:
+    """``last`` brought up to date by reading only what may have changed; None if unsure."""
+    if any(o.number != i for i, o in enumerate(last)):
+        return None
+    open_ids = [o.trial_id for o in last if o.state not in _FINAL]
+    if len(open_ids) > _SCAN_THRESHOLD:
+        return None
+    condition = trials.c.number >= len(last)
+    if open_ids:
+        condition = condition | trials.c.id.in_(open_ids)
+    rows = c.execute(select(*_COLUMNS).where(trials.c.search_id == search_id, condition))
+    changed = {o.number: o for o in map(_observation, rows)}
+    merged = [changed.pop(o.number, o) for o in last]
+    for number in sorted(changed):
+        if number != len(merged):
+            return None  # a gap: numbering is being written right now; read everything
+        merged.append(changed[number])
+    return tuple(merged)
+
+
+def _load(c: Connection, search_id: str, cache: ObservationCache) -> tuple[Observation, ...]:
     keys = [
         (row[0], row[1])
         for row in c.execute(
@@ -91,15 +144,16 @@ def _fetch(c: Connection, search_id: str, ids: list[str]) -> list[Observation]:
         query = select(*_COLUMNS).where(trials.c.id.in_(ids))
     else:
         query = select(*_COLUMNS).where(trials.c.search_id == search_id)
-    return [
-        Observation(
-            trial_id=row.id,
-            number=row.number,
-            architecture=row.architecture,
-            arch_hash=row.arch_hash,
-            state=_STATES[row.state],
-            score=row.score,
-            parent_id=row.parent_id,
-        )
-        for row in c.execute(query)
-    ]
+    return [_observation(row) for row in c.execute(query)]
+
+
+def _observation(row: Any) -> Observation:
+    return Observation(
+        trial_id=row.id,
+        number=row.number,
+        architecture=row.architecture,
+        arch_hash=row.arch_hash,
+        state=_STATES[row.state],
+        score=row.score,
+        parent_id=row.parent_id,
+    )
