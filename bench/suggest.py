@@ -146,6 +146,7 @@ def bench_morphnas(
             "p50": float(np.percentile(lat, 50)),
             "p95": float(np.percentile(lat, 95)),
             "cpu50": float(np.percentile(cpu, 50)),
+            "cpu95": float(np.percentile(cpu, 95)),
             "model": timers.model / asks,
             "tree": timers.tree / asks,
             "expansions": float(np.mean(timers.expansions)),
@@ -201,6 +202,7 @@ def bench_optuna() -> dict:
             "p50": float(np.percentile(lat, 50)),
             "p95": float(np.percentile(lat, 95)),
             "cpu50": float(np.percentile(cpu, 50)),
+            "cpu95": float(np.percentile(cpu, 95)),
         }
         print(
             f"optuna   n={size}: p50 {results[size]['p50'] * 1e3:.0f} ms  "
@@ -211,43 +213,47 @@ def bench_optuna() -> dict:
     return results
 
 
-def table(ours: dict, theirs: dict, quick: dict, elapsed: float) -> str:
+def _ms(seconds: float | None, width: int = 6) -> str:
+    return f"{seconds * 1e3:{width}.0f}" if seconds is not None else " " * (width - 3) + "n/a"
+
+
+def table(ours: dict, theirs: dict, quick: dict, elapsed: float, load: str) -> str:
     lines = [
         "SuggestTrials latency, propose(snapshot, 1), default time budget 1 s, one CPU thread",
         "(history: random morph chains of the digits seed (1,8,8)/10 classes, synthetic scores;",
         " each timed ask follows one new completed trial, caches warm as in a long-running server)",
         "",
-        f"{'n':>5} | {'morphnas p50':>12} {'p95':>8} {'cpu50':>7} | {'model':>7} {'tree':>7} "
-        f"{'exp':>4} | {'optuna p50':>10} {'p95':>8} {'cpu50':>7} | {'ratio p50':>9} {'p95':>6}",
-        "-" * 100,
+        "wall = elapsed time; cpu = process CPU time (what the ask costs without waiting for a",
+        f"core). Machine: {os.cpu_count()} cores shared with other jobs; 1-min load average {load}.",
+        "",
+        "             morphnas (ms)                      |  optuna GPSampler (ms)     | ratio p50",
+        f"{'n':>5} | {'wall50':>6} {'wall95':>6} {'cpu50':>6} {'cpu95':>6} | {'model':>5} "
+        f"{'tree':>5} {'exp':>3} | {'wall50':>6} {'wall95':>6} {'cpu50':>6} {'cpu95':>6} | "
+        f"{'wall':>5} {'cpu':>5}",
+        "-" * 104,
     ]
     for size in ours:
-        o, t = ours[size], theirs.get(size)
-        tp50 = f"{t['p50'] * 1e3:7.0f} ms" if t else "       n/a"
-        tcpu = f"{t['cpu50'] * 1e3:4.0f} ms" if t else "    n/a"
-        tp95 = f"{t['p95'] * 1e3:5.0f} ms" if t else "     n/a"
-        r50 = f"{o['p50'] / t['p50']:9.2f}" if t else "      n/a"
-        r95 = f"{o['p95'] / t['p95']:6.2f}" if t else "   n/a"
+        o, t = ours[size], theirs.get(size, {})
+        ratio_wall = f"{o['p50'] / t['p50']:5.2f}" if t else "  n/a"
+        ratio_cpu = f"{o['cpu50'] / t['cpu50']:5.2f}" if t else "  n/a"
         lines.append(
-            f"{size:>5} | {o['p50'] * 1e3:9.0f} ms {o['p95'] * 1e3:5.0f} ms "
-            f"{o['cpu50'] * 1e3:4.0f} ms | "
-            f"{o['model'] * 1e3:4.0f} ms {o['tree'] * 1e3:4.0f} ms {o['expansions']:4.0f} | "
-            f"{tp50} {tp95} {tcpu} | {r50} {r95}"
+            f"{size:>5} | {_ms(o['p50'])} {_ms(o['p95'])} {_ms(o['cpu50'])} {_ms(o['cpu95'])} | "
+            f"{_ms(o['model'], 5)} {_ms(o['tree'], 5)} {o['expansions']:3.0f} | "
+            f"{_ms(t.get('p50'))} {_ms(t.get('p95'))} {_ms(t.get('cpu50'))} "
+            f"{_ms(t.get('cpu95'))} | {ratio_wall} {ratio_cpu}"
         )
     lines += ["", "Same asks with propose(snapshot, 1, time_budget_s=0.1):"]
     for size, q in quick.items():
         lines.append(
-            f"{size:>5} | {q['p50'] * 1e3:9.0f} ms {q['p95'] * 1e3:5.0f} ms "
-            f"{q['cpu50'] * 1e3:4.0f} ms | "
-            f"{q['model'] * 1e3:4.0f} ms {q['tree'] * 1e3:4.0f} ms {q['expansions']:4.0f}"
+            f"{size:>5} | {_ms(q['p50'])} {_ms(q['p95'])} {_ms(q['cpu50'])} {_ms(q['cpu95'])} | "
+            f"{_ms(q['model'], 5)} {_ms(q['tree'], 5)} {q['expansions']:3.0f}"
         )
     lines += [
         "",
-        "cpu50 = median process CPU time of an ask (wall time minus waiting for a shared core).",
-        "model = distances + hyperparameters + eigen-basis + posterior; tree = tree search;",
-        "exp = mean tree-search expansions (annealing allows at most 88);",
-        "ratio = morphnas / optuna",
-        "(optuna: GPSampler on 5 numeric parameters, study.ask() after add_trials).",
+        "model = distances + hyperparameters + eigen-basis + posterior; tree = tree search",
+        "(means per ask); exp = mean tree-search expansions (annealing allows at most 88).",
+        "ratio = morphnas / optuna (optuna: GPSampler on 5 numeric parameters, study.ask() after",
+        "add_trials, one new told trial per ask).",
         f"targets: p50 <= 100 ms at 200, p95 <= 1 s at 1000.  total bench time {elapsed:.0f} s",
     ]
     return "\n".join(lines)
@@ -270,14 +276,19 @@ def main() -> None:
     config = replace(
         SearchConfig(name="bench", input_shape=(1, 8, 8), num_classes=10), max_params=5_000_000
     )
+    loads = [os.getloadavg()[0]]
     history = random_history(config, max(SIZES))
     print(f"history ready ({time.perf_counter() - start:.0f} s)", flush=True)
     timers = Timers()
     ours = bench_morphnas(history, config, timers, SIZES)
+    loads.append(os.getloadavg()[0])
     quick = bench_morphnas(history, config, timers, {s: 10 for s in SIZES if s in (200, 1000)}, 0.1)
     print(f"distance pairs computed: {DISTANCES.layers.computed + DISTANCES.skips.computed}")
+    loads.append(os.getloadavg()[0])
     theirs = {} if args.no_optuna else bench_optuna()
-    text = table(ours, theirs, quick, time.perf_counter() - start)
+    loads.append(os.getloadavg()[0])
+    load = f"{min(loads):.1f}-{max(loads):.1f} during the run"
+    text = table(ours, theirs, quick, time.perf_counter() - start, load)
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text + "\n")
