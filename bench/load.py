@@ -151,13 +151,13 @@ def main() -> int:
     parser.add_argument("--searches", type=int, default=1, help="searches the clients share")
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="admin URL (%(default)s)")
     parser.add_argument("--policy", default="random", choices=["random", "bayesian"])
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "load.txt")
     args = parser.parse_args()
     outcomes = [scenario("1 server", 1, args), scenario("2 replicas", 2, args)]
     text = table(outcomes, args)
     print(text)
-    out = ROOT / "bench" / "results" / "load.txt"
-    out.write_text(text + "\n")
-    print(f"\nwritten to {out.relative_to(ROOT)}")
+    args.out.write_text(text + "\n")
+    print(f"\nwritten to {args.out}")
     return 0 if all(not o.ledger.errors and not o.problems for o in outcomes) else 1
 
 

@@ -17,6 +17,7 @@ context (:mod:`morphnas.server.logs`), so the call's log lines carry them.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -64,16 +65,26 @@ def _known_methods() -> frozenset[str]:
 
 
 class StoreCollector(Collector):
-    """Gauges read from the database at scrape time."""
+    """Gauges read from the database at scrape time: one grouped count of trials and one count
+    of searches, reused for ``max_age`` seconds so that many scrapers cost no more than one."""
 
-    def __init__(self, repo: Any) -> None:
+    def __init__(self, repo: Any, max_age: float = 5.0) -> None:
         self._repo = repo
+        self._max_age = max_age
+        self._cached: tuple[float, dict[TrialState, int], int] | None = None
+        self._lock = threading.Lock()
+
+    def _counts(self) -> tuple[dict[TrialState, int], int]:
+        with self._lock:
+            now = time.monotonic()
+            if self._cached is None or now - self._cached[0] > self._max_age:
+                self._cached = (now, self._repo.count_trials_by_state(), self._repo.count_searches())
+            return self._cached[1], self._cached[2]
 
     def collect(self) -> Iterable[Metric]:
         up = GaugeMetricFamily("morphnas_database_up", "1 when the database answered this scrape")
         try:
-            by_state = self._repo.count_trials_by_state()
-            searches = self._repo.count_searches()
+            by_state, searches = self._counts()
         except UnavailableError:
             up.add_metric([], 0)
             yield up
@@ -90,7 +101,7 @@ class StoreCollector(Collector):
 class Metrics:
     """One server's registry: RPC counters and latencies, database gauges, training counters."""
 
-    def __init__(self, repo: Any | None = None) -> None:
+    def __init__(self, repo: Any | None = None, store_max_age: float = 5.0) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "morphnas_rpc_requests", "RPCs handled", ["method", "code"], registry=self.registry
@@ -105,7 +116,7 @@ class Metrics:
         self.registry.register(TRAINING_SAMPLES)
         self.registry.register(TRAINING_SECONDS)
         if repo is not None:
-            self.registry.register(StoreCollector(repo))
+            self.registry.register(StoreCollector(repo, max_age=store_max_age))
         self._http: Any = None
 
     def observe(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
