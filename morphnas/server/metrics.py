@@ -81,6 +81,12 @@ class StoreCollector(Collector):
                 self._cached = (now, self._repo.count_trials_by_state(), self._repo.count_searches())
             return self._cached[1], self._cached[2]
 
+    def describe(self) -> Iterable[Metric]:
+        """The metric names, without a query (the registry asks when the collector registers)."""
+        yield GaugeMetricFamily("morphnas_database_up", "")
+        yield GaugeMetricFamily("morphnas_trials", "", labels=["state"])
+        yield GaugeMetricFamily("morphnas_searches", "")
+
     def collect(self) -> Iterable[Metric]:
         up = GaugeMetricFamily("morphnas_database_up", "1 when the database answered this scrape")
         try:
