@@ -160,12 +160,15 @@ def messages(descriptor: Descriptor, ids: list[str], depth: int = 0) -> st.Searc
 def call(world: World, method: MethodDescriptor, request: Any) -> grpc.StatusCode:
     """Invoke ``method`` with ``request`` (a list of messages for client streams)."""
     rpc = getattr(world.stub, method.name)
+    # A watch streams until its deadline; other calls get time to finish, so that one call's
+    # work never overlaps the next one's.
+    timeout = 2 if method.name.startswith("Watch") else 60
     try:
         if method.server_streaming:
-            for _ in rpc(request if not method.client_streaming else iter(request), timeout=2):
+            for _ in rpc(request if not method.client_streaming else iter(request), timeout=timeout):
                 pass
         else:
-            rpc(iter(request) if method.client_streaming else request, timeout=30)
+            rpc(iter(request) if method.client_streaming else request, timeout=timeout)
     except grpc.RpcError as error:
         return error.code()  # type: ignore[no-any-return]
     return grpc.StatusCode.OK
