@@ -17,7 +17,7 @@ from morphnas.server import logs
 from morphnas.server.app import RunningServer, ServerOptions, build_server
 from morphnas.server.metrics import record_training
 from morphnas.v1 import morphnas_pb2 as pb
-from tests.reliability.harness import ServerProcess, wait_for
+from tests.reliability.harness import ServerProcess, free_port, wait_for
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -133,13 +133,17 @@ def test_log_lines_carry_search_and_trial_ids(servers: list[RunningServer]) -> N
     assert "search_id" not in refused[0]  # a report names only its trial
 
 
-def test_serve_log_json_writes_one_object_per_line(tmp_path: Path) -> None:
+def test_serve_with_json_logs_and_metrics(tmp_path: Path) -> None:
     log = tmp_path / "server.log"
     db = f"sqlite:///{tmp_path / 'j.db'}"
-    server = ServerProcess(db, None, "--log-json", log=log, verbose=True).start()
+    metrics_port = free_port()
+    server = ServerProcess(
+        db, None, "--log-json", "--metrics-port", str(metrics_port), log=log, verbose=True
+    ).start()
     try:
         with Client(server.address, timeout=10) as client, pytest.raises(NotFoundError):
             client.get_search("f" * 32)
+        assert rpcs(scrape(metrics_port), "MorphNas/GetSearch", "NOT_FOUND") == 1
     finally:
         assert server.stop() == 0
     entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
