@@ -90,7 +90,6 @@ from morphnas.storage._suggest import (
     plan_suggestion,
     suggest_locked,
 )
-from morphnas.storage.training import TrainingStorage
 from morphnas.storage._tables import (
     measurements,
     searches,
@@ -98,6 +97,7 @@ from morphnas.storage._tables import (
     trial_weights,
     trials,
 )
+from morphnas.storage.training import TrainingStorage
 
 __all__ = ["DEFAULT_URL", "Proposer", "Repository", "SchemaVersionError", "WEIGHT_KINDS"]
 
