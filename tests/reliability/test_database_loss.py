@@ -115,3 +115,36 @@ def test_lost_database_is_unavailable_then_recovers(setup: tuple[RunningServer, 
         assert trial.report(score=0.5).state == "COMPLETED"  # the refused report can be retried
         assert search.refresh().info.trial_count == 1
         assert [t.score for t in search.trials()] == [0.5]
+
+
+@pytest.mark.postgres
+def test_killed_connections_are_replaced_unseen(postgres_url: str) -> None:
+    """Pooled connections killed by the database (a restart, an idle timeout) are noticed by
+    the pool's pre-ping and replaced: callers see no error at all."""
+    server = build_server(ServerOptions(db_url=postgres_url, port=0))
+    try:
+        with Client(server.address, timeout=20) as client:
+            search = client.create_search("pings", input_shape=(8,), num_classes=3, policy="random")
+            for attempt in range(3):
+                assert kill_connections(postgres_url) > 0
+                [trial] = search.suggest(worker_id=f"w{attempt}")
+                assert trial.report(score=0.5).state == "COMPLETED"
+    finally:
+        server.stop(0)
+
+
+def kill_connections(url: str) -> int:
+    name = sa.engine.make_url(url).database
+    admin = sa.create_engine(postgres_admin_url(), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as c:
+            killed = c.execute(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = :n"
+                ),
+                {"n": name},
+            ).scalar_one()
+    finally:
+        admin.dispose()
+    return int(killed)
