@@ -43,9 +43,14 @@ from morphnas.core.records import (  # noqa: E402
 from morphnas.core.seeds import seed_graph  # noqa: E402
 from morphnas.search import acquisition, policy, surrogate  # noqa: E402
 from morphnas.search.distance import DISTANCES  # noqa: E402
+from morphnas.server.service import ServiceLimits  # noqa: E402
 
 SIZES = {50: 20, 200: 20, 500: 12, 1000: 12}  # history size -> timed asks
 OPTUNA_ASKS = {50: 10, 200: 8, 500: 5, 1000: 4}
+
+
+#: The server's defaults: the budget each ask really gets.
+SERVER = ServiceLimits()
 
 
 def score(graph: Graph) -> float:
@@ -124,20 +129,23 @@ def bench_morphnas(
     config: SearchConfig,
     timers: Timers,
     sizes: dict[int, int],
-    budget: float = 1.0,
+    budget: float = SERVER.suggest_time_budget_s,
+    expansions: int | None = SERVER.suggest_expansions,
 ) -> dict:
     results = {}
     for size, asks in sizes.items():
         observations = [observation(g, i) for i, g in enumerate(history[: size - asks])]
         t = time.perf_counter()
-        policy.propose(snapshot(config, observations), 1, time_budget_s=budget)  # warm, untimed
+        policy.propose(
+            snapshot(config, observations), 1, time_budget_s=budget, max_expansions=expansions
+        )  # warm, untimed
         warm = time.perf_counter() - t
         timers.reset()
         latencies, cpu = [], []
         for _ in range(asks):
             snap = snapshot(config, observations)
             t, c = time.perf_counter(), time.process_time()
-            [proposal] = policy.propose(snap, 1, time_budget_s=budget)
+            [proposal] = policy.propose(snap, 1, time_budget_s=budget, max_expansions=expansions)
             latencies.append(time.perf_counter() - t)
             cpu.append(time.process_time() - c)
             observations.append(observation(proposal.graph, len(observations)))
@@ -242,7 +250,7 @@ def table(ours: dict, theirs: dict, quick: dict, elapsed: float, load: str) -> s
             f"{_ms(t.get('p50'))} {_ms(t.get('p95'))} {_ms(t.get('cpu50'))} "
             f"{_ms(t.get('cpu95'))} | {ratio_wall} {ratio_cpu}"
         )
-    lines += ["", "Same asks with propose(snapshot, 1, time_budget_s=0.1):"]
+    lines += ["", "Same asks with a 1 s time budget and no expansion cap (a deeper search):"]
     for size, q in quick.items():
         lines.append(
             f"{size:>5} | {_ms(q['p50'])} {_ms(q['p95'])} {_ms(q['cpu50'])} {_ms(q['cpu95'])} | "
@@ -282,7 +290,9 @@ def main() -> None:
     timers = Timers()
     ours = bench_morphnas(history, config, timers, SIZES)
     loads.append(os.getloadavg()[0])
-    quick = bench_morphnas(history, config, timers, {s: 10 for s in SIZES if s in (200, 1000)}, 0.1)
+    quick = bench_morphnas(
+        history, config, timers, {s: 10 for s in SIZES if s in (200, 1000)}, 1.0, None
+    )
     print(f"distance pairs computed: {DISTANCES.layers.computed + DISTANCES.skips.computed}")
     loads.append(os.getloadavg()[0])
     theirs = {} if args.no_optuna else bench_optuna()

@@ -177,6 +177,7 @@ def tree_search(
     deadline: float,
     seed: int,
     max_children: int | None = None,
+    max_expansions: int | None = None,
 ) -> Found | None:
     """Best new architecture by acquisition reachable from ``roots`` (node, α) — see module doc.
 
@@ -199,6 +200,7 @@ def tree_search(
     while (
         queue
         and temperature >= T_MIN
+        and (max_expansions is None or expansions < max_expansions)
         and (best is None or time.perf_counter() + 1.5 * longest < deadline)
     ):
         began = time.perf_counter()
@@ -230,7 +232,7 @@ def tree_search(
                     counter += 1
         temperature *= COOLING
         longest = max(longest, time.perf_counter() - began)
-    if queue and temperature >= T_MIN:
+    if queue and temperature >= T_MIN and (max_expansions is None or expansions < max_expansions):
         log.info("tree search stopped by its time budget after %d expansions", expansions)
     if best is None:
         return None

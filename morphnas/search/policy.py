@@ -52,8 +52,20 @@ class Proposal:
     graph: Graph
 
 
-def propose(snapshot: SearchSnapshot, count: int, *, time_budget_s: float = 1.0) -> list[Proposal]:
-    """Up to ``count`` new architectures for this search (fewer only if none can be found)."""
+def propose(
+    snapshot: SearchSnapshot,
+    count: int,
+    *,
+    time_budget_s: float = 1.0,
+    max_expansions: int | None = None,
+) -> list[Proposal]:
+    """Up to ``count`` new architectures for this search (fewer only if none can be found).
+
+    The tree search of each proposal stops after ``max_expansions`` expansions (a budget of
+    work, so the answer depends only on the snapshot and the seed), or at the annealing limit,
+    or, as a safety net, when ``time_budget_s`` is spent (then the answer depends on the
+    machine's speed; that is logged).
+    """
     if count < 1:
         return []
     config = snapshot.search.config
@@ -70,7 +82,7 @@ def propose(snapshot: SearchSnapshot, count: int, *, time_budget_s: float = 1.0)
         return _bootstrap(snapshot, count, rng, taken, constraints)
     if config.policy is Policy.RANDOM:
         return _random(completed, count, rng, taken, constraints)
-    return _bayesian(snapshot, count, rng, taken, constraints, deadline)
+    return _bayesian(snapshot, count, rng, taken, constraints, deadline, max_expansions)
 
 
 def clear_caches() -> None:
@@ -211,6 +223,7 @@ def _bayesian(
     taken: set[str],
     constraints: Constraints,
     deadline: float,
+    max_expansions: int | None = None,
 ) -> list[Proposal]:
     config = snapshot.search.config
     points = _points(snapshot.completed)
@@ -254,6 +267,7 @@ def _bayesian(
                 rng,
                 start + budget * (k + 1) / count,
                 config.seed % 2**63,
+                max_expansions=max_expansions,
             )
             if found is None:
                 break

@@ -52,7 +52,10 @@ class ServiceLimits:
     """Size limits the service enforces (the server's command line can change them)."""
 
     max_weights_bytes: int = 512 * 1024**2
-    suggest_time_budget_s: float = 1.0
+    #: Tree-search expansions per proposal: a budget of work, so proposals are reproducible.
+    suggest_expansions: int = 4
+    #: Safety net on a proposal's wall time (past it, proposals depend on the machine's speed).
+    suggest_time_budget_s: float = 2.0
     max_page_size: int = 1000
     max_searches: int = 100_000
     #: Largest dataset upload accepted (enforced by the dataset upload stream).
@@ -114,7 +117,12 @@ class SearchService:
 
     def _propose(self, snapshot: SearchSnapshot, count: int) -> list[NewTrial]:
         """Called by the repository under the search lock: policy → child graphs and weights."""
-        proposals = propose(snapshot, count, time_budget_s=self.limits.suggest_time_budget_s)
+        proposals = propose(
+            snapshot,
+            count,
+            time_budget_s=self.limits.suggest_time_budget_s,
+            max_expansions=self.limits.suggest_expansions,
+        )
         by_id = {o.trial_id: o for o in snapshot.observations}
         new: list[NewTrial] = []
         for proposal in proposals:
