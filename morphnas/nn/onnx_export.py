@@ -14,6 +14,7 @@ import importlib.metadata
 import io
 import json
 import logging
+import threading
 import warnings
 from collections.abc import Mapping
 
@@ -52,6 +53,9 @@ class _Exported(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.network((x - self.mean) / self.std)  # (N, K)
         return torch.softmax(logits, dim=1) if self.softmax else logits
+
+
+_EXPORT_LOCK = threading.Lock()
 
 
 def morphnas_version() -> str:
@@ -103,7 +107,8 @@ def export_onnx(
     output = PROBABILITIES_NAME if softmax else LOGITS_NAME
     example = torch.zeros((EXPORT_BATCH, *graph.input_shape), dtype=torch.float32)
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
+    # torch.onnx.export keeps global state (and so does warnings.catch_warnings): one at a time.
+    with _EXPORT_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter announces its own deprecation
         torch.onnx.export(
             model,

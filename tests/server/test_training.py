@@ -274,3 +274,23 @@ def test_export_needs_trained_weights(client: Client) -> None:
     trial.report(score=0.9)
     with pytest.raises(FailedPreconditionError, match="trained weights"):
         search.export_onnx()
+
+
+def test_concurrent_exports(client: Client) -> None:
+    search = client.create_search(name="remote", input_shape=(12,), num_classes=3, policy="random")
+    [trial] = search.suggest(worker_id="w")
+    trial.report(score=0.9, weights=trial.initial_weights())
+    results: list[object] = []
+
+    def export() -> None:
+        try:
+            results.append(len(search.export_onnx()))
+        except Exception as err:  # noqa: BLE001 - collected and asserted below
+            results.append(err)
+
+    threads = [threading.Thread(target=export) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 6 and all(isinstance(r, int) and r > 0 for r in results), results
