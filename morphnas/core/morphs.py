@@ -87,14 +87,23 @@ def morph_from_dict(data: Mapping[str, Any]) -> Morph:
 def neighbourhood(graph: Graph) -> list[Morph]:
     """Every legal one-step morph of ``graph``, in a deterministic order."""
     ops: list[Morph] = []
-    for cls in MORPH_KINDS.values():
-        ops.extend(cls.candidates(graph))  # type: ignore[attr-defined]
+    for candidates in _candidates_by_kind(graph):
+        ops.extend(candidates)
     return ops
+
+
+def _candidates_by_kind(graph: Graph) -> tuple[tuple[Morph, ...], ...]:
+    """Legal morphs of each registered kind, computed once per (immutable) graph object."""
+    cached = graph.__dict__.get("_morph_candidates")
+    if cached is None or len(cached) != len(MORPH_KINDS):
+        cached = tuple(tuple(cls.candidates(graph)) for cls in MORPH_KINDS.values())  # type: ignore[attr-defined]
+        graph.__dict__["_morph_candidates"] = cached  # like functools.cached_property does
+    return cached  # type: ignore[no-any-return]
 
 
 def sample_morph(graph: Graph, rng: np.random.Generator) -> Morph:
     """One morph drawn uniformly over kinds, then uniformly within the kind (reproducible)."""
-    by_kind = [c for c in (cls.candidates(graph) for cls in MORPH_KINDS.values()) if c]  # type: ignore[attr-defined]
+    by_kind = [c for c in _candidates_by_kind(graph) if c]
     if not by_kind:
         raise InvalidMorphError("this graph has no legal morph")
     ops = by_kind[int(rng.integers(len(by_kind)))]

@@ -10,8 +10,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from morphnas.core.errors import (
     FailedPreconditionError,
@@ -56,10 +60,49 @@ class ServiceLimits:
     suggest_expansions: int = 4
     #: Safety net on a proposal's wall time (past it, proposals depend on the machine's speed).
     suggest_time_budget_s: float = 2.0
+    #: Memory for parsed weights of completed parents (a cache; 0 turns it off).
+    weights_cache_bytes: int = 256 * 1024**2
     max_page_size: int = 1000
     max_searches: int = 100_000
     #: Largest dataset upload accepted (enforced by the dataset upload stream).
     max_dataset_bytes: int = 2 * 1024**3
+
+
+class WeightsCache:
+    """A thread-safe LRU of parsed, read-only weight mappings, bounded by their total bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
+        self._sizes: dict[str, int] = {}
+        self._total = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> dict[str, np.ndarray] | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def put(self, key: str, weights: dict[str, np.ndarray]) -> None:
+        size = sum(a.nbytes for a in weights.values())
+        if size > self.max_bytes:
+            return
+        frozen = {}
+        for name, array in weights.items():
+            array = array.view()
+            array.flags.writeable = False  # a transfer that wrote in place would corrupt the cache
+            frozen[name] = array
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = frozen
+            self._sizes[key] = size
+            self._total += size
+            while self._total > self.max_bytes:
+                old, _ = self._entries.popitem(last=False)
+                self._total -= self._sizes.pop(old)
 
 
 def sha256_hex(data: bytes) -> str:
@@ -77,6 +120,8 @@ class SearchService:
     def __init__(self, repo: Repository, limits: ServiceLimits | None = None) -> None:
         self.repo = repo
         self.limits = limits or ServiceLimits()
+        # Parsed weights of completed parents (immutable), so popular parents are read once.
+        self._weights_cache = WeightsCache(self.limits.weights_cache_bytes)
 
     # ------------------------------------------------------------------ searches
     def create_search(self, config: SearchConfig) -> Search:
@@ -156,12 +201,18 @@ class SearchService:
             )
             return graph, init_weights(graph, config.seed)
         graph = Graph.from_json(by_id[parent_id].architecture)
+        cached = self._weights_cache.get(parent_id)
+        if cached is not None:
+            return graph, dict(cached)
         blob = self.repo.load_weights(parent_id, "trained") or self.repo.load_weights(
             parent_id, "initial"
         )
         if blob is None:
             raise FailedPreconditionError(f"trial {parent_id!r} has no stored weights")
-        return graph, check_weights(graph, weights_from_bytes(blob))
+        weights = check_weights(graph, weights_from_bytes(blob))
+        if by_id[parent_id].state is TrialState.COMPLETED:  # its weights can no longer change
+            self._weights_cache.put(parent_id, weights)
+        return graph, dict(weights)
 
     # ------------------------------------------------------------------ tell
     def report(
