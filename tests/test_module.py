@@ -92,17 +92,17 @@ def test_init_weights_is_seeded_and_uses_torch_bounds():
     graph = seed_graph((3, 16, 16), 10, width=8)
     first, again, other = init_weights(graph, 1), init_weights(graph, 1), init_weights(graph, 2)
     assert all(np.array_equal(first[k], again[k]) for k in first)
-    assert not np.array_equal(first["conv2.weight"], other["conv2.weight"])
+    assert not np.array_equal(first["conv1.weight"], other["conv1.weight"])
     bound = 1 / math.sqrt(3 * 3 * 3)  # U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = C*k*k
-    assert np.abs(first["conv2.weight"]).max() <= bound
-    assert np.array_equal(first["bn1.weight"], np.ones(3, np.float32))
+    assert np.abs(first["conv1.weight"]).max() <= bound
+    assert np.array_equal(first["bn0.weight"], np.ones(3, np.float32))
     assert set(first) == set(graph.weight_shapes())
 
 
 def test_module_weights_round_trip_exactly():
     graph = seed_graph((3, 16, 16), 10, width=8)
     weights = init_weights(graph, 3)
-    weights["bn5.running_var"] = np.full(8, 2.5, np.float32)  # buffers travel too
+    weights["bn4.running_var"] = np.full(8, 2.5, np.float32)  # buffers travel too
     back = module_weights(build_module(graph, weights))
     assert set(back) == set(weights)
     assert all(np.array_equal(back[k], weights[k]) and back[k].dtype == np.float32 for k in back)

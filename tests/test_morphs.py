@@ -119,13 +119,13 @@ def test_morphs_round_trip_through_their_dict_form(trained_seed):
 @pytest.mark.parametrize(
     "data",
     [
-        {"op": "shallower", "after": "conv2"},
-        {"after": "conv2"},
-        {"op": "deeper", "layer": "conv2"},
+        {"op": "shallower", "after": "conv1"},
+        {"after": "conv1"},
+        {"op": "deeper", "layer": "conv1"},
         {"op": "deeper", "after": 3},
-        {"op": "wider", "layer": "conv2", "add": "8"},
-        {"op": "wider", "layer": "conv2", "add": 0},
-        {"op": "add_skip", "start": "conv2"},
+        {"op": "wider", "layer": "conv1", "add": "8"},
+        {"op": "wider", "layer": "conv1", "add": 0},
+        {"op": "add_skip", "start": "conv1"},
         "deeper",
     ],
 )
@@ -146,12 +146,12 @@ def test_morphs_that_do_not_fit_are_refused():
     graph = seed_graph((2, 12, 12), 5, width=16)
     refused = [
         Deeper("nosuch", 3),
-        Deeper("conv2", 2),  # even kernel
-        Deeper("dense14", 3),  # a vector takes a Dense, kernel 0
-        Wider("bn1", 4),  # only conv and dense grow
-        Wider("conv2", 20_000),  # past MAX_UNITS
-        AddSkip("conv10", "conv2"),  # backwards
-        AddSkip("conv2", "dense14"),  # across the global pool
+        Deeper("conv1", 2),  # even kernel
+        Deeper("dense13", 3),  # a vector takes a Dense, kernel 0
+        Wider("bn0", 4),  # only conv and dense grow
+        Wider("conv1", 20_000),  # past MAX_UNITS
+        AddSkip("conv9", "conv1"),  # backwards
+        AddSkip("conv1", "dense13"),  # across the global pool
     ]
     for op in refused:
         with pytest.raises(InvalidMorphError):
@@ -169,10 +169,10 @@ def _inserted_kinds(graph, op):
 
 
 def test_deeper_adds_a_relu_only_where_the_tensor_is_non_negative():
-    cnn = seed_graph((2, 12, 12), 5, width=16)  # relu0 -> bn1 -> conv2 -> maxpool3 -> relu4 ...
-    assert _inserted_kinds(cnn, Deeper("relu0", 3)) == ["conv", "bn", "relu"]
-    assert _inserted_kinds(cnn, Deeper("bn1", 3)) == ["conv", "bn"]
-    assert _inserted_kinds(cnn, Deeper("conv2", 5)) == ["conv", "bn"]
+    cnn = seed_graph((2, 12, 12), 5, width=16)  # bn0 -> conv1 -> maxpool2 -> relu3 -> bn4 ...
+    assert _inserted_kinds(cnn, Deeper("relu3", 3)) == ["conv", "bn", "relu"]
+    assert _inserted_kinds(cnn, Deeper("bn4", 3)) == ["conv", "bn"]
+    assert _inserted_kinds(cnn, Deeper("conv5", 5)) == ["conv", "bn"]
     mlp = seed_graph((20,), 3, width=32)  # dense0 -> dropout1 -> relu2 -> dense3 ...
     assert _inserted_kinds(mlp, Deeper("relu2")) == ["dense", "relu"]
     assert _inserted_kinds(mlp, Deeper("dense0")) == ["dense"]
@@ -195,26 +195,26 @@ def test_a_relu_after_a_pool_of_a_relu_is_safe():
 
 def test_wider_through_an_add_widens_the_other_branch(logits_of):
     parent = seed_graph((2, 12, 12), 5, width=16)
-    skip = AddSkip("conv2", "conv6")  # conv2 -> maxpool copy -> relu -> 1x1 conv -> add(conv6, .)
+    skip = AddSkip("conv1", "conv5")  # conv1 -> maxpool copy -> relu -> 1x1 conv -> add(conv5, .)
     graph, weights = _child(skip, parent, init_weights(parent, 0))
     projection = next(n for n in graph.by_name if n not in parent.by_name and n.startswith("conv"))
-    plan = widening_plan(graph, "conv6", 8)
-    assert plan.sources == {"conv6": 8, projection: 8}
-    child = Wider("conv6", 8).apply(graph)
+    plan = widening_plan(graph, "conv5", 8)
+    assert plan.sources == {"conv5": 8, projection: 8}
+    child = Wider("conv5", 8).apply(graph)
     assert child.by_name[projection].units == 24
-    _assert_same_logits(logits_of, graph, weights, Wider("conv6", 8))
+    _assert_same_logits(logits_of, graph, weights, Wider("conv5", 8))
 
 
 def test_wider_through_a_concat_inserts_at_the_right_offset(logits_of):
     parent = seed_graph((2, 12, 12), 5, width=16)
-    skip = ConcatSkip("conv2", "conv6")  # concat(conv6 [16 ch], relu(pool(conv2)) [16 ch])
+    skip = ConcatSkip("conv1", "conv5")  # concat(conv5 [16 ch], relu(pool(conv1)) [16 ch])
     graph, weights = _child(skip, parent, init_weights(parent, 0))
     projection = graph.consumers[next(n for n in graph.by_name if n.startswith("concat"))][0]
-    # conv6 is the concat's first input: new channels go between the two inputs.
-    assert widening_plan(graph, "conv6", 8).sinks == {projection: ((16, 8),)}
-    # conv2 feeds the main path (conv6) and the concat's second input (appended at the end).
-    assert widening_plan(graph, "conv2", 8).sinks == {"conv6": ((16, 8),), projection: ((32, 8),)}
-    for op in (Wider("conv6", 8), Wider("conv2", 8)):
+    # conv5 is the concat's first input: new channels go between the two inputs.
+    assert widening_plan(graph, "conv5", 8).sinks == {projection: ((16, 8),)}
+    # conv1 feeds the main path (conv5) and the concat's second input (appended at the end).
+    assert widening_plan(graph, "conv1", 8).sinks == {"conv5": ((16, 8),), projection: ((32, 8),)}
+    for op in (Wider("conv5", 8), Wider("conv1", 8)):
         _assert_same_logits(logits_of, graph, weights, op)
 
 
@@ -316,7 +316,7 @@ def test_a_morph_always_changes_the_hash(graph, rng_seed):
 
 def test_joins_do_not_block_widening():
     parent = seed_graph((2, 12, 12), 5, width=16)
-    for skip in (ConcatSkip("conv2", "conv6"), AddSkip("conv2", "conv6")):
+    for skip in (ConcatSkip("conv1", "conv5"), AddSkip("conv1", "conv5")):
         graph = skip.apply(parent)
         widenable = {op.layer for op in Wider.candidates(graph)}
         convs = {layer.name for layer in graph.layers if layer.kind == "conv"}
@@ -333,5 +333,5 @@ def test_the_neighbourhood_of_a_sixty_layer_graph_is_quick():
         start = time.perf_counter()
         ops = neighbourhood(cold)
         seconds.append(time.perf_counter() - start)
-    assert len(ops) > 1000
+    assert len(ops) > 500
     assert min(seconds) < 0.1  # about 4 ms on one core (see bench/morph.py)

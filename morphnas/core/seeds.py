@@ -3,6 +3,9 @@
 * images ``(C, H, W)`` and sequences ``(C, L)``: ``depth`` blocks of
   [ReLU → BN → Conv k(width) → MaxPool 2], then GlobalAvgPool → Dropout(0.25) → Dense(width) →
   ReLU → Dense(classes). A block's pool is left out once the map is too small to halve.
+  Unlike Auto-Keras, the first block has no ReLU: on the normalised input it would throw away
+  every below-mean value, and morphs only add layers, so no search could ever take it out
+  (on MNIST-1D that one ReLU cost 40 points of test accuracy at the same budget).
 * vectors ``(D,)``: ``depth`` × [Dense(width) → Dropout(0.25) → ReLU] → Dense(classes).
 """
 
@@ -52,8 +55,9 @@ def cnn_seed(
         layers.append(Layer(name=name, kind=kind, inputs=(previous,), **attrs))  # type: ignore[arg-type]
         previous = name
 
-    for _ in range(depth):
-        add("relu")
+    for block in range(depth):
+        if block > 0:
+            add("relu")
         add("bn")
         add("conv", units=width, kernel=kernel, stride=1)
         if min(spatial) >= 2:
