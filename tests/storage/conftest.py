@@ -9,7 +9,6 @@ fails the Postgres tests; when it is not set, they skip with the reason.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +18,7 @@ import sqlalchemy as sa
 
 from morphnas.core.records import SearchConfig
 from morphnas.storage import Repository
-
-DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-ENV = "MORPHNAS_TEST_POSTGRES_URL"
+from tests.dbs import fresh_postgres_database
 
 DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -29,25 +26,7 @@ DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     """URL of a database created for this test session (dropped afterwards)."""
-    admin_url = os.environ.get(ENV, DEFAULT_POSTGRES)
-    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"morphnas_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with engine.connect() as connection:
-            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as error:
-        engine.dispose()
-        reason = f"PostgreSQL at {admin_url} is unreachable: {error.orig}"
-        if ENV in os.environ:
-            pytest.fail(reason)
-        pytest.skip(f"{reason} (set {ENV} to require it)")
-    url = sa.make_url(admin_url).set(database=name)
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
+    yield from fresh_postgres_database()
 
 
 def postgres_schema(database_url: str) -> Iterator[str]:
