@@ -37,14 +37,14 @@ STATE_FROM_PB = {v: k for k, v in STATE_TO_PB.items()}
 
 def policy_from_pb(value: int) -> Policy:
     try:
-        return POLICY_FROM_PB[value]
+        return POLICY_FROM_PB[value]  # type: ignore[index]  # an unknown int raises below
     except KeyError:
         raise InvalidArgumentError(f"unknown policy {value}") from None
 
 
 def state_from_pb(value: int) -> TrialState:
     try:
-        return STATE_FROM_PB[value]
+        return STATE_FROM_PB[value]  # type: ignore[index]  # an unknown int raises below
     except KeyError:
         raise InvalidArgumentError(
             f"unknown trial state {value}; use COMPLETED, FAILED or INFEASIBLE"

@@ -258,6 +258,7 @@ class SearchService:
     def _reported_weights(self, trial: Trial, inline: bytes, sha: str) -> bytes | None:
         if inline and sha and sha256_hex(inline) != sha:
             raise InvalidArgumentError("weights_sha256 does not match the inline weights")
+        blob: bytes | None
         if inline:
             blob = inline
         elif sha:
