@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 
@@ -125,21 +126,7 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
         first = next(request_iterator, None)
         if first is None or not first.trial_id:
             raise InvalidArgumentError("the first UploadWeights message must name trial_id")
-        limit = self.service.limits.max_weights_bytes
-        if first.total_size > limit:
-            raise ResourceExhaustedError(
-                f"weights of {first.total_size:,} bytes exceed the limit of {limit:,}"
-            )
-        parts = [first.data]
-        size = len(first.data)
-        for message in request_iterator:
-            size += len(message.data)
-            if size > limit:
-                raise ResourceExhaustedError(f"upload exceeds the limit of {limit:,} bytes")
-            parts.append(message.data)
-        blob = b"".join(parts)
-        if first.total_size and first.total_size != len(blob):
-            raise InvalidArgumentError(f"announced {first.total_size} bytes, received {len(blob)}")
+        blob = _assemble(first, request_iterator, self.service.limits.max_weights_bytes)
         digest = self.service.stage_weights(first.trial_id, blob, first.sha256)
         return pb.UploadWeightsResponse(sha256=digest, size=len(blob))
 
@@ -150,13 +137,7 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
         kind = _WEIGHT_KINDS.get(request.kind)
         if kind is None:
             raise InvalidArgumentError(f"unknown weights kind {request.kind}")
-        blob = self.service.weights(request.trial_id, kind)
-        digest = sha256_hex(blob)
-        yield pb.WeightsChunk(total_size=len(blob), sha256=digest, data=blob[:CHUNK_BYTES])
-        for start in range(CHUNK_BYTES, len(blob), CHUNK_BYTES):
-            if not context.is_active():
-                return
-            yield pb.WeightsChunk(data=blob[start : start + CHUNK_BYTES])
+        yield from _chunks(self.service.weights(request.trial_id, kind), pb.WeightsChunk, context)
 
     # ------------------------------------------------------------------ server-side training
     @handles_errors
@@ -206,11 +187,7 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
         self, request: pb.ExportModelRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.ExportChunk]:
         blob = self.training.export_onnx(request.search_id, request.trial_id, request.softmax)
-        yield pb.ExportChunk(total_size=len(blob), sha256=sha256_hex(blob), data=blob[:CHUNK_BYTES])
-        for start in range(CHUNK_BYTES, len(blob), CHUNK_BYTES):
-            if not context.is_active():
-                return
-            yield pb.ExportChunk(data=blob[start : start + CHUNK_BYTES])
+        yield from _chunks(blob, pb.ExportChunk, context)
 
     @handles_errors
     def UploadDataset(
@@ -221,20 +198,7 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
             raise InvalidArgumentError(
                 "the first UploadDataset message must carry the dataset name"
             )
-        limit = self.training.max_dataset_bytes
-        if first.total_size > limit:
-            raise ResourceExhaustedError(
-                f"a dataset of {first.total_size:,} bytes exceeds the limit of {limit:,}"
-            )
-        parts, size = [first.data], len(first.data)
-        for message in request_iterator:
-            size += len(message.data)
-            if size > limit:
-                raise ResourceExhaustedError(f"the upload exceeds the limit of {limit:,} bytes")
-            parts.append(message.data)
-        blob = b"".join(parts)
-        if first.total_size and first.total_size != len(blob):
-            raise InvalidArgumentError(f"announced {first.total_size} bytes, received {len(blob)}")
+        blob = _assemble(first, request_iterator, self.training.max_dataset_bytes)
         return convert.dataset_to_pb(self.training.upload_dataset(first.name, blob))
 
     @handles_errors
@@ -253,3 +217,31 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
             raise InvalidArgumentError("dataset_id is required")
         self.training.delete_dataset(request.dataset_id)
         return pb.DeleteDatasetResponse()
+
+
+def _assemble(first: Any, rest: Iterator[Any], limit: int) -> bytes:
+    """The bytes of a client stream (``data`` of every message), refused past ``limit``."""
+    if first.total_size > limit:
+        raise ResourceExhaustedError(
+            f"an upload of {first.total_size:,} bytes exceeds the limit of {limit:,}"
+        )
+    parts, size = [first.data], len(first.data)
+    for message in rest:
+        size += len(message.data)
+        if size > limit:
+            raise ResourceExhaustedError(f"the upload exceeds the limit of {limit:,} bytes")
+        parts.append(message.data)
+    blob = b"".join(parts)
+    if first.total_size and first.total_size != len(blob):
+        raise InvalidArgumentError(f"announced {first.total_size} bytes, received {len(blob)}")
+    return blob
+
+
+def _chunks(blob: bytes, message: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+    """A blob as a server stream: the header (size, sha256) rides on the first chunk; a
+    cancelled call stops the stream."""
+    yield message(total_size=len(blob), sha256=sha256_hex(blob), data=blob[:CHUNK_BYTES])
+    for start in range(CHUNK_BYTES, len(blob), CHUNK_BYTES):
+        if not context.is_active():
+            return
+        yield message(data=blob[start : start + CHUNK_BYTES])
