@@ -17,7 +17,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from morphnas.core.errors import InvalidGraphError, ShapeMismatchError, SizeLimitError
+from morphnas.core.errors import (
+    InvalidGraphError,
+    ShapeMismatchError,
+    SizeLimitError,
+    UnknownLayerKindError,
+)
 
 Shape = tuple[int, ...]
 
@@ -246,16 +251,14 @@ for _kind in (
 
 
 def layer_kind(layer: Layer) -> LayerKind:
-    """The registry entry of a layer's kind."""
-    from morphnas.core.errors import UnknownLayerKindError
-
-    try:
-        return LAYER_KINDS[layer.kind]
-    except KeyError:
+    """The registry entry of a layer's kind (a hot path: validation calls it for every layer)."""
+    kind = LAYER_KINDS.get(layer.kind) if isinstance(layer.kind, str) else None
+    if kind is None:
         known = ", ".join(sorted(LAYER_KINDS))
         raise UnknownLayerKindError(
             f"unknown layer kind {layer.kind!r} (known: {known})", layer.name
-        ) from None
+        )
+    return kind
 
 
 def check_layer(layer: Layer, shapes: list[Shape]) -> Shape:
