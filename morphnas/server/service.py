@@ -226,7 +226,7 @@ class SearchService:
         weights_sha256: str = "",
         worker_id: str = "",
     ) -> Trial:
-        trial = self.repo.get_trial(_id(trial_id, "trial_id"))
+        trial_id = _id(trial_id, "trial_id")
         if state not in (TrialState.COMPLETED, TrialState.FAILED, TrialState.INFEASIBLE):
             raise InvalidArgumentError(
                 f"a report sets state COMPLETED, FAILED or INFEASIBLE, not {state.value}"
@@ -238,38 +238,36 @@ class SearchService:
             raise InvalidArgumentError(f"score must be finite, got {score}")
         if len(reason) > 10_000:
             raise InvalidArgumentError("reason must be at most 10,000 characters")
-        blob = self._reported_weights(trial, weights, weights_sha256)
-        if blob is not None and state is not TrialState.COMPLETED:
-            raise InvalidArgumentError("only a COMPLETED report can carry trained weights")
+        blob = None
+        if weights or weights_sha256:
+            if state is not TrialState.COMPLETED:
+                raise InvalidArgumentError("only a COMPLETED report can carry trained weights")
+            # Only weights need the stored trial (its architecture); a plain report is one write.
+            blob = self._reported_weights(self.repo.get_trial(trial_id), weights, weights_sha256)
         updated, changed = self.repo.report(
-            trial.id, state=state, score=score, reason=reason, weights=blob, worker_id=worker_id
+            trial_id, state=state, score=score, reason=reason, weights=blob, worker_id=worker_id
         )
         if changed and state is TrialState.FAILED and is_out_of_memory(reason):
-            params = Graph.from_json(trial.architecture).num_params
-            search = self.repo.lower_size_cap(trial.search_id, max(1, params - 1))
+            params = Graph.from_json(updated.architecture).num_params
+            search = self.repo.lower_size_cap(updated.search_id, max(1, params - 1))
             log.warning(
                 "trial %s ran out of memory: search %s now caps models at %d parameters",
-                trial.id,
-                trial.search_id,
+                updated.id,
+                updated.search_id,
                 search.size_cap_params,
             )
         return updated
 
-    def _reported_weights(self, trial: Trial, inline: bytes, sha: str) -> bytes | None:
+    def _reported_weights(self, trial: Trial, inline: bytes, sha: str) -> bytes:
+        """The weights a report names (inline, or uploaded before under ``sha``), validated."""
         if inline and sha and sha256_hex(inline) != sha:
             raise InvalidArgumentError("weights_sha256 does not match the inline weights")
-        blob: bytes | None
-        if inline:
-            blob = inline
-        elif sha:
-            blob = self.repo.load_staged_weights(trial.id, sha)
-            if blob is None:
-                raise FailedPreconditionError(
-                    f"no weights with sha256 {sha} were uploaded for trial {trial.number}; "
-                    "call UploadWeights first"
-                )
-        else:
-            return None
+        blob = inline or self.repo.load_staged_weights(trial.id, sha)
+        if blob is None:
+            raise FailedPreconditionError(
+                f"no weights with sha256 {sha} were uploaded for trial {trial.number}; "
+                "call UploadWeights first"
+            )
         self.validate_weights(trial, blob)
         return blob
 
