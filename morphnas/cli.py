@@ -17,27 +17,12 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from morphnas.tables import describe_path, table
+
 if TYPE_CHECKING:  # imported lazily below: `morphnas --help` stays fast
     from morphnas.client import Client
 
 DEFAULT_SERVER = os.environ.get("MORPHNAS_SERVER", "127.0.0.1:50051")
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A plain aligned text table."""
-    cells = [[str(h) for h in headers]] + [[_cell(v) for v in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -97,7 +82,7 @@ def cmd_searches(args: argparse.Namespace) -> int:
                     "stopped" if s.info.stopped else "open",
                 )
             )
-    print(_table(("id", "name", "input", "classes", "policy", "trials", "best", "state"), rows))
+    print(table(("id", "name", "input", "classes", "policy", "trials", "best", "state"), rows))
     return 0
 
 
@@ -112,13 +97,13 @@ def cmd_trials(args: argparse.Namespace) -> int:
                 t.score,
                 f"{t.info.num_params:,}",
                 _parent_number(trials, t.parent_id),
-                ", ".join(_describe(op) for op in t.operations) or "seed",
+                describe_path(t.operations),
                 t.info.reason[:40],
             )
             for t in trials
         ]
     print(f"search {search.id} ({search.name}): {len(rows)} trial(s)")
-    print(_table(("#", "state", "score", "params", "parent", "morphs", "reason"), rows))
+    print(table(("#", "state", "score", "params", "parent", "morphs", "reason"), rows))
     return 0
 
 
@@ -126,17 +111,6 @@ def _parent_number(trials: Sequence, parent_id: str | None) -> str:
     if parent_id is None:
         return "-"
     return next((str(t.number) for t in trials if t.id == parent_id), parent_id[:8])
-
-
-def _describe(op: dict) -> str:
-    kind = op.get("op", "?")
-    if kind == "wider":
-        return f"wider({op['layer']}+{op['add']})"
-    if kind == "deeper":
-        return f"deeper(after {op['after']}, k={op['kernel']})"
-    if kind in ("add_skip", "concat_skip"):
-        return f"{kind}({op['start']}->{op['end']})"
-    return kind
 
 
 def _serve_logging(args: argparse.Namespace) -> None:

@@ -13,11 +13,12 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from morphnas.client import Client, SearchHandle
 from morphnas.core.records import BUILTIN_DATASET_SHAPES
+from morphnas.tables import describe_path, table
 
 
 @contextmanager
@@ -51,17 +52,11 @@ def _dataset_for(client: Client, dataset: str) -> tuple[str, tuple[int, ...], in
     return info.id, tuple(info.input_shape), info.num_classes
 
 
-def _bars(total: int, quiet: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="search", unit="trial", position=0, disable=quiet, leave=True)
-
-
 def _follow(search: SearchHandle, trials: int, epochs: int, quiet: bool) -> dict[str, Any]:
     """Show an overall bar and one per trial until the run finishes; returns the final payload."""
     from tqdm import tqdm
 
-    overall = _bars(trials, quiet)
+    overall = tqdm(total=trials, desc="search", unit="trial", position=0, disable=quiet)
     per_trial: dict[str, Any] = {}
     finished: dict[str, Any] = {}
     position = 1
@@ -102,8 +97,6 @@ def _follow(search: SearchHandle, trials: int, epochs: int, quiet: bool) -> dict
 
 
 def _leaderboard(search: SearchHandle, top: int = 10) -> str:
-    from morphnas.cli import _describe, _table
-
     trials = search.trials()
     numbers = {t.id: t.number for t in trials}
     completed = sorted(
@@ -116,11 +109,11 @@ def _leaderboard(search: SearchHandle, top: int = 10) -> str:
             t.score,
             f"{t.info.num_params:,}",
             numbers.get(t.parent_id or "", "-"),
-            _shorten(", ".join(_describe(op) for op in t.operations) or "seed"),
+            _shorten(describe_path(t.operations)),
         )
         for rank, t in enumerate(completed[:top], start=1)
     ]
-    return _table(("rank", "trial", "val acc", "params", "parent", "morphs"), rows)
+    return table(("rank", "trial", "val acc", "params", "parent", "morphs"), rows)
 
 
 def _shorten(text: str, width: int = 70) -> str:
@@ -130,7 +123,7 @@ def _shorten(text: str, width: int = 70) -> str:
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.server:
-        context: Any = _nullcontext(args.server)
+        context: Any = nullcontext(args.server)
     else:
         context = embedded_server(args.db, args.workers, args.device)
     with context as address, Client(address, timeout=120) as client:
@@ -196,11 +189,6 @@ def _verify_export(blob: bytes, dataset: str, seed: int, best: Any) -> str:
         f"onnxruntime on the {len(test)} test examples: accuracy {accuracy:.4f}; "
         f"argmax agreement with torch {100 * agreement:.1f}%, max |logit difference| {diff:.1e}"
     ) + ("" if np.isfinite(diff) else " (not finite!)")
-
-
-@contextmanager
-def _nullcontext(value: str) -> Iterator[str]:
-    yield value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,7 +18,7 @@ import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import numpy as np
@@ -30,8 +30,6 @@ from morphnas.core.records import Policy
 from morphnas.core.weights import weights_from_bytes, weights_to_bytes
 from morphnas.v1 import morphnas_pb2 as pb
 from morphnas.v1 import morphnas_pb2_grpc as pb_grpc
-
-T = TypeVar("T")
 
 #: Weights up to this size go inline in ReportTrial; larger ones are streamed first.
 INLINE_WEIGHTS_BYTES = 2 * 1024**2

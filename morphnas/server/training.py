@@ -56,6 +56,7 @@ from morphnas.nn.datasets import (
     load_npz,
     validate_for,
 )
+from morphnas.server.metrics import record_training
 from morphnas.server.service import SearchService, sha256_hex
 
 log = logging.getLogger(__name__)
@@ -367,7 +368,7 @@ class Worker:
                 reason="cancelled: the search was stopped",
             )
             return
-        _record_metrics(result.samples_per_second, result.seconds)
+        record_training(int(result.samples_per_second * result.seconds), result.seconds)
         self._report(
             search,
             trial,
@@ -506,14 +507,6 @@ class _Heartbeat:
 
 def trial_lease(service: SearchService, trial: Trial) -> float:
     return service.get_search(trial.search_id).config.lease_seconds
-
-
-def _record_metrics(samples_per_second: float, seconds: float) -> None:
-    try:
-        from morphnas.server.metrics import record_training
-    except ImportError:
-        return
-    record_training(int(samples_per_second * seconds), seconds)
 
 
 def run_worker(

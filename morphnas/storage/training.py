@@ -19,7 +19,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Connection, Row, and_, delete, func, insert, select, update
 
@@ -34,8 +34,6 @@ from morphnas.core.records import (
 )
 from morphnas.storage._rows import expire, lock_search
 from morphnas.storage._tables import dataset_blobs, datasets, events, training_runs, trials
-
-T = TypeVar("T")
 
 
 def _now(now: float | None) -> float:
