@@ -329,7 +329,9 @@ class _RowCache:
         missing_q, missing_c = np.nonzero(np.isnan(out))
         if len(missing_q):
             if many is not None and len(set(missing_q.tolist())) > 1:
-                self._fill_many(many, query_keys, query_items, col_items, columns, missing_q, out)
+                self._fill_many(
+                    many, query_keys, query_items, col_items, columns, missing_q, missing_c, out
+                )
             else:
                 self._fill(query_keys, query_items, col_items, columns, missing_q, missing_c, out)
         index = {key: i for i, key in enumerate(query_keys)}
@@ -343,11 +345,14 @@ class _RowCache:
         col_items: dict[bytes, np.ndarray],
         columns: Sequence[tuple[bytes, np.ndarray]],
         missing_q: np.ndarray,
+        missing_c: np.ndarray,
         out: np.ndarray,
     ) -> None:
         rows = sorted(set(missing_q.tolist()))
         keys = [query_keys[q] for q in rows]
-        col_keys = list(dict.fromkeys(key for key, _ in columns))
+        # Only the columns some row lacks (often one: the newest landmark); each pair's value
+        # does not depend on which other columns share the batch.
+        col_keys = list(dict.fromkeys(columns[c][0] for c in sorted(set(missing_c.tolist()))))
         values = np.round(many([query_items[k] for k in keys], [col_items[k] for k in col_keys]), 8)
         size = len(self._columns)
         ids = np.array([self._columns[k] for k in col_keys], np.intp)
