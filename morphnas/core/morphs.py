@@ -6,7 +6,9 @@ Each operation is a frozen dataclass with
 * ``transfer(graph, weights) -> weights``: the child's weights from the parent's, chosen so the
   child computes exactly the parent's function in eval mode (no noise is added: new units get
   zero outgoing weights, new layers are identities, so symmetry breaks through the gradients);
-* ``candidates(graph) -> list``: every legal instance of this kind on a graph;
+* ``candidates(graph) -> list``: every legal instance of this kind on a graph, built from
+  ``candidate_args(graph)``, the constructor arguments of each (plain tuples: cheap to list
+  when only a few of thousands will be built, see :func:`neighbourhood_args`);
 * ``to_dict()`` / :func:`morph_from_dict`: the JSON form stored with each trial.
 
 The kinds (:data:`MORPH_KINDS`):
@@ -86,28 +88,33 @@ def morph_from_dict(data: Mapping[str, Any]) -> Morph:
 
 def neighbourhood(graph: Graph) -> list[Morph]:
     """Every legal one-step morph of ``graph``, in a deterministic order."""
-    ops: list[Morph] = []
-    for candidates in _candidates_by_kind(graph):
-        ops.extend(candidates)
-    return ops
+    return [cls(*args) for cls, candidates in neighbourhood_args(graph) for args in candidates]
 
 
-def _candidates_by_kind(graph: Graph) -> tuple[tuple[Morph, ...], ...]:
-    """Legal morphs of each registered kind, computed once per (immutable) graph object."""
+def neighbourhood_args(graph: Graph) -> tuple[tuple[type, tuple[tuple[Any, ...], ...]], ...]:
+    """Per registered kind: its class and the constructor arguments of each legal instance.
+
+    ``cls(*args)`` builds a morph; listing every one as such gives :func:`neighbourhood`, in the
+    same order. Plain tuples are cheap, so a caller that needs a few of thousands of morphs builds
+    only those. Computed once per (immutable) graph object.
+    """
     cached = graph.__dict__.get("_morph_candidates")
     if cached is None or len(cached) != len(MORPH_KINDS):
-        cached = tuple(tuple(cls.candidates(graph)) for cls in MORPH_KINDS.values())  # type: ignore[attr-defined]
+        cached = tuple(
+            (cls, tuple(cls.candidate_args(graph)))  # type: ignore[attr-defined]
+            for cls in MORPH_KINDS.values()
+        )
         graph.__dict__["_morph_candidates"] = cached  # like functools.cached_property does
     return cached  # type: ignore[no-any-return]
 
 
 def sample_morph(graph: Graph, rng: np.random.Generator) -> Morph:
     """One morph drawn uniformly over kinds, then uniformly within the kind (reproducible)."""
-    by_kind = [c for c in _candidates_by_kind(graph) if c]
+    by_kind = [(cls, args) for cls, args in neighbourhood_args(graph) if args]
     if not by_kind:
         raise InvalidMorphError("this graph has no legal morph")
-    ops = by_kind[int(rng.integers(len(by_kind)))]
-    return ops[int(rng.integers(len(ops)))]  # type: ignore[no-any-return]
+    cls, args = by_kind[int(rng.integers(len(by_kind)))]
+    return cls(*args[int(rng.integers(len(args)))])  # type: ignore[no-any-return]
 
 
 def apply_path(
@@ -256,14 +263,18 @@ class Deeper:
 
     @classmethod
     def candidates(cls, graph: Graph) -> list[Deeper]:
-        ops: list[Deeper] = []
+        return [cls(*args) for args in cls.candidate_args(graph)]
+
+    @classmethod
+    def candidate_args(cls, graph: Graph) -> list[tuple[str, int]]:
+        args: list[tuple[str, int]] = []
         for layer in graph.layers[:-1]:
             shape = graph.shape_of(layer.name)
             if len(shape) >= 2:
-                ops.extend(cls(layer.name, k) for k in DEEPER_KERNELS)
+                args.extend((layer.name, k) for k in DEEPER_KERNELS)
             elif shape[0] <= MAX_DEEPER_DENSE:
-                ops.append(cls(layer.name, 0))
-        return ops
+                args.append((layer.name, 0))
+        return args
 
     def to_dict(self) -> dict[str, Any]:
         return {"op": self.kind, **asdict(self)}
@@ -437,7 +448,11 @@ class Wider:
 
     @classmethod
     def candidates(cls, graph: Graph) -> list[Wider]:
-        ops: list[Wider] = []
+        return [cls(*args) for args in cls.candidate_args(graph)]
+
+    @classmethod
+    def candidate_args(cls, graph: Graph) -> list[tuple[str, int]]:
+        args: list[tuple[str, int]] = []
         for layer in graph.layers[:-1]:
             if layer.kind not in ("conv", "dense"):
                 continue
@@ -446,8 +461,8 @@ class Wider:
             except InvalidMorphError:
                 continue
             adds = sorted({max(1, int(layer.units * f)) for f in WIDER_FRACTIONS})
-            ops.extend(cls(layer.name, add) for add in adds if layer.units + add <= MAX_UNITS)
-        return ops
+            args.extend((layer.name, add) for add in adds if layer.units + add <= MAX_UNITS)
+        return args
 
     def to_dict(self) -> dict[str, Any]:
         return {"op": self.kind, **asdict(self)}
@@ -564,8 +579,12 @@ class _Skip:
 
     @classmethod
     def candidates(cls, graph: Graph) -> list[Any]:
+        return [cls(*args) for args in cls.candidate_args(graph)]
+
+    @classmethod
+    def candidate_args(cls, graph: Graph) -> list[tuple[str, str]]:
         chain = graph.main_chain
-        return [cls(start, end) for i, start in enumerate(chain) for end, _ in _skip_ends(graph, i)]
+        return [(start, end) for i, start in enumerate(chain) for end, _ in _skip_ends(graph, i)]
 
     def to_dict(self) -> dict[str, Any]:
         return {"op": self.kind, **asdict(self)}  # type: ignore[attr-defined]

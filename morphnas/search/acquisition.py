@@ -38,7 +38,7 @@ import numpy as np
 
 from morphnas.core.errors import InvalidArgumentError
 from morphnas.core.graph import Graph
-from morphnas.core.morphs import Morph, neighbourhood
+from morphnas.core.morphs import Morph, neighbourhood_args
 from morphnas.search.descriptors import LRU, Descriptor, descriptor, structural_key
 
 log = logging.getLogger(__name__)
@@ -129,21 +129,19 @@ def child_morphs(graph: Graph, key: str, seed: int, limit: int = MAX_CHILDREN) -
     """
 
     def build() -> tuple[Morph, ...]:
-        ops = neighbourhood(graph)
-        if len(ops) <= limit:
-            return tuple(ops)
+        # Arguments, not morphs: only the picked few of (often) thousands are built.
+        groups = [(cls, args) for cls, args in neighbourhood_args(graph) if args]
+        if sum(len(args) for _, args in groups) <= limit:
+            return tuple(cls(*a) for cls, args in groups for a in args)
         rng = np.random.default_rng([seed, int(structural_key(graph)[:15], 16)])
-        by_kind: dict[str, list[Morph]] = {}
-        for op in ops:
-            by_kind.setdefault(op.kind, []).append(op)
-        queues = [
-            [group[int(i)] for i in rng.permutation(len(group))] for group in by_kind.values()
-        ]
+        orders = [rng.permutation(len(args)).tolist() for _, args in groups]
+        taken = [0] * len(groups)
         picked: list[Morph] = []
         while len(picked) < limit:
-            for queue in queues:
-                if queue and len(picked) < limit:
-                    picked.append(queue.pop(0))
+            for g, (cls, args) in enumerate(groups):
+                if taken[g] < len(args) and len(picked) < limit:
+                    picked.append(cls(*args[orders[g][taken[g]]]))
+                    taken[g] += 1
         return tuple(picked)
 
     return _NEIGHBOURS.get_or((key, seed, limit), build)  # type: ignore[no-any-return]
