@@ -395,3 +395,64 @@ def test_the_hash_is_stable_across_processes_and_versions():
         previous = layers[-1].name
     expected = "0e64c1347129579e7b7e83ce5f967ca027afaa1515a1754b870d50dcd6d7d10c"
     assert build_graph((3, 32, 32), layers).content_hash == expected
+
+
+# ------------------------------------------------------------------- validation reusing a parent
+
+
+def _outcome(shape, layers, parent=None):
+    """The graph and its shapes, or the error's type, layer and message."""
+    try:
+        graph = build_graph(shape, layers, parent=parent)
+    except InvalidGraphError as err:
+        return type(err), err.layer, str(err)
+    return graph, graph.shapes, graph.num_params, graph.training_memory_bytes(8)
+
+
+EDITS = [
+    {"units": True},
+    {"units": 0},
+    {"units": 10**6},
+    {"units": 1},
+    {"units": 3.0},
+    {"kernel": 4},
+    {"kernel": 15, "stride": 15},
+    {"stride": 0},
+    {"rate": float("nan")},
+    {"rate": 0.5},
+    {"kind": "lstm"},
+    {"kind": "dense"},
+    {"kind": "flatten"},
+    {"inputs": ("ghost",)},
+    {"inputs": ()},
+]
+
+
+@settings(max_examples=80, deadline=None)
+@given(graph=graphs(), data=st.data())
+def test_validation_with_a_parent_has_the_same_outcome_as_without(graph, data):
+    # Layer objects shared with the parent may skip their checks only while they read the same
+    # shapes: an edit anywhere, or another input shape, must be caught exactly as without.
+    victim = data.draw(st.sampled_from(graph.layers))
+    edit = data.draw(st.sampled_from(EDITS))
+    layers = [layer.replace(**edit) if layer is victim else layer for layer in graph.layers]
+    shape = graph.input_shape
+    if data.draw(st.booleans()):
+        shape = (shape[0] + 1, *(max(1, n // 3) for n in shape[1:]))
+    assert _outcome(shape, layers, parent=graph) == _outcome(shape, layers)
+    if data.draw(st.booleans()):
+        dropped = [layer for layer in graph.layers if layer is not victim]
+        if dropped:
+            assert _outcome(shape, dropped, parent=graph) == _outcome(shape, dropped)
+
+
+@settings(max_examples=40, deadline=None)
+@given(graph=graphs(), rng_seed=st.integers(0, 2**32 - 1))
+def test_a_morphed_graph_validated_against_its_parent_is_the_same_graph(graph, rng_seed):
+    op = sample_morph(graph, np.random.default_rng(rng_seed))
+    child = op.apply(graph)  # reuses the parent's checks
+    fresh = build_graph(child.input_shape, child.layers)
+    assert child == fresh
+    assert child.shapes == fresh.shapes
+    assert child.weight_shapes() == fresh.weight_shapes()
+    assert child.num_params == fresh.num_params

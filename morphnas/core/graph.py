@@ -21,7 +21,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from functools import cached_property, lru_cache
 from typing import Any
 
@@ -46,9 +46,14 @@ class Graph:
 
     input_shape: Shape
     layers: tuple[Layer, ...]
+    #: A valid graph this one is derived from (a speed hint, not stored): validation trusts the
+    #: checks it made of the very same layer objects reading equal input shapes. The outcome is
+    #: the same with or without it.
+    parent: InitVar[Graph | None] = None
 
-    def __post_init__(self) -> None:
-        self.shapes  # noqa: B018 - validation happens while inferring shapes
+    def __post_init__(self, parent: Graph | None) -> None:
+        # Validation happens while inferring shapes.
+        self.__dict__["shapes"] = _validate(self.input_shape, self.layers, parent)
 
     # ---------------------------------------------------------------- structure
     @property
@@ -103,22 +108,20 @@ class Graph:
 
     @cached_property
     def _weight_shapes(self) -> dict[str, Shape]:
-        result: dict[str, Shape] = {}
-        for layer in self.layers:
-            kind = layer_kind(layer)
-            for suffix, shape in kind.weight_shapes(layer, self.input_shapes(layer)).items():
-                result[f"{layer.name}.{suffix}"] = shape
-        return result
+        return {
+            f"{layer.name}.{suffix}": shape
+            for layer, (shapes, _, _) in zip(self.layers, self._layer_weights, strict=True)
+            for suffix, shape in shapes.items()
+        }
+
+    @cached_property
+    def _layer_weights(self) -> tuple[_Weights, ...]:
+        return tuple(_weights_of(layer, self.input_shapes(layer)) for layer in self.layers)
 
     @cached_property
     def num_params(self) -> int:
         """Trainable parameters (as ``sum(p.numel() for p in module.parameters())`` counts)."""
-        total = 0
-        for layer in self.layers:
-            kind = layer_kind(layer)
-            shapes = kind.weight_shapes(layer, self.input_shapes(layer))
-            total += sum(math.prod(shapes[name]) for name in kind.trainable)
-        return total
+        return sum(trainable for _, trainable, _ in self._layer_weights)
 
     @cached_property
     def flops(self) -> int:
@@ -135,7 +138,7 @@ class Graph:
         output and its gradient for the whole batch (2 copies), plus the input batch. Buffers
         (BN statistics) count once. Framework workspace and fragmentation are not modelled.
         """
-        weights = sum(math.prod(s) for s in self.weight_shapes().values())
+        weights = sum(values for _, _, values in self._layer_weights)
         activations = sum(math.prod(self.shapes[layer.name]) for layer in self.layers)
         values = 4 * weights + batch_size * (2 * activations + math.prod(self.input_shape))
         return values * bytes_per_value
@@ -231,6 +234,33 @@ class Graph:
 
 _PARSE_CACHE_MAX_CHARS = 200_000
 
+#: A layer's weight shapes by suffix, its trainable values and all its values (buffers too).
+_Weights = tuple[dict[str, Shape], int, int]
+_WEIGHTS_OF: dict[tuple[Any, ...], _Weights] = {}
+_WEIGHTS_OF_MAX = 65_536
+
+
+def _weights_of(layer: Layer, shapes: list[Shape]) -> _Weights:
+    """The weights of one layer of a valid graph, memoised (thousands of graphs share layers).
+
+    A pure function of the kind, the attributes and the input shapes; validation has made the
+    attributes plain ints and a float, so equal keys mean equal arguments.
+    """
+    key = (layer.kind, layer.units, layer.kernel, layer.stride, layer.rate, *shapes)
+    found = _WEIGHTS_OF.get(key)
+    if found is None:
+        kind = layer_kind(layer)
+        weights = kind.weight_shapes(layer, shapes)
+        found = (
+            weights,
+            sum(math.prod(weights[name]) for name in kind.trainable),
+            sum(math.prod(shape) for shape in weights.values()),
+        )
+        if len(_WEIGHTS_OF) >= _WEIGHTS_OF_MAX:
+            _WEIGHTS_OF.clear()  # a cache only
+        _WEIGHTS_OF[key] = found
+    return found
+
 
 def _parse(text: str | bytes) -> Graph:
     try:
@@ -245,10 +275,16 @@ def _parse_cached(text: str) -> Graph:
     return _parse(text)
 
 
-def build_graph(input_shape: Iterable[int], layers: Iterable[Layer]) -> Graph:
-    """Validate and order layers into a :class:`Graph` (any order that is a DAG is accepted)."""
+def build_graph(
+    input_shape: Iterable[int], layers: Iterable[Layer], parent: Graph | None = None
+) -> Graph:
+    """Validate and order layers into a :class:`Graph` (any order that is a DAG is accepted).
+
+    ``parent``: a valid graph sharing most layer objects with this one (a morph's input); its
+    checks of those objects are reused, which makes no difference to the outcome.
+    """
     shape = tuple(input_shape)
-    return Graph(shape, _topological(list(layers)))
+    return Graph(shape, _topological(list(layers), parent), parent)
 
 
 # -------------------------------------------------------------------- validation
@@ -265,16 +301,23 @@ def _check_input_shape(shape: Shape) -> None:
         raise SizeLimitError(f"input of {math.prod(shape):,} values is too large", INPUT)
 
 
-def _topological(layers: list[Layer]) -> tuple[Layer, ...]:
-    """Kahn's algorithm, stable in the given order; raises on duplicates, unknowns and cycles."""
+def _topological(layers: list[Layer], parent: Graph | None = None) -> tuple[Layer, ...]:
+    """Kahn's algorithm, stable in the given order; raises on duplicates, unknowns and cycles.
+
+    A layer object that is one of ``parent``'s passed the per-layer checks (type, inputs, name,
+    kind) there already.
+    """
     if not layers:
         raise InvalidGraphError("a graph needs at least one layer")
     if len(layers) > MAX_LAYERS:
         raise SizeLimitError(f"{len(layers)} layers is more than the limit of {MAX_LAYERS}")
     names: dict[str, Layer] = {}
-    layers = [_with_tuple_inputs(layer) for layer in layers]
+    checked = {id(layer) for layer in parent.layers} if parent is not None else set()
+    layers = [layer if id(layer) in checked else _with_tuple_inputs(layer) for layer in layers]
     for layer in layers:
-        if not isinstance(layer.name, str) or not _NAME.match(layer.name) or layer.name == INPUT:
+        if id(layer) in checked:
+            pass
+        elif not isinstance(layer.name, str) or not _NAME.match(layer.name) or layer.name == INPUT:
             raise InvalidGraphError(
                 "layer names are 1-64 letters, digits or '_' starting with a letter, "
                 "and not 'input'",
@@ -284,7 +327,8 @@ def _topological(layers: list[Layer]) -> tuple[Layer, ...]:
             raise InvalidGraphError("two layers have this name", layer.name)
         names[layer.name] = layer
     for layer in layers:
-        layer_kind(layer)
+        if id(layer) not in checked:
+            layer_kind(layer)
         for source in layer.inputs:
             if source != INPUT and source not in names:
                 raise DanglingLayerError(f"reads unknown layer {source!r}", layer.name)
@@ -330,16 +374,29 @@ def _cycle_member(waiting: list[Layer], placed: set[str]) -> str:
     return name
 
 
-def _validate(input_shape: Shape, layers: tuple[Layer, ...]) -> dict[str, Shape]:
+def _validate(
+    input_shape: Shape, layers: tuple[Layer, ...], parent: Graph | None = None
+) -> dict[str, Shape]:
+    """Output shapes of every layer (and the input); raises on the first invalid layer.
+
+    ``check_layer`` is a pure function of the layer and its input shapes, so a layer object that
+    ``parent`` holds, reading shapes equal to those it read there, keeps the output shape it had.
+    """
     _check_input_shape(input_shape)
     shapes: dict[str, Shape] = {INPUT: input_shape}
+    checked = parent.by_name if parent is not None else {}
+    known = parent.shapes if parent is not None else {}
     consumed: set[str] = set()
     for layer in layers:
         for source in layer.inputs:
             if source not in shapes:
                 raise DanglingLayerError(f"reads {source!r} before it is computed", layer.name)
             consumed.add(source)
-        shapes[layer.name] = check_layer(layer, [shapes[s] for s in layer.inputs])
+        inputs = [shapes[s] for s in layer.inputs]
+        if checked.get(layer.name) is layer and inputs == [known[s] for s in layer.inputs]:
+            shapes[layer.name] = known[layer.name]
+        else:
+            shapes[layer.name] = check_layer(layer, inputs)
     if INPUT not in consumed:
         raise DanglingLayerError("the input is not read by any layer", INPUT)
     for layer in layers[:-1]:

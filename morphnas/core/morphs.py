@@ -133,11 +133,14 @@ def apply_path(
 
 
 def _rewire(layers: list[Layer], old: str, new: str, skip: set[str]) -> list[Layer]:
-    """Make every layer reading ``old`` read ``new`` instead (except the layers in ``skip``)."""
+    """Make every layer reading ``old`` read ``new`` instead (except the layers in ``skip``).
+
+    Other layers stay the same objects (graph validation reuses the parent's checks of those).
+    """
     return [
-        layer
-        if layer.name in skip
-        else layer.replace(inputs=tuple(new if s == old else s for s in layer.inputs))
+        layer.replace(inputs=tuple(new if s == old else s for s in layer.inputs))
+        if old in layer.inputs and layer.name not in skip
+        else layer
         for layer in layers
     ]
 
@@ -149,7 +152,7 @@ def _insert_after(layers: list[Layer], anchor: str, new: list[Layer]) -> list[La
 
 def _rebuild(graph: Graph, layers: list[Layer], op: object) -> Graph:
     try:
-        return build_graph(graph.input_shape, layers)
+        return build_graph(graph.input_shape, layers, parent=graph)
     except InvalidGraphError as err:
         raise InvalidMorphError(f"{op} gives an invalid graph: {err}") from None
 
