@@ -119,6 +119,7 @@ class Trial:
     lease_expires_at: float | None = None
     has_trained_weights: bool = False
     weights_sha256: str = ""  # of the reported (trained) weights, "" if none
+    num_params: int | None = None  # trainable parameters; None when not recorded (old rows)
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,7 @@ class NewTrial:
     parent_id: str | None
     operations: tuple[dict[str, Any], ...]
     initial_weights: bytes  # safetensors
+    num_params: int | None = None  # of the architecture, when the proposer knows it
 
 
 @dataclass(frozen=True)

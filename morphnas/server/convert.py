@@ -135,7 +135,9 @@ def trial_to_pb(trial: Trial) -> pb.Trial:
         updated_at=trial.updated_at,
         has_trained_weights=trial.has_trained_weights,
         trained_weights_sha256=trial.weights_sha256,
-        num_params=_num_params(trial.architecture),
+        num_params=(
+            trial.num_params if trial.num_params is not None else _num_params(trial.architecture)
+        ),
     )
     if trial.score is not None:
         message.score = trial.score

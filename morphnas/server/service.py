@@ -24,10 +24,11 @@ from morphnas.core.errors import (
     WeightsError,
 )
 from morphnas.core.graph import Graph
-from morphnas.core.morphs import apply_path
+from morphnas.core.morphs import Morph
 from morphnas.core.records import (
     Measurement,
     NewTrial,
+    Policy,
     Search,
     SearchConfig,
     SearchSnapshot,
@@ -158,7 +159,9 @@ class SearchService:
             )
         if len(worker_id) > 200:
             raise InvalidArgumentError("worker_id must be at most 200 characters")
-        return self.repo.suggest(_id(search_id, "search_id"), worker_id, count, self._propose)
+        return self.repo.suggest(
+            _id(search_id, "search_id"), worker_id, count, self._propose, quick=_is_quick
+        )
 
     def _propose(self, snapshot: SearchSnapshot, count: int) -> list[NewTrial]:
         """Called by the repository under the search lock: policy → child graphs and weights."""
@@ -172,8 +175,8 @@ class SearchService:
         new: list[NewTrial] = []
         for proposal in proposals:
             parent_graph, parent_weights = self._parent(snapshot, proposal.parent_id, by_id)
-            graph, weights = apply_path(parent_graph, proposal.operations, parent_weights)
-            assert weights is not None and graph.content_hash == proposal.graph.content_hash
+            weights = _morph_weights(parent_graph, proposal.operations, parent_weights)
+            graph = proposal.graph
             new.append(
                 NewTrial(
                     architecture=graph.to_json(),
@@ -181,6 +184,7 @@ class SearchService:
                     parent_id=proposal.parent_id,
                     operations=tuple(op.to_dict() for op in proposal.operations),
                     initial_weights=weights_to_bytes(weights),
+                    num_params=graph.num_params,
                 )
             )
         return new
@@ -345,6 +349,20 @@ class SearchService:
         if requested < 0:
             raise InvalidArgumentError(f"page_size must be >= 0, got {requested}")
         return min(requested or default, self.limits.max_page_size)
+
+
+def _is_quick(config: SearchConfig) -> bool:
+    """Whether this search's policy answers in about a millisecond (see Repository.suggest)."""
+    return config.policy is Policy.RANDOM
+
+
+def _morph_weights(graph: Graph, operations: Sequence[Morph], weights: dict) -> dict:
+    """``weights`` of ``graph`` carried along ``operations`` (the last graph is not rebuilt)."""
+    for i, op in enumerate(operations):
+        weights = op.transfer(graph, weights)
+        if i + 1 < len(operations):
+            graph = op.apply(graph)
+    return weights
 
 
 def _id(value: str, field: str) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -35,8 +36,24 @@ _COLUMNS = (
     trials.c.parent_id,
 )
 _STATES = {state.value: state for state in TrialState}
+_FINAL = frozenset({TrialState.COMPLETED, TrialState.FAILED, TrialState.INFEASIBLE})
 #: Above this many unseen trials, one scan of the search beats a long ``IN (...)`` list.
 _SCAN_THRESHOLD = 200
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A search's observations as last loaded: numbered 0..n-1, with the ids still open."""
+
+    observations: tuple[Observation, ...]
+    open_ids: tuple[str, ...]  # trials that were not final (ACTIVE or STALE) then
+
+    @classmethod
+    def of(cls, observations: tuple[Observation, ...]) -> Loaded | None:
+        """None unless numbered 0..n-1 (a gap: numbering was being written while we read)."""
+        if any(o.number != i for i, o in enumerate(observations)):
+            return None
+        return cls(observations, tuple(o.trial_id for o in observations if o.state not in _FINAL))
 
 
 class ObservationCache:
@@ -47,7 +64,7 @@ class ObservationCache:
         self._max_entries = max_entries
         self._lock = threading.Lock()
         # search id -> its observations at the last load (see the module docstring).
-        self._snapshots: OrderedDict[str, tuple[Observation, ...]] = OrderedDict()
+        self._snapshots: OrderedDict[str, Loaded] = OrderedDict()
 
     def lookup(self, keys: list[tuple[str, str]]) -> list[Observation | None]:
         with self._lock:
@@ -57,13 +74,16 @@ class ObservationCache:
                     self._entries.move_to_end(key)
             return found
 
-    def last(self, search_id: str) -> tuple[Observation, ...] | None:
+    def last(self, search_id: str) -> Loaded | None:
         with self._lock:
             return self._snapshots.get(search_id)
 
-    def remember(self, search_id: str, observations: tuple[Observation, ...]) -> None:
+    def remember(self, search_id: str, loaded: Loaded | None) -> None:
         with self._lock:
-            self._snapshots[search_id] = observations
+            if loaded is None:
+                self._snapshots.pop(search_id, None)
+                return
+            self._snapshots[search_id] = loaded
             self._snapshots.move_to_end(search_id)
             while len(self._snapshots) > 64:
                 self._snapshots.popitem(last=False)
@@ -82,36 +102,39 @@ def load_observations(
 ) -> tuple[Observation, ...]:
     """Every trial of the search as the policy sees it, by number (blobs are never read)."""
     last = cache.last(search_id)
-    result = _load_changes(c, search_id, last) if last is not None else None
-    if result is None:
-        result = _load(c, search_id, cache)
-    cache.remember(search_id, result)
-    return result
+    loaded = _load_changes(c, search_id, last) if last is not None else None
+    if loaded is None:
+        observations = _load(c, search_id, cache)
+        loaded = Loaded.of(observations)
+    else:
+        observations = loaded.observations
+    cache.remember(search_id, loaded)
+    return observations
 
 
-_FINAL = frozenset({TrialState.COMPLETED, TrialState.FAILED, TrialState.INFEASIBLE})
-
-
-def _load_changes(
-    c: Connection, search_id: str, last: tuple[Observation, ...]
-) -> tuple[Observation, ...] | None:
+def _load_changes(c: Connection, search_id: str, last: Loaded) -> Loaded | None:
     """``last`` brought up to date by reading only what may have changed; None if unsure."""
-    if any(o.number != i for i, o in enumerate(last)):
+    if len(last.open_ids) > _SCAN_THRESHOLD:
         return None
-    open_ids = [o.trial_id for o in last if o.state not in _FINAL]
-    if len(open_ids) > _SCAN_THRESHOLD:
-        return None
-    condition = trials.c.number >= len(last)
-    if open_ids:
-        condition = condition | trials.c.id.in_(open_ids)
+    before = last.observations
+    condition = trials.c.number >= len(before)
+    if last.open_ids:
+        condition = condition | trials.c.id.in_(last.open_ids)
     rows = c.execute(select(*_COLUMNS).where(trials.c.search_id == search_id, condition))
     changed = {o.number: o for o in map(_observation, rows)}
-    merged = [changed.pop(o.number, o) for o in last]
+    if not changed:
+        return last
+    merged = list(before)
     for number in sorted(changed):
-        if number != len(merged):
+        if number < len(before):
+            merged[number] = changed[number]
+        elif number == len(merged):
+            merged.append(changed[number])
+        else:
             return None  # a gap: numbering is being written right now; read everything
-        merged.append(changed[number])
-    return tuple(merged)
+    # Every open trial was read again (by id), so the changed rows say which are open now.
+    open_ids = tuple(o.trial_id for _, o in sorted(changed.items()) if o.state not in _FINAL)
+    return Loaded(tuple(merged), open_ids)
 
 
 def _load(c: Connection, search_id: str, cache: ObservationCache) -> tuple[Observation, ...]:

@@ -38,11 +38,18 @@ def put_weights(c: Connection, trial_id: str, kind: str, data: bytes, sha: str) 
             trial_weights.c.trial_id == trial_id, trial_weights.c.kind == kind
         )
     )
+    insert_weights(c, trial_id, kind, data, sha)
+
+
+def insert_weights(c: Connection, trial_id: str, kind: str, data: bytes, sha: str) -> None:
+    """Store a trial's weights of one kind it has none of yet."""
     c.execute(
-        insert(trial_weights).values(
-            trial_id=trial_id, kind=kind, sha256=sha, size=len(data), data=bytes(data)
-        )
+        _INSERT_WEIGHTS,
+        {"trial_id": trial_id, "kind": kind, "sha256": sha, "size": len(data), "data": bytes(data)},
     )
+
+
+_INSERT_WEIGHTS = insert(trial_weights)
 
 
 def trial_row(c: Connection, trial_id: str, *, lock: bool = False) -> Row[Any]:
@@ -81,6 +88,7 @@ def trial_record(row: Row[Any]) -> Trial:
         lease_expires_at=row.lease_expires_at,
         has_trained_weights=bool(row.weights_sha256),
         weights_sha256=row.weights_sha256,
+        num_params=row.num_params,
     )
 
 

@@ -74,6 +74,7 @@ trials = Table(
     Column("weights_sha256", String(64), nullable=False),  # of the trained weights, "" if none
     Column("reissue_of", ID, nullable=True),  # the STALE trial this one repeats
     Column("reissued_as", ID, nullable=True),  # set on a STALE trial once handed out again
+    Column("num_params", BigInteger, nullable=True),  # of the architecture; NULL: not recorded
     UniqueConstraint("search_id", "number"),
     Index(None, "search_id", "state", "number"),
     # Covers the per-ask scan of (id, state) by number without touching the wide rows.

@@ -127,6 +127,7 @@ class Repository(TrainingStorage):
         self._local = threading.local()
         self._observation_cache = ObservationCache()
         self._search_guards = tuple(threading.Lock() for _ in range(64))
+        self._quick_searches: dict[str, bool] = {}  # search id -> quick(config), see suggest
 
     def _unit(self, work: Callable[[Connection], T], *, write: bool) -> T:
         outer: Connection | None = getattr(self._local, "connection", None)
@@ -254,6 +255,7 @@ class Repository(TrainingStorage):
         *,
         lease_seconds: float | None = None,
         now: float | None = None,
+        quick: Callable[[SearchConfig], bool] | None = None,
     ) -> list[Trial]:
         """Hand ``worker_id`` up to ``count`` trials, stored in one transaction under the lock.
 
@@ -264,7 +266,9 @@ class Repository(TrainingStorage):
         4. The rest come from ``propose(snapshot, n)``; the snapshot holds every trial's
            observation (without blobs). Fewer than ``n`` proposals is fine. ``propose`` may
            call this repository (e.g. :meth:`load_weights`). On SQLite it runs before the
-           locked transaction and may, rarely, be called again if the search changed meanwhile.
+           locked transaction and may, rarely, be called again if the search changed meanwhile
+           — unless ``quick(config)`` says the policy answers in about a millisecond for this
+           search: then it runs inside the locked transaction, as on PostgreSQL.
 
         Raises :class:`FailedPreconditionError` if the search is stopped and
         :class:`ResourceExhaustedError` once it has ``config.max_trials`` trials (the count is
@@ -279,9 +283,19 @@ class Repository(TrainingStorage):
         def call_policy(snapshot: SearchSnapshot, n: int) -> list[NewTrial]:
             return list(propose(snapshot, n))[:n]
 
-        if self.dialect == "sqlite":
+        if self.dialect == "sqlite" and not (quick and self._is_quick(search_id, quick)):
             return self._suggest_optimistically(ask, call_policy)
         return self._suggest_locked(ask, call_policy, None)
+
+    def _is_quick(self, search_id: str, quick: Callable[[SearchConfig], bool]) -> bool:
+        """``quick(config)`` of the search, remembered (a search's config never changes)."""
+        known = self._quick_searches.get(search_id)
+        if known is None:
+            known = quick(self.get_search(search_id).config)
+            if len(self._quick_searches) >= 10_000:
+                self._quick_searches.clear()
+            self._quick_searches[search_id] = known
+        return known
 
     def _suggest_locked(self, ask: Ask, call_policy: CallPolicy, plan: Plan | None) -> list[Trial]:
         def work(c: Connection) -> list[Trial]:
