@@ -15,11 +15,13 @@
 Both parts are symmetric, 0 for identical architectures, and kept separate so λ can be fitted
 without recomputing anything: the GP combines them.
 
-Cost: one DP row is vectorised over a whole batch of other architectures at once (the
-insertion recurrence along a row is a running minimum, ``np.minimum.accumulate``), and
+Cost: one DP row is vectorised over a whole batch of other architectures at once (kept shifted
+by the column index, the insertion recurrence along a row is a running minimum), children of one
+architecture reuse its DP rows, skip pair costs are computed once per distinct skip, and
 :class:`DistanceCache` keeps rows keyed by the byte signatures of the main chain and the skip set,
 so a new observation costs one row against the others and architectures sharing a main chain
-share their layer-distance rows.
+share their layer-distance rows. Values are rounded to 8 decimals when cached, so float
+summation order (which batch, which side) never shows.
 """
 
 from __future__ import annotations
@@ -118,54 +120,105 @@ def _cost_table() -> np.ndarray:
     return _COSTS[0]
 
 
-def _padded(others: Sequence[np.ndarray], reverse: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids of ``others`` as (Lb, n) columns (reversed within each length), and lengths."""
-    lengths = np.array([len(x) for x in others], dtype=np.intp)
-    padded = np.zeros((max(int(lengths.max(initial=0)), 1), len(others)), np.intp)
-    for i, x in enumerate(others):
-        padded[: len(x), i] = x[::-1] if reverse else x  # padding is never read back
-    return padded, lengths
+class _Columns:
+    """Token-id sequences as the columns of a batched DP.
+
+    ``padded`` (Lb, n): ids of each sequence down a column (reversed within its length when
+    ``reverse``; padding is never read back); ``lengths`` (n,). :meth:`shifted` gathers one
+    token's substitution costs against every entry, once per token.
+    """
+
+    def __init__(self, others: Sequence[np.ndarray], reverse: bool = False) -> None:
+        self.lengths = np.array([len(x) for x in others], dtype=np.intp)
+        self.padded = np.zeros((max(int(self.lengths.max(initial=0)), 1), len(others)), np.intp)
+        for i, x in enumerate(others):
+            self.padded[: len(x), i] = x[::-1] if reverse else x
+        self._table = _cost_table()
+        self._shifted: dict[int, np.ndarray] = {}
+
+    def shifted(self, token: int) -> np.ndarray:
+        """``sub(token, b_j) − 1`` for every padded entry (Lb, n)."""
+        found = self._shifted.get(token)
+        if found is None:
+            found = self._shifted[token] = self._table[token][self.padded] - 1.0
+        return found
 
 
-def _step(row: np.ndarray, token: int, i: int, padded: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """DP row i (Lb+1, n) from row i−1 after consuming ``token`` (see batch_layers_distance)."""
-    ramp = np.arange(len(row), dtype=np.float64)[:, None]  # (Lb+1, 1)
+def _cummin(x: np.ndarray) -> np.ndarray:
+    """Running minimum down axis 0, as a new array or in ``x``'s place.
+
+    Hillis–Steele doubling, ``x[j] = min(x[j], x[j − 2^k])`` for k = 0, 1, ...: ⌈log₂ len⌉
+    elementwise passes, which beat ``np.minimum.accumulate``'s scalar loop at these sizes.
+    """
+    other = np.empty_like(x)
+    shift = 1
+    while shift < len(x):
+        np.minimum(x[shift:], x[:-shift], out=other[shift:])
+        other[:shift] = x[:shift]
+        x, other = other, x
+        shift *= 2
+    return x
+
+
+def _step(row: np.ndarray, shifted: np.ndarray, i: int) -> np.ndarray:
+    """Shifted DP row i (Lb+1, width) from row i−1 after a token (see batch_layers_distance)."""
     nxt = np.empty_like(row)
     nxt[0] = i
-    np.add(row[:-1], table[token][padded], out=nxt[1:])
+    np.add(row[:-1], shifted, out=nxt[1:])
     np.minimum(nxt[1:], row[1:] + 1.0, out=nxt[1:])
-    nxt -= ramp
-    np.minimum.accumulate(nxt, axis=0, out=nxt)
-    nxt += ramp
-    return nxt
+    return _cummin(nxt)
 
 
-def _all_rows(ids_a: np.ndarray, padded: np.ndarray, table: np.ndarray) -> list[np.ndarray]:
-    """DP rows 0..len(ids_a), arrays (Lb+1, n): row k holds d(a[:k], b[:j]) for all j and b."""
-    ramp = np.arange(padded.shape[0] + 1, dtype=np.float64)[:, None]
-    rows = [np.repeat(ramp, padded.shape[1], axis=1)]  # distance from the empty prefix
-    for i, token in enumerate(ids_a, start=1):
-        rows.append(_step(rows[-1], int(token), i, padded, table))
-    return rows
+def _paired_rows(
+    a: np.ndarray, ca: _Columns, b: np.ndarray, cb: _Columns
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Shifted DP rows 0..len(a) of ``a`` against ``ca`` and 0..len(b) of ``b`` against ``cb``
+    (same Lb and n), each (Lb+1, n); run side by side in one array while both last (the same
+    values with half the numpy calls)."""
+    n = ca.padded.shape[1]
+    shared = min(len(a), len(b))
+    row = np.zeros((ca.padded.shape[0] + 1, 2 * n))
+    rows_a, rows_b = [row[:, :n]], [row[:, n:]]
+    shifted = np.empty((ca.padded.shape[0], 2 * n))
+    for i in range(1, shared + 1):
+        shifted[:, :n] = ca.shifted(int(a[i - 1]))
+        shifted[:, n:] = cb.shifted(int(b[i - 1]))
+        row = _step(row, shifted, i)
+        rows_a.append(row[:, :n])
+        rows_b.append(row[:, n:])
+    for ids, columns, rows in ((a, ca, rows_a), (b, cb, rows_b)):
+        for i in range(shared + 1, len(ids) + 1):
+            rows.append(_step(rows[-1], columns.shifted(int(ids[i - 1])), i))
+    return rows_a, rows_b
 
 
 def batch_layers_distance(ids_a: np.ndarray, others: Sequence[np.ndarray]) -> np.ndarray:
-    """``D_l`` from one token-id sequence (La,) to each of ``others`` (token ids): (n,).
+    """``D_l`` from one token-id sequence (La,) to each of ``others`` (token ids): (n,)."""
+    return layers_distances([ids_a], others)[0]
 
-    Row i of the DP table for every pair at once, A (Lb+1, n) — column-major, so the running
-    minimum below runs over contiguous memory:
-    ``B[j] = min(A_prev[j] + 1, A_prev[j−1] + sub(i, j))``, ``B[0] = i``, then the insertions
-    along the row ``A[j] = min_{k≤j} B[k] + (j − k) = j + cummin(B − j)``.
+
+def layers_distances(items: Sequence[np.ndarray], others: Sequence[np.ndarray]) -> np.ndarray:
+    """``D_l`` (Q, n) from each token-id sequence of ``items`` to each of ``others``.
+
+    Row i of the DP table for every pair with one sequence a at once, kept *shifted* as
+    ``R[j] = A[j] − j`` where ``A[j] = d(a[:i], b[:j])``, (Lb+1, n) — column-major, so the
+    running minimum runs over contiguous memory. With ``sub`` the substitution cost:
+    ``S[0] = i``, ``S[j] = min(R_prev[j] + 1, R_prev[j−1] + sub(a_i, b_j) − 1)`` (deletion,
+    substitution), then the insertions along the row ``A[j] = min_{k≤j} S[k] + k + (j − k)``
+    are a running minimum: ``R = cummin(S)``. Finally ``d(a, b) = R[len b] + len b``.
     """
-    n = len(others)
-    if n == 0:
-        return np.zeros(0)
-    padded, lengths = _padded(others)
-    table = _cost_table()
-    row = np.repeat(np.arange(padded.shape[0] + 1, dtype=np.float64)[:, None], n, axis=1)
-    for i, token in enumerate(ids_a, start=1):
-        row = _step(row, int(token), i, padded, table)
-    return row[lengths, np.arange(n)]
+    out = np.zeros((len(items), len(others)))
+    if not others:
+        return out
+    columns = _Columns(others)
+    every = np.arange(len(others))
+    start = np.zeros((columns.padded.shape[0] + 1, len(others)))
+    for q, ids in enumerate(items):
+        row = start
+        for i, token in enumerate(ids.tolist(), start=1):
+            row = _step(row, columns.shifted(token), i)
+        out[q] = row[columns.lengths, every] + columns.lengths
+    return out
 
 
 def _common_ends(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
@@ -188,42 +241,72 @@ def layers_distances_from_parent(
     A one-step morph changes a short block of the parent's main chain. With the parent's forward
     rows ``F_k = d(P[:k], ·)`` and backward rows ``G_k = d(P[k:], ·)`` (the DP on reversed
     sequences), a child ``C = P[:p] + block + P[La−s:]`` costs only ``len(block)`` DP steps:
-    ``d(C, b) = min_j (F_p ⊕ block)[j] + G_{La−s}[j]`` (Hirschberg's split).
+    ``d(C, b) = min_j (F_p ⊕ block)[j] + G_{La−s}[len b − j]`` (Hirschberg's split). In the
+    shifted rows of :func:`layers_distances` that is ``len b + min_j R_F[j] + R_G[len b − j]``.
     """
     n = len(others)
     if n == 0 or not children:
         return np.zeros((len(children), n))
-    table = _cost_table()
-    padded, lengths = _padded(others)
     ends = [_common_ends(parent, child) for child in children]
+    columns, reverse = _Columns(others), _Columns(others, reverse=True)
     # Only the rows some child needs: forward up to the longest common prefix, backward up to
     # the longest common suffix.
-    forward = _all_rows(parent[: max(p for p, _ in ends)], padded, table)
-    reverse = _padded(others, reverse=True)[0]
-    backward = _all_rows(parent[::-1][: max(s for _, s in ends)], reverse, table)
-    j = np.arange(padded.shape[0] + 1)[:, None]  # (Lb+1, 1)
+    forward, backward = _paired_rows(
+        parent[: max(p for p, _ in ends)], columns, parent[::-1][: max(s for _, s in ends)], reverse
+    )
+    lengths = columns.lengths
+    j = np.arange(columns.padded.shape[0] + 1)[:, None]  # (Lb+1, 1)
     flip = lengths[None, :] - j  # (Lb+1, n): column of b[j:] in the reversed DP
     valid = flip >= 0
     flip = np.maximum(flip, 0)
-    columns = np.arange(n)[None, :]
+    every = np.arange(n)[None, :]
+    tails: dict[int, np.ndarray] = {}
     out = np.empty((len(children), n))
     for c, (child, (p, s)) in enumerate(zip(children, ends, strict=True)):
         row = forward[p]
         for i in range(p, len(child) - s):
-            row = _step(row, int(child[i]), i + 1, padded, table)
-        tail = np.where(valid, backward[s][flip, columns], np.inf)  # G_{La−s}[j], (Lb+1, n)
-        out[c] = (row + tail).min(axis=0)
+            row = _step(row, columns.shifted(int(child[i])), i + 1)
+        if s not in tails:  # R_G[len b − j], (Lb+1, n)
+            tails[s] = np.where(valid, backward[s][flip, every], np.inf)
+        out[c] = (row + tails[s]).min(axis=0) + lengths
     return out
+
+
+class _SkipColumns:
+    """Skip sets as padded columns: ``counts`` (n,), and each entry of the (n, Mb) padding as an
+    index into ``distinct`` (U, 3), the distinct skips among them (padding reads row 0)."""
+
+    def __init__(self, others: Sequence[np.ndarray]) -> None:
+        padded, self.counts = _pad(others, 3, 0.0)  # (n, Mb, 3)
+        self.width = padded.shape[1]
+        flat = padded.reshape(-1, 3)
+        # One number per skip (u, δ are whole numbers >= 0, the type is 0 or 1).
+        keys = (flat[:, 0] * (flat[:, 1].max(initial=0.0) + 1.0) + flat[:, 1]) * 2.0 + flat[:, 2]
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        self.distinct = flat[first]
+        self.index = inverse.reshape(padded.shape[:2])
+
+    def costs(self, sa: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Pair costs (m, k, Mb) of skips ``sa`` (m, 3) against the sets ``rows`` (k,)."""
+        return np.take(_pair_costs(sa, self.distinct), self.index[rows], axis=1)
+
+
+def _pair_costs(sa: np.ndarray, sb: np.ndarray) -> np.ndarray:
+    """Pair costs (m, M) of skips ``sa`` (m, 3) against skips ``sb`` (M, 3).
+
+    ``u`` and ``δ`` are whole numbers, so the denominator is 0 (only for two skips at (0, 0),
+    whose numerator is 0 too: cost 0) or at least 1.
+    """
+    ua, da, ta = (sa[:, c, None] for c in range(3))  # (m, 1)
+    ub, db, tb = (sb[None, :, c] for c in range(3))  # (1, M)
+    num = np.abs(ua - ub) + np.abs(da - db)
+    den = np.maximum(ua, ub) + np.maximum(da, db)
+    return np.where(ta == tb, num / np.maximum(den, 1.0), 1.0)
 
 
 def _skip_costs(sa: np.ndarray, sb: np.ndarray) -> np.ndarray:
     """Pair costs (n, m, Mb) of skips ``sa`` (m, 3) against padded ``sb`` (n, Mb, 3)."""
-    a = sa[None, :, None, :]  # (1, m, 1, 3)
-    b = sb[:, None, :, :]  # (n, 1, Mb, 3)
-    num = np.abs(a[..., 0] - b[..., 0]) + np.abs(a[..., 1] - b[..., 1])
-    den = np.maximum(a[..., 0], b[..., 0]) + np.maximum(a[..., 1], b[..., 1])
-    cost = np.divide(num, den, out=np.zeros(num.shape), where=den > 0)
-    return np.where(a[..., 2] == b[..., 2], cost, 1.0)
+    return _pair_costs(sa, sb.reshape(-1, 3)).reshape(len(sa), *sb.shape[:2]).transpose(1, 0, 2)
 
 
 def _best_two(first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -235,36 +318,59 @@ def _best_two(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 
 def batch_skips_distance(sa: np.ndarray, others: Sequence[np.ndarray]) -> np.ndarray:
-    """``D_s`` from one skip set (m, 3) to each of ``others``: (n,).
+    """``D_s`` from one skip set (m, 3) to each of ``others``: (n,)."""
+    return skips_distances([sa], others)[0]
+
+
+def skips_distances(items: Sequence[np.ndarray], others: Sequence[np.ndarray]) -> np.ndarray:
+    """``D_s`` (Q, n) from each skip set of ``items`` (m, 3) to each of ``others``.
 
     The optimal assignment is closed-form when either set has one or two skips (vectorised);
     larger pairs go through ``linear_sum_assignment`` one by one.
     """
-    n, m = len(others), len(sa)
-    if n == 0:
-        return np.zeros(0)
-    sb, counts = _pad(others, 3, 0.0)
+    out = np.zeros((len(items), len(others)))
+    if not others:
+        return out
+    columns = _SkipColumns(others)
+    for q, sa in enumerate(items):
+        out[q] = _skips_row(sa, columns)
+    return out
+
+
+def _skips_row(sa: np.ndarray, columns: _SkipColumns) -> np.ndarray:
+    m, counts = len(sa), columns.counts
     out = np.abs(counts - m).astype(np.float64)  # unmatched skips cost 1 each
     both = np.flatnonzero((counts > 0) & (m > 0))
     if len(both) == 0:
         return out
     cb = counts[both]
-    costs = _skip_costs(sa, sb[both])  # (k, m, Mb)
-    padding = np.arange(sb.shape[1])[None, :] >= cb[:, None]  # (k, Mb)
-    costs = np.where(padding[:, None, :], np.inf, costs)
+    costs = columns.costs(sa, both)  # (m, k, Mb)
+    costs[:, np.arange(columns.width)[None, :] >= cb[:, None]] = np.inf  # padding
     if m == 1:
-        out[both] += costs[:, 0, :].min(axis=1)
+        out[both] += costs[0].min(axis=1)
         return out
     one, two = cb == 1, cb == 2
-    out[both[one]] += costs[one, :, 0].min(axis=1)
+    out[both[one]] += costs[:, one, 0].min(axis=0)
     if two.any():
-        out[both[two]] += _best_two(costs[two, :, 0], costs[two, :, 1])
+        out[both[two]] += _best_two(costs[:, two, 0].T, costs[:, two, 1].T)
     rest = np.flatnonzero(cb >= 3)
     if m == 2:
-        out[both[rest]] += _best_two(costs[rest, 0, :], costs[rest, 1, :])
+        out[both[rest]] += _best_two(costs[0, rest], costs[1, rest])
         return out
-    for index in rest.tolist():
-        block = costs[index, :, : int(cb[index])]
+    # Every skip of sa is matched where the other set is at least as large: the assignment is
+    # one column per row, summed in row order like the per-pair loop below.
+    wide = rest[cb[rest] >= m]
+    if len(wide):
+        picks = np.array(
+            [
+                linear_sum_assignment(costs[:, index, :width])[1]
+                for index, width in zip(wide.tolist(), cb[wide].tolist(), strict=True)
+            ]
+        )  # (k', m)
+        terms = costs[np.arange(m)[None, :], wide[:, None], picks]  # (k', m)
+        out[both[wide]] += terms.sum(axis=1)
+    for index in rest[cb[rest] < m].tolist():
+        block = costs[:, index, : int(cb[index])]
         rows, cols = linear_sum_assignment(block)
         out[both[index]] += block[rows, cols].sum()
     return out
@@ -272,7 +378,6 @@ def batch_skips_distance(sa: np.ndarray, others: Sequence[np.ndarray]) -> np.nda
 
 # ----------------------------------------------------------------------------- the cache
 
-_Compute = Callable[[np.ndarray, Sequence[np.ndarray]], np.ndarray]
 _Many = Callable[[Sequence[np.ndarray], Sequence[np.ndarray]], np.ndarray]
 
 
@@ -282,11 +387,12 @@ class _RowCache:
     Rows are float32 arrays indexed by an interned column id, NaN where unknown; a query for a
     (queries × columns) block gathers, computes only the NaN entries (batched along whichever
     side is shorter), and stores them. Rows are LRU-evicted; this is only a cache.
+    ``compute(items, others) -> (len(items), len(others))``.
     """
 
-    def __init__(self, compute: _Compute, max_rows: int) -> None:
+    def __init__(self, compute: _Many, max_rows: int) -> None:
         # Rounded so that which side a pair was batched on (float summation order) never shows.
-        self._compute: _Compute = lambda item, others: np.round(compute(item, others), 8)
+        self._compute: _Many = lambda items, others: np.round(compute(items, others), 8)
         self._columns: dict[bytes, int] = {}
         self._rows: LRU = LRU(max_rows)
         self.computed = 0  # pairs computed (for benchmarks)
@@ -333,7 +439,10 @@ class _RowCache:
                     many, query_keys, query_items, col_items, columns, missing_q, missing_c, out
                 )
             else:
-                self._fill(query_keys, query_items, col_items, columns, missing_q, missing_c, out)
+                self._fill(query_keys, query_items, col_items, columns, missing_q, missing_c)
+            size = len(self._columns)
+            for q in sorted(set(missing_q.tolist())):
+                out[q] = self._row(query_keys[q], size)[col_ids]
         index = {key: i for i, key in enumerate(query_keys)}
         return out[[index[key] for key, _ in queries]]
 
@@ -356,11 +465,10 @@ class _RowCache:
         values = np.round(many([query_items[k] for k in keys], [col_items[k] for k in col_keys]), 8)
         size = len(self._columns)
         ids = np.array([self._columns[k] for k in col_keys], np.intp)
-        for q, key, value in zip(rows, keys, values, strict=True):
+        for key, value in zip(keys, values, strict=True):
             row = self._row(key, size)
             unknown = np.isnan(row[ids])
             row[ids[unknown]] = value[unknown]
-            out[q] = row[[self._columns[k] for k, _ in columns]]
         self.computed += len(rows) * len(col_keys)
 
     def _fill(
@@ -371,7 +479,6 @@ class _RowCache:
         columns: Sequence[tuple[bytes, np.ndarray]],
         missing_q: np.ndarray,
         missing_c: np.ndarray,
-        out: np.ndarray,
     ) -> None:
         pairs: dict[tuple[bytes, bytes], None] = {}
         for q, c in zip(missing_q.tolist(), missing_c.tolist(), strict=True):
@@ -382,27 +489,41 @@ class _RowCache:
             by_query.setdefault(qk, []).append(ck)
             by_column.setdefault(ck, []).append(qk)
         size = len(self._columns)
+        # Each pair is computed with the same item first as one call per item would (items
+        # lacking the same others share a call: a pair's value does not depend on its batch).
         if len(by_column) <= len(by_query):
-            for ck, qks in by_column.items():
-                values = self._compute(col_items[ck], [query_items[qk] for qk in qks])
-                for qk, value in zip(qks, values, strict=True):
-                    self._row(qk, size)[self._columns[ck]] = value
+            for cks, qks in _same_others(by_column):
+                values = self._compute(
+                    [col_items[ck] for ck in cks], [query_items[qk] for qk in qks]
+                )
+                ids = [self._columns[ck] for ck in cks]
+                for qk, value in zip(qks, values.T, strict=True):
+                    self._row(qk, size)[ids] = value
         else:
-            for qk, cks in by_query.items():
-                values = self._compute(query_items[qk], [col_items[ck] for ck in cks])
-                row = self._row(qk, size)
-                row[[self._columns[ck] for ck in cks]] = values
+            for qks, cks in _same_others(by_query):
+                values = self._compute(
+                    [query_items[qk] for qk in qks], [col_items[ck] for ck in cks]
+                )
+                ids = [self._columns[ck] for ck in cks]
+                for qk, value in zip(qks, values, strict=True):
+                    self._row(qk, size)[ids] = value
         self.computed += len(pairs)
-        for q, c in zip(missing_q.tolist(), missing_c.tolist(), strict=True):
-            out[q, c] = self._row(query_keys[q], size)[self._columns[columns[c][0]]]
+
+
+def _same_others(lacking: dict[bytes, list[bytes]]) -> list[tuple[list[bytes], list[bytes]]]:
+    """Group the keys of ``lacking`` (key -> the others it lacks) by the same list of others."""
+    groups: dict[tuple[bytes, ...], list[bytes]] = {}
+    for key, others in lacking.items():
+        groups.setdefault(tuple(others), []).append(key)
+    return [(keys, list(others)) for others, keys in groups.items()]
 
 
 class DistanceCache:
     """``D_l`` and ``D_s`` blocks between descriptors, cached by main-chain / skip signature."""
 
     def __init__(self, max_rows: int = 8192) -> None:
-        self.layers = _RowCache(batch_layers_distance, max_rows)
-        self.skips = _RowCache(batch_skips_distance, max_rows)
+        self.layers = _RowCache(layers_distances, max_rows)
+        self.skips = _RowCache(skips_distances, max_rows)
 
     def clear(self) -> None:
         self.layers.clear()

@@ -147,7 +147,7 @@ def test_children_reuse_the_parents_dp(graphs: list) -> None:
 def test_vectorised_skip_matching_equals_hungarian() -> None:
     from scipy.optimize import linear_sum_assignment
 
-    from morphnas.search.distance import _skip_costs, batch_skips_distance
+    from morphnas.search.distance import _skip_costs, batch_skips_distance, skips_distances
 
     rng = np.random.default_rng(0)
 
@@ -168,3 +168,20 @@ def test_vectorised_skip_matching_equals_hungarian() -> None:
         others = [skips(int(rng.integers(0, 7))) for _ in range(12)]
         expected = [reference(a, b) for b in others]
         assert np.allclose(batch_skips_distance(a, others), expected, atol=1e-12)
+    # Larger sets (either side the larger), several at once, and skips at (0, 0) (cost 0/0).
+    for _ in range(30):
+        items = [skips(int(rng.integers(0, 15))) for _ in range(3)]
+        others = [skips(int(rng.integers(0, 15))) for _ in range(20)]
+        items[0][:2, :2] = 0.0
+        others[0][:1, :2] = 0.0
+        expected = np.array([[reference(a, b) for b in others] for a in items])
+        assert np.allclose(skips_distances(items, others), expected, atol=1e-12)
+
+
+def test_the_running_minimum_equals_numpys() -> None:
+    from morphnas.search.distance import _cummin
+
+    rng = np.random.default_rng(1)
+    for length in (1, 2, 3, 7, 8, 9, 40, 65):
+        x = rng.random((length, 5))
+        assert np.array_equal(_cummin(x.copy()), np.minimum.accumulate(x, axis=0))
