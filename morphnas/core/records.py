@@ -6,9 +6,12 @@ No ORM rows or protos leave their folders; these frozen dataclasses are what mov
 
 from __future__ import annotations
 
+import bisect
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from morphnas.core.errors import InvalidArgumentError
@@ -158,20 +161,124 @@ class Observation:
     parent_id: str | None
 
 
+#: States a trial never leaves (STALE is not one: a late worker may still report it).
+FINAL_STATES = frozenset({TrialState.COMPLETED, TrialState.FAILED, TrialState.INFEASIBLE})
+
+
+def _number(observation: Observation) -> int:
+    return observation.number
+
+
+@dataclass(frozen=True, eq=False)
+class ObservationIndex:
+    """A search's observations, numbered 0..n-1, with the lookups every ask needs.
+
+    Built once with :meth:`of`, then kept up to date with :meth:`updated` from just the
+    observations that changed, so an ask on a long search costs no pass over all its trials.
+    """
+
+    observations: tuple[Observation, ...]  # by number
+    completed: tuple[Observation, ...]  # the COMPLETED ones, by number
+    by_id: Mapping[str, Observation]  # do not modify
+    arch_hashes: frozenset[str]
+    open_ids: tuple[str, ...]  # trials not in a final state (ACTIVE or STALE), by number
+
+    @classmethod
+    def of(cls, observations: Sequence[Observation]) -> ObservationIndex | None:
+        """The index of ``observations`` (in any order); None unless numbered 0..n-1."""
+        ordered = tuple(sorted(observations, key=lambda o: o.number))
+        if any(o.number != i for i, o in enumerate(ordered)):
+            return None
+        return cls.build(ordered)
+
+    @classmethod
+    def build(cls, observations: tuple[Observation, ...]) -> ObservationIndex:
+        """The lookups of ``observations`` in the order given (numbering is not checked)."""
+        return cls(
+            observations,
+            tuple([o for o in observations if o.state is TrialState.COMPLETED]),
+            {o.trial_id: o for o in observations},
+            frozenset(o.arch_hash for o in observations),
+            tuple([o.trial_id for o in observations if o.state not in FINAL_STATES]),
+        )
+
+    def updated(self, changed: Sequence[Observation]) -> ObservationIndex | None:
+        """This index with ``changed`` (new versions of open trials, or trials numbered from n on)
+        applied; None if they leave a gap in the numbering or change a final observation."""
+        if not changed:
+            return self
+        merged = list(self.observations)
+        by_id = dict(self.by_id)
+        newly_completed: list[Observation] = []
+        for o in sorted(changed, key=lambda o: o.number):
+            if o.number < len(merged):
+                old = merged[o.number]
+                if old.trial_id != o.trial_id or old.state in FINAL_STATES:
+                    return None
+                merged[o.number] = o
+            elif o.number == len(merged):
+                merged.append(o)
+            else:
+                return None
+            by_id[o.trial_id] = o
+            if o.state is TrialState.COMPLETED:
+                newly_completed.append(o)
+        completed = self.completed
+        if newly_completed:
+            grown = list(completed)
+            for o in newly_completed:  # usually near the end: a few binary searches and moves
+                bisect.insort(grown, o, key=_number)
+            completed = tuple(grown)
+        still_open = [by_id[i] for i in self.open_ids]
+        now_open = {o.number: o for o in still_open if o.state not in FINAL_STATES}
+        now_open.update((o.number, o) for o in changed if o.state not in FINAL_STATES)
+        return ObservationIndex(
+            tuple(merged),
+            completed,
+            by_id,
+            self.arch_hashes | {o.arch_hash for o in changed},
+            tuple(now_open[n].trial_id for n in sorted(now_open)),
+        )
+
+
 @dataclass(frozen=True)
 class SearchSnapshot:
-    """Everything a policy may read when proposing: the search and all its trials so far."""
+    """Everything a policy may read when proposing: the search and all its trials so far.
+
+    ``index``, when given, must be ``ObservationIndex.of(observations)`` (storage passes the one it
+    keeps up to date); without it the lookups are computed once, on first use.
+    """
 
     search: Search
     observations: tuple[Observation, ...] = field(default_factory=tuple)
+    index: ObservationIndex | None = field(default=None, compare=False, repr=False)
+
+    @cached_property
+    def _index(self) -> ObservationIndex:
+        if self.index is not None:
+            return self.index
+        return ObservationIndex.build(tuple(self.observations))
 
     @property
     def completed(self) -> tuple[Observation, ...]:
-        return tuple(o for o in self.observations if o.state is TrialState.COMPLETED)
+        """COMPLETED observations, in order."""
+        return self._index.completed
 
     @property
     def pending(self) -> tuple[Observation, ...]:
-        return tuple(o for o in self.observations if o.state is TrialState.ACTIVE)
+        """ACTIVE observations, in order."""
+        by_id = self._index.by_id
+        return tuple(by_id[i] for i in self._index.open_ids if by_id[i].state is TrialState.ACTIVE)
+
+    @property
+    def by_id(self) -> Mapping[str, Observation]:
+        """Observations by trial id."""
+        return self._index.by_id
+
+    @property
+    def arch_hashes(self) -> frozenset[str]:
+        """Content hashes of every trial's architecture."""
+        return self._index.arch_hashes
 
 
 # ---------------------------------------------------------------------- server-side training

@@ -70,7 +70,7 @@ def propose(
         return []
     config = snapshot.search.config
     rng = np.random.default_rng([config.seed % 2**63, len(snapshot.observations)])
-    taken = {o.arch_hash for o in snapshot.observations}
+    taken = set(snapshot.arch_hashes)
     constraints = Constraints(
         min(snapshot.search.size_cap_params, config.max_params),
         config.max_memory_bytes,
@@ -146,7 +146,9 @@ def _bootstrap(
 
 def _ranked(completed: Sequence[Observation]) -> list[Observation]:
     """Completed trials, best score first (ties: lower trial number)."""
-    return sorted(completed, key=lambda o: (-float(o.score or 0.0), o.number))
+    scores = np.array([o.score or 0.0 for o in completed], dtype=np.float64)
+    numbers = np.array([o.number for o in completed], dtype=np.int64)
+    return [completed[i] for i in np.lexsort((numbers, -scores)).tolist()]
 
 
 def _random_one(

@@ -12,7 +12,7 @@ import logging
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +28,7 @@ from morphnas.core.morphs import Morph
 from morphnas.core.records import (
     Measurement,
     NewTrial,
+    Observation,
     Policy,
     Search,
     SearchConfig,
@@ -171,7 +172,7 @@ class SearchService:
             time_budget_s=self.limits.suggest_time_budget_s,
             max_expansions=self.limits.suggest_expansions,
         )
-        by_id = {o.trial_id: o for o in snapshot.observations}
+        by_id = snapshot.by_id
         new: list[NewTrial] = []
         for proposal in proposals:
             parent_graph, parent_weights = self._parent(snapshot, proposal.parent_id, by_id)
@@ -190,7 +191,7 @@ class SearchService:
         return new
 
     def _parent(
-        self, snapshot: SearchSnapshot, parent_id: str | None, by_id: dict
+        self, snapshot: SearchSnapshot, parent_id: str | None, by_id: Mapping[str, Observation]
     ) -> tuple[Graph, dict]:
         """The graph and weights a proposal starts from.
 

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select, union_all
 
-from morphnas.core.records import Observation, TrialState
+from morphnas.core.records import Observation, ObservationIndex, TrialState
 from morphnas.storage._tables import trials
 
 _COLUMNS = (
@@ -36,24 +35,19 @@ _COLUMNS = (
     trials.c.parent_id,
 )
 _STATES = {state.value: state for state in TrialState}
-_FINAL = frozenset({TrialState.COMPLETED, TrialState.FAILED, TrialState.INFEASIBLE})
+# Trials numbered from ``count`` on, and (a UNION, not an OR: each half then uses its own index
+# instead of a scan of the whole search) earlier ones among ``ids``. Built once.
+_NEWER = select(*_COLUMNS).where(
+    trials.c.search_id == bindparam("search_id"), trials.c.number >= bindparam("count")
+)
+_NEWER_OR_REOPENED = union_all(
+    _NEWER,
+    select(*_COLUMNS).where(
+        trials.c.id.in_(bindparam("ids", expanding=True)), trials.c.number < bindparam("count")
+    ),
+)
 #: Above this many unseen trials, one scan of the search beats a long ``IN (...)`` list.
 _SCAN_THRESHOLD = 200
-
-
-@dataclass(frozen=True)
-class Loaded:
-    """A search's observations as last loaded: numbered 0..n-1, with the ids still open."""
-
-    observations: tuple[Observation, ...]
-    open_ids: tuple[str, ...]  # trials that were not final (ACTIVE or STALE) then
-
-    @classmethod
-    def of(cls, observations: tuple[Observation, ...]) -> Loaded | None:
-        """None unless numbered 0..n-1 (a gap: numbering was being written while we read)."""
-        if any(o.number != i for i, o in enumerate(observations)):
-            return None
-        return cls(observations, tuple(o.trial_id for o in observations if o.state not in _FINAL))
 
 
 class ObservationCache:
@@ -64,7 +58,7 @@ class ObservationCache:
         self._max_entries = max_entries
         self._lock = threading.Lock()
         # search id -> its observations at the last load (see the module docstring).
-        self._snapshots: OrderedDict[str, Loaded] = OrderedDict()
+        self._snapshots: OrderedDict[str, ObservationIndex] = OrderedDict()
 
     def lookup(self, keys: list[tuple[str, str]]) -> list[Observation | None]:
         with self._lock:
@@ -74,11 +68,11 @@ class ObservationCache:
                     self._entries.move_to_end(key)
             return found
 
-    def last(self, search_id: str) -> Loaded | None:
+    def last(self, search_id: str) -> ObservationIndex | None:
         with self._lock:
             return self._snapshots.get(search_id)
 
-    def remember(self, search_id: str, loaded: Loaded | None) -> None:
+    def remember(self, search_id: str, loaded: ObservationIndex | None) -> None:
         with self._lock:
             if loaded is None:
                 self._snapshots.pop(search_id, None)
@@ -97,44 +91,31 @@ class ObservationCache:
                 self._entries.popitem(last=False)
 
 
-def load_observations(
-    c: Connection, search_id: str, cache: ObservationCache
-) -> tuple[Observation, ...]:
+def load_observations(c: Connection, search_id: str, cache: ObservationCache) -> ObservationIndex:
     """Every trial of the search as the policy sees it, by number (blobs are never read)."""
     last = cache.last(search_id)
-    loaded = _load_changes(c, search_id, last) if last is not None else None
-    if loaded is None:
+    index = _load_changes(c, search_id, last) if last is not None else None
+    if index is None:
         observations = _load(c, search_id, cache)
-        loaded = Loaded.of(observations)
-    else:
-        observations = loaded.observations
-    cache.remember(search_id, loaded)
-    return observations
+        index = ObservationIndex.of(observations)
+        if index is None:  # a gap: numbering was being written while we read
+            index = ObservationIndex.build(observations)
+            cache.remember(search_id, None)
+            return index
+    cache.remember(search_id, index)
+    return index
 
 
-def _load_changes(c: Connection, search_id: str, last: Loaded) -> Loaded | None:
+def _load_changes(c: Connection, search_id: str, last: ObservationIndex) -> ObservationIndex | None:
     """``last`` brought up to date by reading only what may have changed; None if unsure."""
     if len(last.open_ids) > _SCAN_THRESHOLD:
         return None
-    before = last.observations
-    condition = trials.c.number >= len(before)
+    params = {"search_id": search_id, "count": len(last.observations)}
     if last.open_ids:
-        condition = condition | trials.c.id.in_(last.open_ids)
-    rows = c.execute(select(*_COLUMNS).where(trials.c.search_id == search_id, condition))
-    changed = {o.number: o for o in map(_observation, rows)}
-    if not changed:
-        return last
-    merged = list(before)
-    for number in sorted(changed):
-        if number < len(before):
-            merged[number] = changed[number]
-        elif number == len(merged):
-            merged.append(changed[number])
-        else:
-            return None  # a gap: numbering is being written right now; read everything
-    # Every open trial was read again (by id), so the changed rows say which are open now.
-    open_ids = tuple(o.trial_id for _, o in sorted(changed.items()) if o.state not in _FINAL)
-    return Loaded(tuple(merged), open_ids)
+        rows = c.execute(_NEWER_OR_REOPENED, {**params, "ids": list(last.open_ids)})
+    else:
+        rows = c.execute(_NEWER, params)
+    return last.updated([_observation(row) for row in rows])
 
 
 def _load(c: Connection, search_id: str, cache: ObservationCache) -> tuple[Observation, ...]:

@@ -10,7 +10,7 @@ import json
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, insert, select, update
 
 from morphnas.core.errors import NotFoundError
 from morphnas.core.records import Policy, Search, SearchConfig, Trial, TrialState
@@ -52,11 +52,12 @@ def insert_weights(c: Connection, trial_id: str, kind: str, data: bytes, sha: st
 _INSERT_WEIGHTS = insert(trial_weights)
 
 
+_TRIAL = select(trials).where(trials.c.id == bindparam("trial_id"))
+_LOCK_TRIAL = _TRIAL.with_for_update(key_share=True)
+
+
 def trial_row(c: Connection, trial_id: str, *, lock: bool = False) -> Row[Any]:
-    query = select(trials).where(trials.c.id == trial_id)
-    if lock:
-        query = query.with_for_update(key_share=True)
-    row = c.execute(query).first()
+    row = c.execute(_LOCK_TRIAL if lock else _TRIAL, {"trial_id": trial_id}).first()
     if row is None:
         raise NotFoundError(f"no trial {trial_id!r}")
     return row
@@ -93,17 +94,19 @@ def trial_record(row: Row[Any]) -> Trial:
 
 
 # ---------------------------------------------------------------------- search helpers
+_SEARCH = select(searches).where(searches.c.id == bindparam("search_id"))
+_LOCK_SEARCH = _SEARCH.with_for_update(key_share=True)  # a row lock (a no-op on SQLite)
+
+
 def search_row(c: Connection, search_id: str) -> Search:
-    row = c.execute(select(searches).where(searches.c.id == search_id)).first()
+    row = c.execute(_SEARCH, {"search_id": search_id}).first()
     if row is None:
         raise NotFoundError(f"no search {search_id!r}")
     return search_record(row)
 
 
 def lock_search(c: Connection, search_id: str) -> Search:
-    row = c.execute(
-        select(searches).where(searches.c.id == search_id).with_for_update(key_share=True)
-    ).first()
+    row = c.execute(_LOCK_SEARCH, {"search_id": search_id}).first()
     if row is None:
         raise NotFoundError(f"no search {search_id!r}")
     return search_record(row)

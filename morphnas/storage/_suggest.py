@@ -29,7 +29,7 @@ import dataclasses
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,9 +86,11 @@ def plan_suggestion(c: Connection, ask: Ask, cache: ObservationCache) -> Plan:
     wanted = min(ask.count, search.config.max_trials - search.trial_count) - reissues
     if wanted <= 0:
         return Plan(search.trial_count, wanted=0)
+    index = load_observations(c, ask.search_id, cache)
     snapshot = SearchSnapshot(
         dataclasses.replace(search, trial_count=search.trial_count + reissues),
-        load_observations(c, ask.search_id, cache),
+        index.observations,
+        index,
     )
     return Plan(search.trial_count, wanted=wanted, snapshot=snapshot)
 
@@ -121,9 +123,11 @@ def suggest_locked(
     wanted = room - len(issue.issued)
     if wanted > 0:
         if plan is None:
+            index = load_observations(c, ask.search_id, cache)
             snapshot = SearchSnapshot(
                 dataclasses.replace(search, trial_count=issue.next_number),
-                load_observations(c, ask.search_id, cache),
+                index.observations,
+                index,
             )
             proposals: Sequence[NewTrial] = call_policy(snapshot, wanted)
         elif plan.trial_count != search.trial_count or wanted > plan.wanted:
@@ -255,7 +259,7 @@ class Issuer:
             )
 
     def store_new(self, snapshot: SearchSnapshot, proposals: Sequence[NewTrial]) -> None:
-        known = {o.trial_id for o in snapshot.observations}
+        known = snapshot.by_id
         for proposal in proposals:
             check_proposal(proposal, known, self.search.id)
             trial = self._insert(
@@ -331,7 +335,7 @@ class Issuer:
         return trial
 
 
-def check_proposal(proposal: NewTrial, known: set[str], search_id: str) -> None:
+def check_proposal(proposal: NewTrial, known: Container[str], search_id: str) -> None:
     if not isinstance(proposal.architecture, str) or not proposal.architecture:
         raise InvalidArgumentError("a proposed trial needs an architecture")
     if proposal.parent_id is not None and proposal.parent_id not in known:

@@ -44,6 +44,7 @@ from sqlalchemy import (
     Engine,
     Row,
     and_,
+    bindparam,
     delete,
     func,
     insert,
@@ -108,6 +109,7 @@ T = TypeVar("T")
 DEFAULT_URL = "sqlite:///morphnas.db"
 WEIGHT_KINDS = ("initial", "trained")
 REPORTABLE = (TrialState.COMPLETED, TrialState.FAILED, TrialState.INFEASIBLE)
+_REPORTED_COLUMNS = ("state", "score", "reason", "lease_expires_at", "updated_at", "weights_sha256")
 MAX_PAGE_SIZE = 1000
 MAX_SUGGEST_COUNT = 1000
 OPTIMISTIC_ATTEMPTS = 3
@@ -331,9 +333,9 @@ class Repository(TrainingStorage):
         """The snapshot a policy would see now (no lock; for read-only views)."""
 
         def work(c: Connection) -> SearchSnapshot:
-            return SearchSnapshot(
-                search_row(c, search_id), load_observations(c, search_id, self._observation_cache)
-            )
+            search = search_row(c, search_id)
+            index = load_observations(c, search_id, self._observation_cache)
+            return SearchSnapshot(search, index.observations, index)
 
         return self._unit(work, write=False)
 
@@ -503,10 +505,10 @@ class Repository(TrainingStorage):
                 "updated_at": at,
                 "weights_sha256": sha,
             }
-            c.execute(update(trials).where(trials.c.id == trial_id).values(values))
+            c.execute(_REPORT, {"trial_id": trial_id, **{f"new_{k}": v for k, v in values.items()}})
             if weights is not None:
                 put_weights(c, trial_id, "trained", weights, sha)
-            c.execute(delete(staged_weights).where(staged_weights.c.trial_id == trial_id))
+            c.execute(_DROP_STAGED, {"trial_id": trial_id})
             return dataclasses.replace(
                 current,
                 state=state,
@@ -600,6 +602,15 @@ class Repository(TrainingStorage):
 
 
 # ---------------------------------------------------------------------- trial helpers
+# Statements of the report path, built once.
+_REPORT = (
+    update(trials)
+    .where(trials.c.id == bindparam("trial_id"))
+    .values({name: bindparam(f"new_{name}") for name in _REPORTED_COLUMNS})
+)
+_DROP_STAGED = delete(staged_weights).where(staged_weights.c.trial_id == bindparam("trial_id"))
+
+
 def _reported_score(state: TrialState, score: float | None) -> float | None:
     if state is TrialState.COMPLETED:
         if score is None or not math.isfinite(score):
