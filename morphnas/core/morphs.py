@@ -38,7 +38,7 @@ import numpy as np
 
 from morphnas.core.errors import InvalidGraphError, InvalidMorphError
 from morphnas.core.graph import INPUT, Graph, build_graph
-from morphnas.core.layers import MAX_UNITS, Layer
+from morphnas.core.layers import MAX_UNITS, Layer, Shape
 from morphnas.core.weights import Weights, check_weights, identity_bn
 
 #: Kernel sizes offered by ``deeper`` on feature maps.
@@ -482,11 +482,25 @@ def _skip_ends(graph: Graph, i: int) -> Iterator[tuple[str, list[Layer]]]:
     a strided conv, a global pool or a flatten (the branch could not follow).
     """
     chain = graph.main_chain
-    shape = graph.shape_of(chain[i])
+    layers, shapes = _along_chain(graph)
+    for j, pools in _ends_on(layers, shapes, i):
+        yield chain[j], pools
+
+
+def _along_chain(graph: Graph) -> tuple[list[Layer], list[Shape]]:
+    """The main chain's layers and their output shapes."""
+    return [graph.by_name[name] for name in graph.main_chain], [
+        graph.shape_of(name) for name in graph.main_chain
+    ]
+
+
+def _ends_on(layers: list[Layer], shapes: list[Shape], i: int) -> Iterator[tuple[int, list[Layer]]]:
+    """:func:`_skip_ends` as positions on a chain of ``layers`` with output ``shapes``."""
+    shape = shapes[i]
     spatial = shape[1:]
     pools: list[Layer] = []
-    for end in chain[i + 1 : -1]:
-        layer = graph.by_name[end]
+    for j in range(i + 1, len(layers) - 1):
+        layer = layers[j]
         if layer.kind not in _SKIP_OVER or (layer.kind == "conv" and layer.stride != 1):
             return
         if layer.kind in _POOLS:
@@ -494,9 +508,22 @@ def _skip_ends(graph: Graph, i: int) -> Iterator[tuple[str, list[Layer]]]:
                 return
             spatial = tuple((n - layer.kernel) // layer.stride + 1 for n in spatial)
             pools = [*pools, layer]
-        target = graph.shape_of(end)
+        target = shapes[j]
         if len(target) == len(shape) and target[1:] == spatial:
-            yield end, pools
+            yield j, pools
+
+
+def _skip_pairs(graph: Graph) -> list[tuple[str, str]]:
+    """(start, end) of every legal skip, starts in chain order (once per graph object)."""
+    cached = graph.__dict__.get("_skip_pairs")
+    if cached is None:
+        chain = graph.main_chain
+        layers, shapes = _along_chain(graph)
+        cached = [
+            (chain[i], chain[j]) for i in range(len(chain)) for j, _ in _ends_on(layers, shapes, i)
+        ]
+        graph.__dict__["_skip_pairs"] = cached  # like functools.cached_property does
+    return cached  # type: ignore[no-any-return]
 
 
 def _skip_branch_pools(graph: Graph, start: str, end: str) -> list[Layer] | None:
@@ -586,8 +613,7 @@ class _Skip:
 
     @classmethod
     def candidate_args(cls, graph: Graph) -> list[tuple[str, str]]:
-        chain = graph.main_chain
-        return [(start, end) for i, start in enumerate(chain) for end, _ in _skip_ends(graph, i)]
+        return _skip_pairs(graph)
 
     def to_dict(self) -> dict[str, Any]:
         return {"op": self.kind, **asdict(self)}  # type: ignore[attr-defined]

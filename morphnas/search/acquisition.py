@@ -158,7 +158,7 @@ def materialise(graph: Graph, key: str, op: Morph, batch_size: int) -> Child | N
         return Child(
             child,
             text_key(f"{key}/{op!r}"),
-            descriptor(child),
+            descriptor(child, graph),
             child.num_params,
             child.training_memory_bytes(batch_size),
         )

@@ -13,7 +13,7 @@ A :class:`Descriptor` reduces a :class:`~morphnas.core.graph.Graph` to two small
     of ``start`` from the input (the main-chain rank for main-chain layers, 0 for the input) and
     ``δ = depth(primary input) − u``.
 
-Descriptors are cached by content hash (a cache only: they are a pure function of the graph).
+Descriptors are cached by structural key (a cache only: they are a pure function of the graph).
 The byte signatures ``layer_key`` / ``skip_key`` let distance rows be shared between different
 architectures with the same main chain or the same skips.
 """
@@ -23,11 +23,12 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from morphnas.core.graph import INPUT, Graph
-from morphnas.core.layers import LAYER_KINDS
+from morphnas.core.layers import LAYER_KINDS, Layer
 
 #: Layer attributes compared by the layer distance, in token column order (after the kind id).
 ATTRS = ("units", "kernel", "stride")
@@ -69,19 +70,20 @@ def attr_weights() -> np.ndarray:
 #: Every distinct main-chain token seen in this process, by id (ids are stable in a process;
 #: the layer distance looks substitution costs up by id).
 TOKENS: list[np.ndarray] = []
-_TOKEN_IDS: dict[bytes, int] = {}
+_TOKEN_IDS: dict[tuple[float, ...], int] = {}
 
 
 def encode_tokens(tokens: np.ndarray) -> np.ndarray:
     """Token ids (L,) of a token array (L, 4)."""
-    out = np.empty(len(tokens), np.intp)
-    for i, token in enumerate(tokens):
-        key = token.tobytes()
-        if key not in _TOKEN_IDS:
-            _TOKEN_IDS[key] = len(TOKENS)
-            TOKENS.append(token.copy())
-        out[i] = _TOKEN_IDS[key]
-    return out
+    ids = []
+    for row in tokens.tolist():
+        key = tuple(row)
+        found = _TOKEN_IDS.get(key)
+        if found is None:
+            found = _TOKEN_IDS[key] = len(TOKENS)
+            TOKENS.append(np.array(row, dtype=np.float64))
+        ids.append(found)
+    return np.array(ids, dtype=np.intp)
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,11 +95,11 @@ class Descriptor:
     skips: np.ndarray  # (M, 3)
     token_ids: np.ndarray  # (L,) ids into TOKENS
 
-    @property
+    @cached_property
     def layer_key(self) -> bytes:
         return self.tokens.tobytes()
 
-    @property
+    @cached_property
     def skip_key(self) -> bytes:
         return self.skips.tobytes()
 
@@ -105,25 +107,28 @@ class Descriptor:
 def _depths(graph: Graph) -> dict[str, int]:
     depth = {INPUT: 0}
     for layer in graph.layers:
-        depth[layer.name] = 1 + max(depth[name] for name in layer.inputs)
+        inputs = layer.inputs
+        depth[layer.name] = 1 + (
+            depth[inputs[0]] if len(inputs) == 1 else max(depth[name] for name in inputs)
+        )
     return depth
 
 
 def _skips(graph: Graph, depth: dict[str, int]) -> np.ndarray:
     rows: list[tuple[float, float, float]] = []
-    for layer in graph.layers:
-        if layer.kind not in SKIP_TYPES:
-            continue
+    joins = [layer for layer in graph.layers if layer.kind in SKIP_TYPES]
+    readers: dict[str, int] = {}  # number of layers reading each tensor
+    if joins:
+        for layer in graph.layers:
+            for source in layer.inputs:
+                readers[source] = readers.get(source, 0) + 1
+    for layer in joins:
         primary = max(layer.inputs, key=lambda name: depth[name])
         for source in layer.inputs:
             if source == primary:
                 continue
             start = source
-            while (
-                start != INPUT
-                and len(graph.consumers[start]) == 1
-                and len(graph.by_name[start].inputs) == 1
-            ):
+            while start != INPUT and readers[start] == 1 and len(graph.by_name[start].inputs) == 1:
                 start = graph.by_name[start].inputs[0]
             u = depth[start]
             rows.append((float(u), float(max(depth[primary] - u, 0)), SKIP_TYPES[layer.kind]))
@@ -131,28 +136,49 @@ def _skips(graph: Graph, depth: dict[str, int]) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64).reshape(-1, 3)
 
 
-def structural_key(graph: Graph) -> str:
+def structural_key(graph: Graph, parent: Graph | None = None) -> str:
     """A structural digest with the invariances of ``Graph.content_hash`` (names ignored, Add
     inputs unordered), several times cheaper to compute; the search's own identity for graphs.
+
+    Each tensor's digest hashes its layer's kind and attributes with its inputs' digests.
+    ``parent``: a graph sharing layer objects with this one (a morph's input); a shared layer
+    reading the same digests there has the same digest (a speed hint: same key without it).
+    Without ``parent`` the digests are kept on the graph, for its own children.
     """
+    if parent is None:
+        digests = graph.__dict__.get("_structural_digests")
+        if digests is None:
+            digests = graph.__dict__["_structural_digests"] = _digests(graph)
+        return digests[graph.output.name]  # type: ignore[no-any-return]
+    return _digests(graph, parent)[graph.output.name]
+
+
+def _digests(graph: Graph, parent: Graph | None = None) -> dict[str, str]:
+    known: dict[str, str] = {}
+    shared: dict[str, Layer] = {}
+    if parent is not None:
+        structural_key(parent)
+        known, shared = parent.__dict__["_structural_digests"], parent.by_name
     digests = {INPUT: hashlib.sha1(repr(graph.input_shape).encode()).hexdigest()}
     for layer in graph.layers:
         sources = [digests[name] for name in layer.inputs]
+        if shared.get(layer.name) is layer and sources == [known[s] for s in layer.inputs]:
+            digests[layer.name] = known[layer.name]
+            continue
         if layer.kind == "add":
             sources.sort()
         text = f"{layer.kind}|{layer.units}|{layer.kernel}|{layer.stride}|{layer.rate!r}|{sources}"
         digests[layer.name] = hashlib.sha1(text.encode()).hexdigest()
-    return digests[graph.output.name]
+    return digests
 
 
 def describe(graph: Graph, key: str | None = None) -> Descriptor:
     """The descriptor of a graph (uncached; see :func:`descriptor`)."""
-    tokens = np.zeros((len(graph.main_chain), 1 + len(ATTRS)))
-    for i, name in enumerate(graph.main_chain):
-        layer = graph.by_name[name]
-        tokens[i, 0] = kind_id(layer.kind)
-        for j, attr in enumerate(ATTRS):
-            tokens[i, 1 + j] = float(getattr(layer, attr))
+    chain = [graph.by_name[name] for name in graph.main_chain]
+    tokens = np.array(
+        [(kind_id(layer.kind), *(getattr(layer, attr) for attr in ATTRS)) for layer in chain],
+        dtype=np.float64,
+    ).reshape(len(chain), 1 + len(ATTRS))
     return Descriptor(
         key or structural_key(graph), tokens, _skips(graph, _depths(graph)), encode_tokens(tokens)
     )
@@ -180,9 +206,9 @@ _DESCRIPTORS: LRU = LRU(200_000)
 _GRAPHS: LRU = LRU(20_000)
 
 
-def descriptor(graph: Graph) -> Descriptor:
-    """Cached :func:`describe`, keyed by :func:`structural_key`."""
-    key = structural_key(graph)
+def descriptor(graph: Graph, parent: Graph | None = None) -> Descriptor:
+    """Cached :func:`describe`, keyed by :func:`structural_key` (``parent``: its speed hint)."""
+    key = structural_key(graph, parent)
     return _DESCRIPTORS.get_or(key, lambda: describe(graph, key))  # type: ignore[no-any-return]
 
 

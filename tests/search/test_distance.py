@@ -185,3 +185,15 @@ def test_the_running_minimum_equals_numpys() -> None:
     for length in (1, 2, 3, 7, 8, 9, 40, 65):
         x = rng.random((length, 5))
         assert np.array_equal(_cummin(x.copy()), np.minimum.accumulate(x, axis=0))
+
+
+def test_a_childs_structural_key_from_its_parents_is_the_same(graphs: list) -> None:
+    from morphnas.core.graph import Graph
+    from morphnas.core.morphs import neighbourhood
+    from morphnas.search.descriptors import structural_key
+
+    for parent in graphs[::5]:
+        for op in neighbourhood(parent)[::3]:
+            child = op.apply(parent)
+            fresh = Graph(child.input_shape, child.layers)  # no digests kept on it
+            assert structural_key(child, parent) == structural_key(fresh)
