@@ -14,6 +14,7 @@ def _obs(number: int, state: TrialState, score: float | None = None) -> Observat
 def _same(a: ObservationIndex, b: ObservationIndex) -> None:
     assert a.observations == b.observations
     assert a.completed == b.completed
+    assert a.ranked == b.ranked
     assert dict(a.by_id) == dict(b.by_id)
     assert a.arch_hashes == b.arch_hashes
     assert a.open_ids == b.open_ids

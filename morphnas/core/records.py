@@ -169,6 +169,20 @@ def _number(observation: Observation) -> int:
     return observation.number
 
 
+def _rank(observation: Observation) -> tuple[float, int]:
+    """Sort key: best score first, then lower number."""
+    return (-(observation.score or 0.0), observation.number)
+
+
+def _inserted(
+    ordered: tuple[Observation, ...], new: Sequence[Observation], key: Any
+) -> tuple[Observation, ...]:
+    grown = list(ordered)
+    for o in new:
+        bisect.insort(grown, o, key=key)
+    return tuple(grown)
+
+
 @dataclass(frozen=True, eq=False)
 class ObservationIndex:
     """A search's observations, numbered 0..n-1, with the lookups every ask needs.
@@ -179,6 +193,7 @@ class ObservationIndex:
 
     observations: tuple[Observation, ...]  # by number
     completed: tuple[Observation, ...]  # the COMPLETED ones, by number
+    ranked: tuple[Observation, ...]  # the COMPLETED ones, best score first (ties: lower number)
     by_id: Mapping[str, Observation]  # do not modify
     arch_hashes: frozenset[str]
     open_ids: tuple[str, ...]  # trials not in a final state (ACTIVE or STALE), by number
@@ -194,9 +209,11 @@ class ObservationIndex:
     @classmethod
     def build(cls, observations: tuple[Observation, ...]) -> ObservationIndex:
         """The lookups of ``observations`` in the order given (numbering is not checked)."""
+        completed = tuple([o for o in observations if o.state is TrialState.COMPLETED])
         return cls(
             observations,
-            tuple([o for o in observations if o.state is TrialState.COMPLETED]),
+            completed,
+            tuple(sorted(completed, key=_rank)),
             {o.trial_id: o for o in observations},
             frozenset(o.arch_hash for o in observations),
             tuple([o.trial_id for o in observations if o.state not in FINAL_STATES]),
@@ -223,18 +240,17 @@ class ObservationIndex:
             by_id[o.trial_id] = o
             if o.state is TrialState.COMPLETED:
                 newly_completed.append(o)
-        completed = self.completed
-        if newly_completed:
-            grown = list(completed)
-            for o in newly_completed:  # usually near the end: a few binary searches and moves
-                bisect.insort(grown, o, key=_number)
-            completed = tuple(grown)
+        completed, ranked = self.completed, self.ranked
+        if newly_completed:  # a few binary searches and moves each
+            completed = _inserted(completed, newly_completed, _number)
+            ranked = _inserted(ranked, newly_completed, _rank)
         still_open = [by_id[i] for i in self.open_ids]
         now_open = {o.number: o for o in still_open if o.state not in FINAL_STATES}
         now_open.update((o.number, o) for o in changed if o.state not in FINAL_STATES)
         return ObservationIndex(
             tuple(merged),
             completed,
+            ranked,
             by_id,
             self.arch_hashes | {o.arch_hash for o in changed},
             tuple(now_open[n].trial_id for n in sorted(now_open)),
@@ -263,6 +279,11 @@ class SearchSnapshot:
     def completed(self) -> tuple[Observation, ...]:
         """COMPLETED observations, in order."""
         return self._index.completed
+
+    @property
+    def ranked(self) -> tuple[Observation, ...]:
+        """COMPLETED observations, best score first (ties: lower trial number)."""
+        return self._index.ranked
 
     @property
     def pending(self) -> tuple[Observation, ...]:

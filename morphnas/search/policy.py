@@ -81,7 +81,7 @@ def propose(
     if not completed:
         return _bootstrap(snapshot, count, rng, taken, constraints)
     if config.policy is Policy.RANDOM:
-        return _random(completed, count, rng, taken, constraints)
+        return _random(snapshot.ranked, count, rng, taken, constraints)
     return _bayesian(snapshot, count, rng, taken, constraints, deadline, max_expansions)
 
 
@@ -169,13 +169,13 @@ def _random_one(
 
 
 def _random(
-    completed: Sequence[Observation],
+    ranked: Sequence[Observation],
     count: int,
     rng: np.random.Generator,
     taken: set[str],
     constraints: Constraints,
 ) -> list[Proposal]:
-    ranked = _ranked(completed)
+    """``ranked``: the completed trials, best first (``SearchSnapshot.ranked``)."""
     proposals: list[Proposal] = []
     for _ in range(count):
         proposal = _random_one(ranked, rng, taken, constraints)
@@ -256,7 +256,7 @@ def _bayesian(
 
     start = time.perf_counter()
     budget = max(deadline - start, 0.0)
-    ranked = _ranked(snapshot.completed)
+    ranked = snapshot.ranked
     proposals: list[Proposal] = []
     for k in range(count):
         proposal = None
