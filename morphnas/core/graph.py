@@ -20,9 +20,11 @@ import hashlib
 import json
 import math
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import InitVar, dataclass
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import Any
 
 from morphnas.core.errors import (
@@ -178,8 +180,14 @@ class Graph:
         }
 
     def to_json(self) -> str:
-        """Canonical JSON: sorted keys, no spaces; ``from_json(g.to_json()) == g``."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Canonical JSON: sorted keys, no spaces; ``from_json(g.to_json()) == g``.
+
+        The text is remembered with this graph, so parsing it again (a server reading back the
+        architectures it stored) costs a lookup."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        if len(text) <= _PARSE_CACHE_MAX_CHARS:
+            _remember(text, self)
+        return text
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Graph:
@@ -270,9 +278,28 @@ def _parse(text: str | bytes) -> Graph:
     return Graph.from_dict(data)
 
 
-@lru_cache(maxsize=4096)
+_PARSED: OrderedDict[str, Graph] = OrderedDict()
+_PARSED_MAX = 4096
+_PARSED_LOCK = threading.Lock()
+
+
 def _parse_cached(text: str) -> Graph:
-    return _parse(text)
+    with _PARSED_LOCK:
+        graph = _PARSED.get(text)
+        if graph is not None:
+            _PARSED.move_to_end(text)
+            return graph
+    graph = _parse(text)
+    _remember(text, graph)
+    return graph
+
+
+def _remember(text: str, graph: Graph) -> None:
+    with _PARSED_LOCK:
+        _PARSED[text] = graph
+        _PARSED.move_to_end(text)
+        while len(_PARSED) > _PARSED_MAX:
+            _PARSED.popitem(last=False)
 
 
 def build_graph(

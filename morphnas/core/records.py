@@ -159,6 +159,7 @@ class Observation:
     state: TrialState
     score: float | None
     parent_id: str | None
+    has_trained_weights: bool = False  # a report stored the trained weights
 
 
 #: States a trial never leaves (STALE is not one: a late worker may still report it).

@@ -38,6 +38,7 @@ from morphnas.core.records import (
 )
 from morphnas.core.seeds import seed_graph
 from morphnas.core.weights import (
+    Weights,
     check_weights,
     init_weights,
     weights_from_bytes,
@@ -160,12 +161,27 @@ class SearchService:
             )
         if len(worker_id) > 200:
             raise InvalidArgumentError("worker_id must be at most 200 characters")
-        return self.repo.suggest(
-            _id(search_id, "search_id"), worker_id, count, self._propose, quick=_is_quick
+        made: dict[str, Weights] = {}  # initial weights of the last call's proposals, by hash
+        trials = self.repo.suggest(
+            _id(search_id, "search_id"),
+            worker_id,
+            count,
+            lambda snapshot, n: self._propose(snapshot, n, made),
+            quick=_is_quick,
         )
+        for trial in trials:  # stored: a child of one of them will start from these weights
+            weights = made.get(trial.arch_hash)
+            if weights is not None:
+                self._weights_cache.put(f"{trial.id}/initial", weights)
+        return trials
 
-    def _propose(self, snapshot: SearchSnapshot, count: int) -> list[NewTrial]:
-        """Called by the repository under the search lock: policy → child graphs and weights."""
+    def _propose(
+        self, snapshot: SearchSnapshot, count: int, made: dict[str, Weights] | None = None
+    ) -> list[NewTrial]:
+        """Called by the repository (on SQLite perhaps more than once, the last call's proposals
+        are stored): policy → child graphs and weights, also put in ``made``."""
+        if made is not None:
+            made.clear()
         proposals = propose(
             snapshot,
             count,
@@ -178,6 +194,8 @@ class SearchService:
             parent_graph, parent_weights = self._parent(snapshot, proposal.parent_id, by_id)
             weights = _morph_weights(parent_graph, proposal.operations, parent_weights)
             graph = proposal.graph
+            if made is not None:
+                made[graph.content_hash] = weights
             new.append(
                 NewTrial(
                     architecture=graph.to_json(),
@@ -196,8 +214,9 @@ class SearchService:
         """The graph and weights a proposal starts from.
 
         A seed starts from fresh weights seeded by the search seed. A child starts from its
-        parent's trained weights, or, when the parent was reported without weights, from the
-        parent's initial weights (the child then still computes what the parent computed at start).
+        parent's trained weights, or, when the parent was reported without weights (as the
+        snapshot says), from the parent's initial weights (the child then still computes what
+        the parent computed at start).
         """
         config = snapshot.search.config
         if parent_id is None:
@@ -205,18 +224,18 @@ class SearchService:
                 config.input_shape, config.num_classes, config.seed_width, config.seed_depth
             )
             return graph, init_weights(graph, config.seed)
-        graph = Graph.from_json(by_id[parent_id].architecture)
-        cached = self._weights_cache.get(parent_id)
+        parent = by_id[parent_id]
+        graph = Graph.from_json(parent.architecture)
+        kind = "trained" if parent.has_trained_weights else "initial"
+        # Both kinds are written once (initial at creation, trained with the final report).
+        cached = self._weights_cache.get(f"{parent_id}/{kind}")
         if cached is not None:
             return graph, dict(cached)
-        blob = self.repo.load_weights(parent_id, "trained") or self.repo.load_weights(
-            parent_id, "initial"
-        )
+        blob = self.repo.load_weights(parent_id, kind)
         if blob is None:
-            raise FailedPreconditionError(f"trial {parent_id!r} has no stored weights")
+            raise FailedPreconditionError(f"trial {parent_id!r} has no stored {kind} weights")
         weights = check_weights(graph, weights_from_bytes(blob))
-        if by_id[parent_id].state is TrialState.COMPLETED:  # its weights can no longer change
-            self._weights_cache.put(parent_id, weights)
+        self._weights_cache.put(f"{parent_id}/{kind}", weights)
         return graph, dict(weights)
 
     # ------------------------------------------------------------------ tell

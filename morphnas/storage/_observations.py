@@ -33,6 +33,7 @@ _COLUMNS = (
     trials.c.state,
     trials.c.score,
     trials.c.parent_id,
+    trials.c.weights_sha256,
 )
 _STATES = {state.value: state for state in TrialState}
 # Trials numbered from ``count`` on, and (a UNION, not an OR: each half then uses its own index
@@ -160,4 +161,5 @@ def _observation(row: Any) -> Observation:
         state=_STATES[row.state],
         score=row.score,
         parent_id=row.parent_id,
+        has_trained_weights=bool(row.weights_sha256),
     )
