@@ -215,12 +215,10 @@ class Graph:
         """Structural SHA-256 (hex): independent of layer names and of listing order."""
         digests: dict[str, str] = {INPUT: _sha(json.dumps(["input", list(self.input_shape)]))}
         for layer in self.layers:
-            attrs = _layer_to_dict(layer)
-            del attrs["name"], attrs["inputs"]
             sources = [digests[name] for name in layer.inputs]
             if layer.kind == "add":
                 sources.sort()  # addition commutes; concatenation does not
-            digests[layer.name] = _sha(json.dumps([attrs, sources], sort_keys=True))
+            digests[layer.name] = _layer_digest(layer, sources)
         return digests[self.output.name]
 
     def __hash__(self) -> int:
@@ -484,6 +482,25 @@ def _layer_from_dict(item: Any) -> Layer:
         stride=_as_int(item.get("stride", 0), f"layer {name!r} stride"),
         rate=float(rate),
     )
+
+
+# A layer's digest is a function of its attributes and its sources' digests; a morph's child
+# repeats most of its parent's, so they are remembered (bounded; only a cache).
+_DIGESTS: dict[tuple[Any, ...], str] = {}
+_DIGESTS_MAX = 200_000
+
+
+def _layer_digest(layer: Layer, sources: list[str]) -> str:
+    key = (layer.kind, layer.units, layer.kernel, layer.stride, layer.rate, *sources)
+    digest = _DIGESTS.get(key)
+    if digest is None:
+        attrs = _layer_to_dict(layer)
+        del attrs["name"], attrs["inputs"]
+        digest = _sha(json.dumps([attrs, sources], sort_keys=True))
+        if len(_DIGESTS) >= _DIGESTS_MAX:
+            _DIGESTS.clear()
+        _DIGESTS[key] = digest
+    return digest
 
 
 def _sha(text: str) -> str:

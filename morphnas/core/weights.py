@@ -7,7 +7,9 @@ does not match the architecture exactly (missing, extra, wrong shape, not finite
 
 from __future__ import annotations
 
+import json
 import math
+import struct
 from collections.abc import Mapping
 
 import numpy as np
@@ -79,10 +81,33 @@ def check_weights(graph: Graph, weights: Mapping[str, np.ndarray]) -> Weights:
 
 
 def weights_to_bytes(weights: Mapping[str, np.ndarray]) -> bytes:
-    """Serialise as safetensors."""
-    from safetensors.numpy import save
+    """Serialise as safetensors.
 
-    return save({k: np.ascontiguousarray(v) for k, v in weights.items()})
+    All-float32 mappings (what morphnas makes) are written here directly, byte for byte what the
+    safetensors library writes (tested): an 8-byte little-endian header length, the JSON header
+    (tensors by name, offsets into the data, padded with spaces to a multiple of 8), the data.
+    Anything else goes through the library.
+    """
+    if not all(isinstance(v, np.ndarray) and v.dtype == np.float32 for v in weights.values()):
+        from safetensors.numpy import save
+
+        return save({k: np.ascontiguousarray(v) for k, v in weights.items()})
+    names = sorted(weights)
+    entries = []
+    offset = 0
+    for name in names:
+        array = weights[name]
+        end = offset + array.nbytes
+        shape = ",".join(str(n) for n in array.shape)
+        entries.append(
+            f'{json.dumps(name, ensure_ascii=False)}:{{"dtype":"F32","shape":[{shape}],"data_offsets":[{offset},{end}]}}'
+        )
+        offset = end
+    header = ("{" + ",".join(entries) + "}").encode()
+    header += b" " * (-len(header) % 8)
+    parts = [struct.pack("<Q", len(header)), header]
+    parts.extend(np.ascontiguousarray(weights[name], dtype="<f4").tobytes() for name in names)
+    return b"".join(parts)
 
 
 def weights_from_bytes(data: bytes) -> Weights:
