@@ -120,75 +120,88 @@ def _cost_table() -> np.ndarray:
     return _COSTS[0]
 
 
+#: Rows per block of the running minimum (DP heights are padded to a multiple of it).
+_BLOCK = 8
+
+
 class _Columns:
     """Token-id sequences as the columns of a batched DP.
 
-    ``padded`` (Lb, n): ids of each sequence down a column (reversed within its length when
-    ``reverse``; padding is never read back); ``lengths`` (n,). :meth:`shifted` gathers one
-    token's substitution costs against every entry, once per token.
+    ``padded`` (H − 1, n): ids of each sequence down a column (reversed within its length when
+    ``reverse``; the padding is never read back), with ``H`` the DP height: the longest length
+    plus one, rounded up to a multiple of :data:`_BLOCK`; ``lengths`` (n,). :meth:`costs`
+    gathers one token's substitution costs against every entry, once per token.
     """
 
     def __init__(self, others: Sequence[np.ndarray], reverse: bool = False) -> None:
         self.lengths = np.array([len(x) for x in others], dtype=np.intp)
-        self.padded = np.zeros((max(int(self.lengths.max(initial=0)), 1), len(others)), np.intp)
+        height = -(-(int(self.lengths.max(initial=0)) + 1) // _BLOCK) * _BLOCK
+        self.padded = np.zeros((height - 1, len(others)), np.intp)
         for i, x in enumerate(others):
             self.padded[: len(x), i] = x[::-1] if reverse else x
         self._table = _cost_table()
-        self._shifted: dict[int, np.ndarray] = {}
+        self._costs: dict[int, np.ndarray] = {}
 
-    def shifted(self, token: int) -> np.ndarray:
-        """``sub(token, b_j) − 1`` for every padded entry (Lb, n)."""
-        found = self._shifted.get(token)
+    def start(self, width: int = 1) -> np.ndarray:
+        """DP row 0 (the empty prefix) for ``width`` sequences side by side: (H, width·n)."""
+        return np.zeros((self.padded.shape[0] + 1, width * self.padded.shape[1]))
+
+    def costs(self, token: int) -> np.ndarray:
+        """``sub(token, b_j) − 2`` for every padded entry (H − 1, n) (see layers_distances)."""
+        found = self._costs.get(token)
         if found is None:
-            found = self._shifted[token] = self._table[token][self.padded] - 1.0
+            found = self._costs[token] = self._table[token][self.padded] - 2.0
         return found
 
 
 def _cummin(x: np.ndarray) -> np.ndarray:
-    """Running minimum down axis 0, as a new array or in ``x``'s place.
+    """Running minimum down axis 0 of a C-contiguous array, in place (returns ``x``).
 
-    Hillis–Steele doubling, ``x[j] = min(x[j], x[j − 2^k])`` for k = 0, 1, ...: ⌈log₂ len⌉
-    elementwise passes, which beat ``np.minimum.accumulate``'s scalar loop at these sizes.
+    By blocks of :data:`_BLOCK` rows (the height is a multiple of it): running minima within
+    every block at once, then each block takes the minimum so far from the end of the one
+    before. About two passes over the data, where ``np.minimum.accumulate`` runs a scalar loop.
     """
-    other = np.empty_like(x)
-    shift = 1
-    while shift < len(x):
-        np.minimum(x[shift:], x[:-shift], out=other[shift:])
-        other[:shift] = x[:shift]
-        x, other = other, x
-        shift *= 2
+    blocks = x.reshape(len(x) // _BLOCK, _BLOCK, *x.shape[1:])
+    for r in range(1, _BLOCK):
+        np.minimum(blocks[:, r], blocks[:, r - 1], out=blocks[:, r])
+    for b in range(1, len(blocks)):
+        np.minimum(blocks[b], blocks[b - 1, -1], out=blocks[b])
     return x
 
 
-def _step(row: np.ndarray, shifted: np.ndarray, i: int) -> np.ndarray:
-    """Shifted DP row i (Lb+1, width) from row i−1 after a token (see batch_layers_distance)."""
-    nxt = np.empty_like(row)
-    nxt[0] = i
-    np.add(row[:-1], shifted, out=nxt[1:])
-    np.minimum(nxt[1:], row[1:] + 1.0, out=nxt[1:])
+def _step(row: np.ndarray, costs: Sequence[np.ndarray]) -> np.ndarray:
+    """The next DP row (H, width) after one token per side-by-side part (see layers_distances).
+
+    ``costs``: that token's :meth:`_Columns.costs` for each part of ``row``'s width, in order.
+    """
+    nxt = np.empty(row.shape)
+    nxt[0] = 0.0
+    start = 0
+    for part in costs:
+        stop = start + part.shape[1]
+        np.add(row[:-1, start:stop], part, out=nxt[1:, start:stop])
+        start = stop
+    np.minimum(nxt[1:], row[1:], out=nxt[1:])
     return _cummin(nxt)
 
 
 def _paired_rows(
     a: np.ndarray, ca: _Columns, b: np.ndarray, cb: _Columns
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Shifted DP rows 0..len(a) of ``a`` against ``ca`` and 0..len(b) of ``b`` against ``cb``
-    (same Lb and n), each (Lb+1, n); run side by side in one array while both last (the same
-    values with half the numpy calls)."""
+    """DP rows 0..len(a) of ``a`` against ``ca`` and 0..len(b) of ``b`` against ``cb`` (the
+    same H and n), each (H, n); run side by side in one array while both last (the same values
+    with half the numpy calls)."""
     n = ca.padded.shape[1]
     shared = min(len(a), len(b))
-    row = np.zeros((ca.padded.shape[0] + 1, 2 * n))
+    row = ca.start(2)
     rows_a, rows_b = [row[:, :n]], [row[:, n:]]
-    shifted = np.empty((ca.padded.shape[0], 2 * n))
-    for i in range(1, shared + 1):
-        shifted[:, :n] = ca.shifted(int(a[i - 1]))
-        shifted[:, n:] = cb.shifted(int(b[i - 1]))
-        row = _step(row, shifted, i)
+    for i in range(shared):
+        row = _step(row, (ca.costs(int(a[i])), cb.costs(int(b[i]))))
         rows_a.append(row[:, :n])
         rows_b.append(row[:, n:])
     for ids, columns, rows in ((a, ca, rows_a), (b, cb, rows_b)):
-        for i in range(shared + 1, len(ids) + 1):
-            rows.append(_step(rows[-1], columns.shifted(int(ids[i - 1])), i))
+        for token in ids[shared:].tolist():
+            rows.append(_step(rows[-1], (columns.costs(token),)))
     return rows_a, rows_b
 
 
@@ -200,24 +213,24 @@ def batch_layers_distance(ids_a: np.ndarray, others: Sequence[np.ndarray]) -> np
 def layers_distances(items: Sequence[np.ndarray], others: Sequence[np.ndarray]) -> np.ndarray:
     """``D_l`` (Q, n) from each token-id sequence of ``items`` to each of ``others``.
 
-    Row i of the DP table for every pair with one sequence a at once, kept *shifted* as
-    ``R[j] = A[j] − j`` where ``A[j] = d(a[:i], b[:j])``, (Lb+1, n) — column-major, so the
-    running minimum runs over contiguous memory. With ``sub`` the substitution cost:
-    ``S[0] = i``, ``S[j] = min(R_prev[j] + 1, R_prev[j−1] + sub(a_i, b_j) − 1)`` (deletion,
-    substitution), then the insertions along the row ``A[j] = min_{k≤j} S[k] + k + (j − k)``
-    are a running minimum: ``R = cummin(S)``. Finally ``d(a, b) = R[len b] + len b``.
+    Row i of the DP table ``A[j] = d(a[:i], b[:j])`` for every pair with one sequence a at once,
+    kept as ``U[j] = A[j] − i − j`` in an (H, n) array — column-major, so the running minimum
+    runs over contiguous memory. With ``sub`` the substitution cost, the deletion and
+    substitution recurrence ``B[j] = min(A_prev[j] + 1, A_prev[j−1] + sub(a_i, b_j))``,
+    ``B[0] = i``, becomes ``S[j] = min(U_prev[j], U_prev[j−1] + sub − 2)``, ``S[0] = 0``;
+    the insertions along the row, ``A[j] = min_{k≤j} B[k] + (j − k)``, become a running
+    minimum ``U = cummin(S)``. Finally ``d(a, b) = U[len b] + len a + len b``.
     """
     out = np.zeros((len(items), len(others)))
     if not others:
         return out
     columns = _Columns(others)
     every = np.arange(len(others))
-    start = np.zeros((columns.padded.shape[0] + 1, len(others)))
     for q, ids in enumerate(items):
-        row = start
-        for i, token in enumerate(ids.tolist(), start=1):
-            row = _step(row, columns.shifted(token), i)
-        out[q] = row[columns.lengths, every] + columns.lengths
+        row = columns.start()
+        for token in ids.tolist():
+            row = _step(row, (columns.costs(token),))
+        out[q] = row[columns.lengths, every] + (len(ids) + columns.lengths)
     return out
 
 
@@ -242,7 +255,8 @@ def layers_distances_from_parent(
     rows ``F_k = d(P[:k], ·)`` and backward rows ``G_k = d(P[k:], ·)`` (the DP on reversed
     sequences), a child ``C = P[:p] + block + P[La−s:]`` costs only ``len(block)`` DP steps:
     ``d(C, b) = min_j (F_p ⊕ block)[j] + G_{La−s}[len b − j]`` (Hirschberg's split). In the
-    shifted rows of :func:`layers_distances` that is ``len b + min_j R_F[j] + R_G[len b − j]``.
+    rows ``U`` of :func:`layers_distances` (``U_F`` after ``len C − s`` tokens, ``U_G`` after
+    ``s``) that is ``len C + len b + min_j U_F[j] + U_G[len b − j]``.
     """
     n = len(others)
     if n == 0 or not children:
@@ -255,8 +269,8 @@ def layers_distances_from_parent(
         parent[: max(p for p, _ in ends)], columns, parent[::-1][: max(s for _, s in ends)], reverse
     )
     lengths = columns.lengths
-    j = np.arange(columns.padded.shape[0] + 1)[:, None]  # (Lb+1, 1)
-    flip = lengths[None, :] - j  # (Lb+1, n): column of b[j:] in the reversed DP
+    j = np.arange(columns.padded.shape[0] + 1)[:, None]  # (H, 1)
+    flip = lengths[None, :] - j  # (H, n): column of b[j:] in the reversed DP
     valid = flip >= 0
     flip = np.maximum(flip, 0)
     every = np.arange(n)[None, :]
@@ -264,11 +278,11 @@ def layers_distances_from_parent(
     out = np.empty((len(children), n))
     for c, (child, (p, s)) in enumerate(zip(children, ends, strict=True)):
         row = forward[p]
-        for i in range(p, len(child) - s):
-            row = _step(row, columns.shifted(int(child[i])), i + 1)
-        if s not in tails:  # R_G[len b − j], (Lb+1, n)
+        for token in child[p : len(child) - s].tolist():
+            row = _step(row, (columns.costs(token),))
+        if s not in tails:  # U_G[len b − j], (H, n)
             tails[s] = np.where(valid, backward[s][flip, every], np.inf)
-        out[c] = (row + tails[s]).min(axis=0) + lengths
+        out[c] = (row + tails[s]).min(axis=0) + (len(child) + lengths)
     return out
 
 
@@ -357,22 +371,19 @@ def _skips_row(sa: np.ndarray, columns: _SkipColumns) -> np.ndarray:
     if m == 2:
         out[both[rest]] += _best_two(costs[0, rest], costs[1, rest])
         return out
-    # Every skip of sa is matched where the other set is at least as large: the assignment is
-    # one column per row, summed in row order like the per-pair loop below.
-    wide = rest[cb[rest] >= m]
-    if len(wide):
-        picks = np.array(
-            [
-                linear_sum_assignment(costs[:, index, :width])[1]
-                for index, width in zip(wide.tolist(), cb[wide].tolist(), strict=True)
-            ]
-        )  # (k', m)
-        terms = costs[np.arange(m)[None, :], wide[:, None], picks]  # (k', m)
-        out[both[wide]] += terms.sum(axis=1)
-    for index in rest[cb[rest] < m].tolist():
-        block = costs[:, index, : int(cb[index])]
-        rows, cols = linear_sum_assignment(block)
-        out[both[index]] += block[rows, cols].sum()
+    # Larger pairs: an optimal assignment each, then the matched costs summed in row order, as
+    # ``block[rows, cols].sum()`` would (grouped by the number of matches: one sum per group).
+    matched: dict[int, tuple[list[int], list[np.ndarray], list[np.ndarray]]] = {}
+    for index, width in zip(rest.tolist(), cb[rest].tolist(), strict=True):
+        rows, cols = linear_sum_assignment(costs[:, index, :width])
+        group = matched.setdefault(len(rows), ([], [], []))
+        group[0].append(index)
+        group[1].append(rows)
+        group[2].append(cols)
+    for indices, rows, cols in matched.values():
+        pairs = np.array(indices)
+        terms = costs[np.array(rows), pairs[:, None], np.array(cols)]  # (k', matches)
+        out[both[pairs]] += terms.sum(axis=1)
     return out
 
 
@@ -439,7 +450,7 @@ class _RowCache:
                     many, query_keys, query_items, col_items, columns, missing_q, missing_c, out
                 )
             else:
-                self._fill(query_keys, query_items, col_items, columns, missing_q, missing_c)
+                self._fill(query_keys, query_items, col_items, columns, np.isnan(out))
             size = len(self._columns)
             for q in sorted(set(missing_q.tolist())):
                 out[q] = self._row(query_keys[q], size)[col_ids]
@@ -477,45 +488,43 @@ class _RowCache:
         query_items: dict[bytes, np.ndarray],
         col_items: dict[bytes, np.ndarray],
         columns: Sequence[tuple[bytes, np.ndarray]],
-        missing_q: np.ndarray,
-        missing_c: np.ndarray,
+        missing: np.ndarray,
     ) -> None:
-        pairs: dict[tuple[bytes, bytes], None] = {}
-        for q, c in zip(missing_q.tolist(), missing_c.tolist(), strict=True):
-            pairs[(query_keys[q], columns[c][0])] = None
-        by_query: dict[bytes, list[bytes]] = {}
-        by_column: dict[bytes, list[bytes]] = {}
-        for qk, ck in pairs:
-            by_query.setdefault(qk, []).append(ck)
-            by_column.setdefault(ck, []).append(qk)
+        """Compute the pairs ``missing`` (Q, n) marks, batched along the side with fewer items."""
+        first: dict[bytes, int] = {}  # column key -> its first column (keys may repeat)
+        for c, (key, _) in enumerate(columns):
+            first.setdefault(key, c)
+        col_keys = list(first)
+        lacking = missing[:, list(first.values())]  # (Q, distinct columns)
         size = len(self._columns)
         # Each pair is computed with the same item first as one call per item would (items
         # lacking the same others share a call: a pair's value does not depend on its batch).
-        if len(by_column) <= len(by_query):
-            for cks, qks in _same_others(by_column):
+        if np.count_nonzero(lacking.any(axis=0)) <= np.count_nonzero(lacking.any(axis=1)):
+            for cs, qs in _same_others(lacking.T):
                 values = self._compute(
-                    [col_items[ck] for ck in cks], [query_items[qk] for qk in qks]
+                    [col_items[col_keys[c]] for c in cs], [query_items[query_keys[q]] for q in qs]
                 )
-                ids = [self._columns[ck] for ck in cks]
-                for qk, value in zip(qks, values.T, strict=True):
-                    self._row(qk, size)[ids] = value
+                ids = [self._columns[col_keys[c]] for c in cs]
+                for q, value in zip(qs, values.T, strict=True):
+                    self._row(query_keys[q], size)[ids] = value
         else:
-            for qks, cks in _same_others(by_query):
+            for qs, cs in _same_others(lacking):
                 values = self._compute(
-                    [query_items[qk] for qk in qks], [col_items[ck] for ck in cks]
+                    [query_items[query_keys[q]] for q in qs], [col_items[col_keys[c]] for c in cs]
                 )
-                ids = [self._columns[ck] for ck in cks]
-                for qk, value in zip(qks, values, strict=True):
-                    self._row(qk, size)[ids] = value
-        self.computed += len(pairs)
+                ids = [self._columns[col_keys[c]] for c in cs]
+                for q, value in zip(qs, values, strict=True):
+                    self._row(query_keys[q], size)[ids] = value
+        self.computed += int(lacking.sum())
 
 
-def _same_others(lacking: dict[bytes, list[bytes]]) -> list[tuple[list[bytes], list[bytes]]]:
-    """Group the keys of ``lacking`` (key -> the others it lacks) by the same list of others."""
-    groups: dict[tuple[bytes, ...], list[bytes]] = {}
-    for key, others in lacking.items():
-        groups.setdefault(tuple(others), []).append(key)
-    return [(keys, list(others)) for others, keys in groups.items()]
+def _same_others(lacking: np.ndarray) -> list[tuple[list[int], list[int]]]:
+    """Items (rows of ``lacking``) that lack some others, grouped by the same others lacked: a
+    list of (items, others) index lists."""
+    groups: dict[bytes, list[int]] = {}
+    for i in np.flatnonzero(lacking.any(axis=1)).tolist():
+        groups.setdefault(lacking[i].tobytes(), []).append(i)
+    return [(items, np.flatnonzero(lacking[items[0]]).tolist()) for items in groups.values()]
 
 
 class DistanceCache:
