@@ -443,6 +443,8 @@ class _RowCache:
         out = np.empty((len(query_keys), len(columns)), np.float32)
         for qi, key in enumerate(query_keys):
             out[qi] = self._row(key, size)[col_ids]
+        if np.isnan(out).any():
+            self._mirror(query_keys, columns, col_ids, out)
         missing_q, missing_c = np.nonzero(np.isnan(out))
         if len(missing_q):
             if many is not None and len(set(missing_q.tolist())) > 1:
@@ -456,6 +458,31 @@ class _RowCache:
                 out[q] = self._row(query_keys[q], size)[col_ids]
         index = {key: i for i, key in enumerate(query_keys)}
         return out[[index[key] for key, _ in queries]]
+
+    def _mirror(
+        self,
+        query_keys: list[bytes],
+        columns: Sequence[tuple[bytes, np.ndarray]],
+        col_ids: np.ndarray,
+        out: np.ndarray,
+    ) -> None:
+        """Fill unknown entries of ``out`` that the column item's own row knows (d is symmetric),
+        and store them in the query's row. A new observation's row is known from when it was a
+        candidate; its column in every other row is filled from there."""
+        ids = np.array([self._columns.get(key, -1) for key in query_keys], np.intp)
+        if not (ids >= 0).any():
+            return
+        size = len(self._columns)
+        for c in np.flatnonzero(np.isnan(out).any(axis=0)).tolist():
+            row = self._rows.get(columns[c][0])
+            if row is None:
+                continue
+            lacking = np.flatnonzero(np.isnan(out[:, c]) & (ids >= 0) & (ids < len(row)))
+            values = row[ids[lacking]]
+            known = ~np.isnan(values)
+            for q, value in zip(lacking[known].tolist(), values[known].tolist(), strict=True):
+                out[q, c] = value
+                self._row(query_keys[q], size)[col_ids[c]] = value
 
     def _fill_many(
         self,
