@@ -197,3 +197,16 @@ def test_a_childs_structural_key_from_its_parents_is_the_same(graphs: list) -> N
             child = op.apply(parent)
             fresh = Graph(child.input_shape, child.layers)  # no digests kept on it
             assert structural_key(child, parent) == structural_key(fresh)
+
+
+def test_a_known_distance_is_read_back_from_the_other_side(graphs: list) -> None:
+    cache = DistanceCache()
+    descs = [descriptor(g) for g in graphs]
+    first = cache.block(descs[:1], descs[1:])
+    computed = cache.layers.computed + cache.skips.computed
+    second = cache.block(descs[1:], descs[:1])  # their rows lack this column: read from its row
+    assert cache.layers.computed + cache.skips.computed == computed
+    assert np.array_equal(first[0].T, second[0]) and np.array_equal(first[1].T, second[1])
+    cache.clear()
+    cold = cache.block(descs[1:], descs[:1])
+    assert np.array_equal(cold[0], second[0]) and np.array_equal(cold[1], second[1])
