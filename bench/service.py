@@ -6,6 +6,8 @@ For each backend a real server runs in this process on a free port and one clien
 the socket, like a remote worker. The search is filled to ``--trials`` completed trials, then
 ``--measure`` more ask/tell cycles are timed one call at a time: SuggestTrials, ReportTrial
 without weights (comparable to Optuna's tell), and ReportTrial with the trained weights inlined.
+Every backend is filled first; then their measured cycles run interleaved in blocks of 10, so
+they share the machine's load.
 Optuna runs the same number of trials on ``RDBStorage`` over SQLite with its RandomSampler (our
 "random" policy is the comparable proposer; the GP policy's cost is measured by bench/suggest.py).
 Medians and 95th percentiles in milliseconds; results also go to bench/results/service.txt.
@@ -24,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+BLOCK = 10  # measured cycles of one backend before the next backend's turn
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
@@ -38,65 +41,76 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
     return (time.perf_counter() - start) * 1000, result
 
 
-def bench_morphnas(url: str, trials: int, measure: int) -> dict[str, list[float]]:
-    from morphnas.client import Client
-    from morphnas.server.app import ServerOptions, build_server
+class Morphnas:
+    """A real server on ``url`` and a client over the socket, its search filled to ``trials``."""
 
-    server = build_server(ServerOptions(db_url=url, port=0))
-    try:
-        with Client(server.address) as client:
-            search = client.create_search(
-                name="bench",
-                input_shape=(32,),
-                num_classes=10,
-                policy="random",
-                seed_width=32,
-                seed_depth=2,
-                max_trials=trials + 2 * measure + 10,
-            )
-            for i in range(trials):
-                [t] = search.suggest(worker_id="w")
-                t.report(score=(i * 7919 % 1000) / 1000)
-            times: dict[str, list[float]] = {"suggest": [], "report": [], "report+weights": []}
-            for i in range(measure):
-                ms, got = timed(lambda: search.suggest(worker_id="w"))
-                times["suggest"].append(ms)
-                [t] = got  # type: ignore[misc]
-                score = 0.5 + i / (10 * measure)
-                ms, _ = timed(lambda t=t, score=score: t.report(score=score))
-                times["report"].append(ms)
-            for _ in range(measure):
-                [t] = search.suggest(worker_id="w")
-                weights = t.initial_weights()  # what the worker trains and sends back
-                ms, _ = timed(lambda t=t, weights=weights: t.report(score=0.5, weights=weights))
-                times["report+weights"].append(ms)
-            return times
-    finally:
-        server.stop(0)
+    def __init__(self, url: str, trials: int, measure: int) -> None:
+        from morphnas.client import Client
+        from morphnas.server.app import ServerOptions, build_server
+
+        self.server = build_server(ServerOptions(db_url=url, port=0))
+        self.client = Client(self.server.address)
+        self.search = self.client.create_search(
+            name="bench",
+            input_shape=(32,),
+            num_classes=10,
+            policy="random",
+            seed_width=32,
+            seed_depth=2,
+            max_trials=trials + 2 * measure + 10,
+        )
+        for i in range(trials):
+            [t] = self.search.suggest(worker_id="w")
+            t.report(score=(i * 7919 % 1000) / 1000)
+        self.times: dict[str, list[float]] = {"suggest": [], "report": [], "report+weights": []}
+        self.done = 0
+
+    def cycle(self, measure: int) -> None:
+        ms, got = timed(lambda: self.search.suggest(worker_id="w"))
+        self.times["suggest"].append(ms)
+        [t] = got  # type: ignore[misc]
+        score = 0.5 + self.done / (10 * measure)
+        ms, _ = timed(lambda: t.report(score=score))
+        self.times["report"].append(ms)
+        self.done += 1
+
+    def weights_cycle(self) -> None:
+        [t] = self.search.suggest(worker_id="w")
+        weights = t.initial_weights()  # what the worker trains and sends back
+        ms, _ = timed(lambda: t.report(score=0.5, weights=weights))
+        self.times["report+weights"].append(ms)
+
+    def close(self) -> None:
+        self.client.close()
+        self.server.stop(0)
 
 
-def bench_optuna(path: Path, trials: int, measure: int) -> dict[str, list[float]]:
-    import optuna
+class Optuna:
+    """Optuna's ask/tell on RDBStorage over SQLite (RandomSampler), filled to ``trials``."""
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{path}")
-    study = optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(seed=0))
+    def __init__(self, path: Path, trials: int) -> None:
+        import optuna
 
-    def ask() -> optuna.Trial:
-        trial = study.ask()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        storage = optuna.storages.RDBStorage(f"sqlite:///{path}")
+        self.study = optuna.create_study(
+            storage=storage, sampler=optuna.samplers.RandomSampler(seed=0)
+        )
+        for i in range(trials):
+            self.study.tell(self.ask(), (i * 7919 % 1000) / 1000)
+        self.times: dict[str, list[float]] = {"suggest": [], "report": []}
+
+    def ask(self) -> object:
+        trial = self.study.ask()
         trial.suggest_int("width", 8, 512, log=True)
         trial.suggest_int("depth", 1, 8)
         return trial
 
-    for i in range(trials):
-        study.tell(ask(), (i * 7919 % 1000) / 1000)
-    times: dict[str, list[float]] = {"suggest": [], "report": []}
-    for _ in range(measure):
-        ms, trial = timed(ask)
-        times["suggest"].append(ms)
-        ms, _ = timed(lambda trial=trial: study.tell(trial, 0.5))  # type: ignore[misc]
-        times["report"].append(ms)
-    return times
+    def cycle(self, measure: int) -> None:
+        ms, trial = timed(self.ask)
+        self.times["suggest"].append(ms)
+        ms, _ = timed(lambda: self.study.tell(trial, 0.5))  # type: ignore[arg-type]
+        self.times["report"].append(ms)
 
 
 def fresh_postgres(admin_url: str) -> tuple[str, Callable[[], None]]:
@@ -130,21 +144,38 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "service.txt"))
     args = parser.parse_args()
 
+    # Fill every backend first, then time their cycles interleaved in blocks (BLOCK cycles of
+    # each in turn), so that all see the same machine load: the ratios are then fair even on a
+    # busy machine, and each runs warm, as a server answering one worker loop does.
     results: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        results["morphnas sqlite"] = bench_morphnas(
-            f"sqlite:///{tmp}/m.db", args.trials, args.measure
-        )
+        backends: dict[str, Morphnas | Optuna] = {
+            "morphnas sqlite": Morphnas(f"sqlite:///{tmp}/m.db", args.trials, args.measure)
+        }
+        drop = None
         try:
             url, drop = fresh_postgres(args.postgres)
         except Exception as err:  # noqa: BLE001
             print(f"(postgres skipped: {err})")
         else:
-            try:
-                results["morphnas postgres"] = bench_morphnas(url, args.trials, args.measure)
-            finally:
+            backends["morphnas postgres"] = Morphnas(url, args.trials, args.measure)
+        backends["optuna rdb sqlite"] = Optuna(Path(tmp) / "o.db", args.trials)
+        try:
+            for _ in range(0, args.measure, BLOCK):
+                for backend in backends.values():
+                    for _ in range(BLOCK):
+                        backend.cycle(args.measure)
+            for _ in range(args.measure):
+                for backend in backends.values():
+                    if isinstance(backend, Morphnas):
+                        backend.weights_cycle()
+            results = {name: backend.times for name, backend in backends.items()}
+        finally:
+            for backend in backends.values():
+                if isinstance(backend, Morphnas):
+                    backend.close()
+            if drop is not None:
                 drop()
-        results["optuna rdb sqlite"] = bench_optuna(Path(tmp) / "o.db", args.trials, args.measure)
 
     lines = [
         f"ask/tell latency at {args.trials} trials, {args.measure} measured cycles (ms)",
