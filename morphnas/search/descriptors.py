@@ -196,10 +196,14 @@ class LRU(OrderedDict):  # type: ignore[type-arg]
             self.move_to_end(key)
             return self[key]
         value = make()
+        self.put(key, value)
+        return value
+
+    def put(self, key: object, value: object) -> None:
         self[key] = value
+        self.move_to_end(key)
         if len(self) > self.capacity:
             self.popitem(last=False)
-        return value
 
 
 _DESCRIPTORS: LRU = LRU(200_000)

@@ -186,22 +186,31 @@ def _step(row: np.ndarray, costs: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _paired_rows(
-    a: np.ndarray, ca: _Columns, b: np.ndarray, cb: _Columns
+    a: np.ndarray,
+    ca: _Columns,
+    start_a: np.ndarray,
+    b: np.ndarray,
+    cb: _Columns,
+    start_b: np.ndarray,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """DP rows 0..len(a) of ``a`` against ``ca`` and 0..len(b) of ``b`` against ``cb`` (the
-    same H and n), each (H, n); run side by side in one array while both last (the same values
-    with half the numpy calls)."""
+    """The DP rows (H, n) after each token of ``a`` against ``ca``, from row ``start_a``, and of
+    ``b`` against ``cb`` (the same H and n) from ``start_b``; run side by side in one array while
+    both last (the same values with half the numpy calls)."""
     n = ca.padded.shape[1]
     shared = min(len(a), len(b))
-    row = ca.start(2)
-    rows_a, rows_b = [row[:, :n]], [row[:, n:]]
-    for i in range(shared):
-        row = _step(row, (ca.costs(int(a[i])), cb.costs(int(b[i]))))
-        rows_a.append(row[:, :n])
-        rows_b.append(row[:, n:])
-    for ids, columns, rows in ((a, ca, rows_a), (b, cb, rows_b)):
+    rows_a: list[np.ndarray] = []
+    rows_b: list[np.ndarray] = []
+    if shared:
+        row = np.concatenate([start_a, start_b], axis=1)
+        for i in range(shared):
+            row = _step(row, (ca.costs(int(a[i])), cb.costs(int(b[i]))))
+            rows_a.append(row[:, :n])
+            rows_b.append(row[:, n:])
+    for ids, columns, rows, start in ((a, ca, rows_a, start_a), (b, cb, rows_b, start_b)):
+        row = rows[-1] if rows else start
         for token in ids[shared:].tolist():
-            rows.append(_step(rows[-1], (columns.costs(token),)))
+            row = _step(row, (columns.costs(token),))
+            rows.append(row)
     return rows_a, rows_b
 
 
@@ -246,6 +255,12 @@ def _common_ends(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
     return p, s
 
 
+#: DP rows of recent children (token ids, the others' token ids) -> (forward rows 0..k, backward
+#: rows 0..k'): a tree search expands a child of the node it just expanded, whose rows share a
+#: prefix with the parent's forward rows and a suffix with its backward rows. A cache only.
+_KNOWN_ROWS: LRU = LRU(32)
+
+
 def layers_distances_from_parent(
     parent: np.ndarray, children: Sequence[np.ndarray], others: Sequence[np.ndarray]
 ) -> np.ndarray:
@@ -256,18 +271,30 @@ def layers_distances_from_parent(
     sequences), a child ``C = P[:p] + block + P[La−s:]`` costs only ``len(block)`` DP steps:
     ``d(C, b) = min_j (F_p ⊕ block)[j] + G_{La−s}[len b − j]`` (Hirschberg's split). In the
     rows ``U`` of :func:`layers_distances` (``U_F`` after ``len C − s`` tokens, ``U_G`` after
-    ``s``) that is ``len C + len b + min_j U_F[j] + U_G[len b − j]``.
+    ``s``) that is ``len C + len b + min_j U_F[j] + U_G[len b − j]``. The parent's rows that
+    were known as a child's (:data:`_KNOWN_ROWS`) are not computed again.
     """
     n = len(others)
     if n == 0 or not children:
         return np.zeros((len(children), n))
     ends = [_common_ends(parent, child) for child in children]
     columns, reverse = _Columns(others), _Columns(others, reverse=True)
+    signature = tuple(x.tobytes() for x in others)
+    known = _KNOWN_ROWS.get((parent.tobytes(), signature))
+    forward = list(known[0]) if known else [columns.start()]
+    backward = list(known[1]) if known else [reverse.start()]
     # Only the rows some child needs: forward up to the longest common prefix, backward up to
     # the longest common suffix.
-    forward, backward = _paired_rows(
-        parent[: max(p for p, _ in ends)], columns, parent[::-1][: max(s for _, s in ends)], reverse
+    more_forward, more_backward = _paired_rows(
+        parent[len(forward) - 1 : max(p for p, _ in ends)],
+        columns,
+        forward[-1],
+        parent[::-1][len(backward) - 1 : max(s for _, s in ends)],
+        reverse,
+        backward[-1],
     )
+    forward += more_forward
+    backward += more_backward
     lengths = columns.lengths
     j = np.arange(columns.padded.shape[0] + 1)[:, None]  # (H, 1)
     flip = lengths[None, :] - j  # (H, n): column of b[j:] in the reversed DP
@@ -277,9 +304,12 @@ def layers_distances_from_parent(
     tails: dict[int, np.ndarray] = {}
     out = np.empty((len(children), n))
     for c, (child, (p, s)) in enumerate(zip(children, ends, strict=True)):
-        row = forward[p]
+        rows = forward[: p + 1]
         for token in child[p : len(child) - s].tolist():
-            row = _step(row, (columns.costs(token),))
+            rows.append(_step(rows[-1], (columns.costs(token),)))
+        row = rows[-1]
+        # The child's own rows so far, for when it is expanded in its turn.
+        _KNOWN_ROWS.put((child.tobytes(), signature), (rows, backward[: s + 1]))
         if s not in tails:  # U_G[len b − j], (H, n)
             tails[s] = np.where(valid, backward[s][flip, every], np.inf)
         out[c] = (row + tails[s]).min(axis=0) + (len(child) + lengths)
@@ -564,6 +594,7 @@ class DistanceCache:
     def clear(self) -> None:
         self.layers.clear()
         self.skips.clear()
+        _KNOWN_ROWS.clear()
 
     def block(
         self,

@@ -210,3 +210,25 @@ def test_a_known_distance_is_read_back_from_the_other_side(graphs: list) -> None
     cache.clear()
     cold = cache.block(descs[1:], descs[:1])
     assert np.array_equal(cold[0], second[0]) and np.array_equal(cold[1], second[1])
+
+
+def test_a_child_expanded_after_its_parent_reuses_its_rows_exactly(graphs: list) -> None:
+    from morphnas.core.morphs import neighbourhood
+    from morphnas.search import distance
+    from morphnas.search.distance import layers_distances_from_parent
+
+    others = [descriptor(g).token_ids for g in graphs]
+    for parent in graphs[::8]:
+        children = [op.apply(parent) for op in neighbourhood(parent)[::9]]
+        ids = [descriptor(c).token_ids for c in children]
+        layers_distances_from_parent(descriptor(parent).token_ids, ids, others)
+        for child in children[::2]:
+            grandchildren = [
+                descriptor(op.apply(child)).token_ids for op in neighbourhood(child)[::11]
+            ]
+            key = descriptor(child).token_ids
+            warm = layers_distances_from_parent(key, grandchildren, others)
+            distance._KNOWN_ROWS.clear()
+            cold = layers_distances_from_parent(key, grandchildren, others)
+            assert np.array_equal(warm, cold)
+            layers_distances_from_parent(descriptor(parent).token_ids, ids, others)
