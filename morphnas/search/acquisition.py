@@ -102,6 +102,11 @@ def text_key(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
 
+def architecture_key(architecture: str) -> str:
+    """The node key of a stored architecture (cached: the same texts come back on every ask)."""
+    return _ARCHITECTURE_KEYS.get_or(architecture, lambda: text_key(architecture))  # type: ignore[no-any-return]
+
+
 @dataclass(frozen=True)
 class Found:
     """The search's answer."""
@@ -113,11 +118,13 @@ class Found:
 
 _NEIGHBOURS: LRU = LRU(20_000)
 _CHILDREN: LRU = LRU(100_000)
+_ARCHITECTURE_KEYS: LRU = LRU(20_000)
 
 
 def clear() -> None:
     _NEIGHBOURS.clear()
     _CHILDREN.clear()
+    _ARCHITECTURE_KEYS.clear()
 
 
 def child_morphs(graph: Graph, key: str, seed: int, limit: int = MAX_CHILDREN) -> tuple[Morph, ...]:

@@ -33,7 +33,7 @@ from morphnas.core.morphs import Morph, sample_morph
 from morphnas.core.records import Observation, Policy, SearchSnapshot
 from morphnas.core.seeds import seed_graph
 from morphnas.search import acquisition, descriptors, surrogate
-from morphnas.search.acquisition import Constraints, Node, text_key, tree_search, ucb
+from morphnas.search.acquisition import Constraints, Node, architecture_key, tree_search, ucb
 from morphnas.search.descriptors import Descriptor, descriptor, graph_from_json, parse
 from morphnas.search.distance import DISTANCES
 
@@ -207,12 +207,15 @@ def _points(completed: Sequence[Observation]) -> _Points:
         groups.setdefault(parse(o.architecture)[1].key, []).append(o)
     graphs, descs, keys, scores, counts, ids = [], [], [], [], [], []
     for members in groups.values():
-        best = _ranked(members)[0]
+        best = _ranked(members)[0] if len(members) > 1 else members[0]
         graph, desc = parse(best.architecture)
         graphs.append(graph)
         descs.append(desc)
-        keys.append(text_key(best.architecture))
-        scores.append(float(np.mean([float(m.score or 0.0) for m in members])))
+        keys.append(architecture_key(best.architecture))
+        if len(members) > 1:
+            scores.append(float(np.mean([float(m.score or 0.0) for m in members])))
+        else:
+            scores.append(float(best.score or 0.0))
         counts.append(len(members))
         ids.append(best.trial_id)
     return _Points(graphs, descs, keys, np.array(scores), np.array(counts, np.float64), ids)
