@@ -22,7 +22,7 @@ import math
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import InitVar, dataclass
 from functools import cached_property
 from typing import Any
@@ -330,15 +330,19 @@ def _topological(layers: list[Layer], parent: Graph | None = None) -> tuple[Laye
     """Kahn's algorithm, stable in the given order; raises on duplicates, unknowns and cycles.
 
     A layer object that is one of ``parent``'s passed the per-layer checks (type, inputs, name,
-    kind) there already.
+    kind) there already; a leading run of them in ``parent``'s order is placed as it is.
     """
     if not layers:
         raise InvalidGraphError("a graph needs at least one layer")
     if len(layers) > MAX_LAYERS:
         raise SizeLimitError(f"{len(layers)} layers is more than the limit of {MAX_LAYERS}")
-    names: dict[str, Layer] = {}
     checked = {id(layer) for layer in parent.layers} if parent is not None else set()
-    layers = [layer if id(layer) in checked else _with_tuple_inputs(layer) for layer in layers]
+    done = common_prefix(layers, parent) if parent is not None else 0
+    prefix, layers = (
+        layers[:done],
+        [layer if id(layer) in checked else _with_tuple_inputs(layer) for layer in layers[done:]],
+    )
+    names: dict[str, Layer] = {layer.name: layer for layer in prefix}
     for layer in layers:
         if id(layer) in checked:
             pass
@@ -359,8 +363,8 @@ def _topological(layers: list[Layer], parent: Graph | None = None) -> tuple[Laye
                 raise DanglingLayerError(f"reads unknown layer {source!r}", layer.name)
         if not layer.inputs:
             raise DanglingLayerError("has no inputs", layer.name)
-    placed: set[str] = {INPUT}
-    order: list[Layer] = []
+    placed: set[str] = {INPUT, *(layer.name for layer in prefix)}
+    order: list[Layer] = list(prefix)
     pending = layers
     while pending:
         # One sweep places every layer whose inputs are placed already (earlier in this sweep
@@ -376,6 +380,16 @@ def _topological(layers: list[Layer], parent: Graph | None = None) -> tuple[Laye
             raise CycleError("is part of a cycle", _cycle_member(waiting, placed))
         pending = waiting
     return tuple(order)
+
+
+def common_prefix(layers: Sequence[Layer], parent: Graph) -> int:
+    """How many leading ``layers`` are ``parent``'s own layer objects, in ``parent``'s order."""
+    done = 0
+    for mine, theirs in zip(layers, parent.layers, strict=False):
+        if mine is not theirs:
+            break
+        done += 1
+    return done
 
 
 def _with_tuple_inputs(layer: Layer) -> Layer:
@@ -412,7 +426,13 @@ def _validate(
     checked = parent.by_name if parent is not None else {}
     known = parent.shapes if parent is not None else {}
     consumed: set[str] = set()
-    for layer in layers:
+    done = 0
+    if parent is not None and parent.input_shape == input_shape:
+        done = common_prefix(layers, parent)  # checked in the same place there
+        for layer in layers[:done]:
+            shapes[layer.name] = known[layer.name]
+            consumed.update(layer.inputs)
+    for layer in layers[done:]:
         for source in layer.inputs:
             if source not in shapes:
                 raise DanglingLayerError(f"reads {source!r} before it is computed", layer.name)

@@ -24,15 +24,17 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
+from operator import attrgetter
 
 import numpy as np
 
-from morphnas.core.graph import INPUT, Graph
+from morphnas.core.graph import INPUT, Graph, common_prefix
 from morphnas.core.layers import LAYER_KINDS, Layer
 
 #: Layer attributes compared by the layer distance, in token column order (after the kind id).
 ATTRS = ("units", "kernel", "stride")
 SKIP_TYPES = {"add": 0.0, "concat": 1.0}
+_attrs = attrgetter(*ATTRS)
 
 _KIND_IDS: dict[str, int] = {}
 _WEIGHTS: list[np.ndarray] = []
@@ -156,11 +158,16 @@ def structural_key(graph: Graph, parent: Graph | None = None) -> str:
 def _digests(graph: Graph, parent: Graph | None = None) -> dict[str, str]:
     known: dict[str, str] = {}
     shared: dict[str, Layer] = {}
+    done = 0
+    digests = {INPUT: hashlib.sha1(repr(graph.input_shape).encode()).hexdigest()}
     if parent is not None:
         structural_key(parent)
         known, shared = parent.__dict__["_structural_digests"], parent.by_name
-    digests = {INPUT: hashlib.sha1(repr(graph.input_shape).encode()).hexdigest()}
-    for layer in graph.layers:
+        if known[INPUT] == digests[INPUT]:
+            done = common_prefix(graph.layers, parent)  # the same layers reading the same inputs
+            for layer in graph.layers[:done]:
+                digests[layer.name] = known[layer.name]
+    for layer in graph.layers[done:]:
         sources = [digests[name] for name in layer.inputs]
         if shared.get(layer.name) is layer and sources == [known[s] for s in layer.inputs]:
             digests[layer.name] = known[layer.name]
@@ -176,8 +183,7 @@ def describe(graph: Graph, key: str | None = None) -> Descriptor:
     """The descriptor of a graph (uncached; see :func:`descriptor`)."""
     chain = [graph.by_name[name] for name in graph.main_chain]
     tokens = np.array(
-        [(kind_id(layer.kind), *(getattr(layer, attr) for attr in ATTRS)) for layer in chain],
-        dtype=np.float64,
+        [(kind_id(layer.kind), *_attrs(layer)) for layer in chain], dtype=np.float64
     ).reshape(len(chain), 1 + len(ATTRS))
     return Descriptor(
         key or structural_key(graph), tokens, _skips(graph, _depths(graph)), encode_tokens(tokens)
