@@ -496,14 +496,21 @@ class _RowCache:
         col_ids: np.ndarray,
         out: np.ndarray,
     ) -> None:
-        """Fill unknown entries of ``out`` that the column item's own row knows (d is symmetric),
-        and store them in the query's row. A new observation's row is known from when it was a
-        candidate; its column in every other row is filled from there."""
+        """Fill unknown entries of ``out`` that need no computing, and store them in the query's
+        row: an item against itself is exactly 0 (the DP and the assignment follow zero-cost
+        diagonals), and an entry the column item's own row knows is read from there (d is
+        symmetric). A new observation's row is known from when it was a candidate; its column
+        in every other row is filled from there."""
         ids = np.array([self._columns.get(key, -1) for key in query_keys], np.intp)
         if not (ids >= 0).any():
             return
+        position = {key: q for q, key in enumerate(query_keys)}
         size = len(self._columns)
         for c in np.flatnonzero(np.isnan(out).any(axis=0)).tolist():
+            itself = position.get(columns[c][0])
+            if itself is not None and np.isnan(out[itself, c]):
+                out[itself, c] = 0.0
+                self._row(query_keys[itself], size)[col_ids[c]] = 0.0
             row = self._rows.get(columns[c][0])
             if row is None:
                 continue

@@ -232,3 +232,13 @@ def test_a_child_expanded_after_its_parent_reuses_its_rows_exactly(graphs: list)
             cold = layers_distances_from_parent(key, grandchildren, others)
             assert np.array_equal(warm, cold)
             layers_distances_from_parent(descriptor(parent).token_ids, ids, others)
+
+
+def test_an_item_against_itself_is_exactly_zero(graphs: list) -> None:
+    # The cache fills such entries with 0 without computing them.
+    from morphnas.search.distance import layers_distances, skips_distances
+
+    descs = [descriptor(g) for g in graphs]
+    layers = layers_distances([d.token_ids for d in descs], [d.token_ids for d in descs])
+    skips = skips_distances([d.skips for d in descs], [d.skips for d in descs])
+    assert np.all(np.diag(layers) == 0.0) and np.all(np.diag(skips) == 0.0)
