@@ -150,8 +150,20 @@ class _Columns:
         """``sub(token, b_j) − 2`` for every padded entry (H − 1, n) (see layers_distances)."""
         found = self._costs.get(token)
         if found is None:
+            if token >= len(self._table):  # a token newer than the table (it only grows)
+                self._table = _cost_table()
             found = self._costs[token] = self._table[token][self.padded] - 2.0
         return found
+
+
+#: Recent column sets (token-id sequences, forward or reversed, or skip sets): the same
+#: landmarks are the columns of most batches of a search. A cache only.
+_COLUMNS: LRU = LRU(6)
+
+
+def _columns(others: Sequence[np.ndarray], reverse: bool = False) -> _Columns:
+    key = ("layers", reverse, tuple(x.tobytes() for x in others))
+    return _COLUMNS.get_or(key, lambda: _Columns(others, reverse))  # type: ignore[no-any-return]
 
 
 def _cummin(x: np.ndarray) -> np.ndarray:
@@ -233,7 +245,7 @@ def layers_distances(items: Sequence[np.ndarray], others: Sequence[np.ndarray]) 
     out = np.zeros((len(items), len(others)))
     if not others:
         return out
-    columns = _Columns(others)
+    columns = _columns(others)
     every = np.arange(len(others))
     for q, ids in enumerate(items):
         row = columns.start()
@@ -278,7 +290,7 @@ def layers_distances_from_parent(
     if n == 0 or not children:
         return np.zeros((len(children), n))
     ends = [_common_ends(parent, child) for child in children]
-    columns, reverse = _Columns(others), _Columns(others, reverse=True)
+    columns, reverse = _columns(others), _columns(others, reverse=True)
     signature = tuple(x.tobytes() for x in others)
     known = _KNOWN_ROWS.get((parent.tobytes(), signature))
     forward = list(known[0]) if known else [columns.start()]
@@ -375,7 +387,8 @@ def skips_distances(items: Sequence[np.ndarray], others: Sequence[np.ndarray]) -
     out = np.zeros((len(items), len(others)))
     if not others:
         return out
-    columns = _SkipColumns(others)
+    key = ("skips", tuple(x.tobytes() for x in others))
+    columns = _COLUMNS.get_or(key, lambda: _SkipColumns(others))
     for q, sa in enumerate(items):
         out[q] = _skips_row(sa, columns)
     return out
@@ -602,6 +615,7 @@ class DistanceCache:
         self.layers.clear()
         self.skips.clear()
         _KNOWN_ROWS.clear()
+        _COLUMNS.clear()
 
     def block(
         self,

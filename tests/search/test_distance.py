@@ -242,3 +242,16 @@ def test_an_item_against_itself_is_exactly_zero(graphs: list) -> None:
     layers = layers_distances([d.token_ids for d in descs], [d.token_ids for d in descs])
     skips = skips_distances([d.skips for d in descs], [d.skips for d in descs])
     assert np.all(np.diag(layers) == 0.0) and np.all(np.diag(skips) == 0.0)
+
+
+def test_cached_columns_take_tokens_newer_than_them() -> None:
+    from morphnas.search import distance
+    from morphnas.search.distance import layers_distances
+
+    others = [descriptor(mlp([16, 8, 10])).token_ids, descriptor(mlp([32, 10])).token_ids]  # type: ignore[arg-type]
+    layers_distances(others, others)  # the columns are cached with the cost table of now
+    fresh = descriptor(mlp([12_345, 10])).token_ids  # type: ignore[arg-type]  # a new token
+    warm = layers_distances([fresh], others)
+    distance._COLUMNS.clear()
+    assert np.array_equal(warm, layers_distances([fresh], others))
+    assert warm[0, 1] == pytest.approx(1 - 32 / 12_345)
