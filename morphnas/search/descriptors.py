@@ -145,14 +145,12 @@ def structural_key(graph: Graph, parent: Graph | None = None) -> str:
     Each tensor's digest hashes its layer's kind and attributes with its inputs' digests.
     ``parent``: a graph sharing layer objects with this one (a morph's input); a shared layer
     reading the same digests there has the same digest (a speed hint: same key without it).
-    Without ``parent`` the digests are kept on the graph, for its own children.
+    The parent keeps its digests, for its other children.
     """
-    if parent is None:
-        digests = graph.__dict__.get("_structural_digests")
-        if digests is None:
-            digests = graph.__dict__["_structural_digests"] = _digests(graph)
-        return digests[graph.output.name]  # type: ignore[no-any-return]
-    return _digests(graph, parent)[graph.output.name]
+    digests = graph.__dict__.get("_structural_digests")
+    if digests is None:
+        digests = _digests(graph, parent)
+    return digests[graph.output.name]  # type: ignore[no-any-return]
 
 
 def _digests(graph: Graph, parent: Graph | None = None) -> dict[str, str]:
@@ -161,8 +159,9 @@ def _digests(graph: Graph, parent: Graph | None = None) -> dict[str, str]:
     done = 0
     digests = {INPUT: hashlib.sha1(repr(graph.input_shape).encode()).hexdigest()}
     if parent is not None:
-        structural_key(parent)
-        known, shared = parent.__dict__["_structural_digests"], parent.by_name
+        known = parent.__dict__.get("_structural_digests") or _digests(parent)
+        parent.__dict__["_structural_digests"] = known  # like functools.cached_property does
+        shared = parent.by_name
         if known[INPUT] == digests[INPUT]:
             done = common_prefix(graph.layers, parent)  # the same layers reading the same inputs
             for layer in graph.layers[:done]:
