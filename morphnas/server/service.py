@@ -12,7 +12,7 @@ import logging
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,11 +24,10 @@ from morphnas.core.errors import (
     WeightsError,
 )
 from morphnas.core.graph import Graph
-from morphnas.core.morphs import Morph
+from morphnas.core.morphs import apply_path
 from morphnas.core.records import (
     Measurement,
     NewTrial,
-    Observation,
     Policy,
     Search,
     SearchConfig,
@@ -44,7 +43,7 @@ from morphnas.core.weights import (
     weights_from_bytes,
     weights_to_bytes,
 )
-from morphnas.search.policy import propose
+from morphnas.search.policy import Proposal, propose
 from morphnas.storage.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -188,11 +187,9 @@ class SearchService:
             time_budget_s=self.limits.suggest_time_budget_s,
             max_expansions=self.limits.suggest_expansions,
         )
-        by_id = snapshot.by_id
         new: list[NewTrial] = []
         for proposal in proposals:
-            parent_graph, parent_weights = self._parent(snapshot, proposal.parent_id, by_id)
-            weights = _morph_weights(parent_graph, proposal.operations, parent_weights)
+            weights = self._initial_weights(snapshot, proposal)
             graph = proposal.graph
             if made is not None:
                 made[graph.content_hash] = weights
@@ -208,8 +205,19 @@ class SearchService:
             )
         return new
 
+    def _initial_weights(self, snapshot: SearchSnapshot, proposal: Proposal) -> Weights:
+        """The parent's weights carried along the proposal's path (the policy already built the
+        final graph, so the last morph only transfers)."""
+        graph, weights = self._parent(snapshot, proposal.parent_id)
+        if not proposal.operations:
+            return weights
+        *leading, last = proposal.operations
+        graph, carried = apply_path(graph, leading, weights)
+        assert carried is not None
+        return last.transfer(graph, carried)
+
     def _parent(
-        self, snapshot: SearchSnapshot, parent_id: str | None, by_id: Mapping[str, Observation]
+        self, snapshot: SearchSnapshot, parent_id: str | None
     ) -> tuple[Graph, dict]:
         """The graph and weights a proposal starts from.
 
@@ -224,7 +232,7 @@ class SearchService:
                 config.input_shape, config.num_classes, config.seed_width, config.seed_depth
             )
             return graph, init_weights(graph, config.seed)
-        parent = by_id[parent_id]
+        parent = snapshot.by_id[parent_id]
         graph = Graph.from_json(parent.architecture)
         kind = "trained" if parent.has_trained_weights else "initial"
         # Both kinds are written once (initial at creation, trained with the final report).
@@ -374,15 +382,6 @@ class SearchService:
 def _is_quick(config: SearchConfig) -> bool:
     """Whether this search's policy answers in about a millisecond (see Repository.suggest)."""
     return config.policy is Policy.RANDOM
-
-
-def _morph_weights(graph: Graph, operations: Sequence[Morph], weights: dict) -> dict:
-    """``weights`` of ``graph`` carried along ``operations`` (the last graph is not rebuilt)."""
-    for i, op in enumerate(operations):
-        weights = op.transfer(graph, weights)
-        if i + 1 < len(operations):
-            graph = op.apply(graph)
-    return weights
 
 
 def _id(value: str, field: str) -> str:

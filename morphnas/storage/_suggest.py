@@ -42,7 +42,7 @@ from morphnas.core.errors import (
 )
 from morphnas.core.records import NewTrial, Search, SearchSnapshot, Trial, TrialState
 from morphnas.storage._observations import ObservationCache, load_observations
-from morphnas.storage._rows import insert_weights, lock_search, search_row, trial_record
+from morphnas.storage._rows import expire, insert_weights, lock_search, search_row, trial_record
 from morphnas.storage._tables import searches, trial_weights, trials
 
 #: Calls the policy: (snapshot, n) -> proposals. The repository wraps the user's policy.
@@ -107,11 +107,7 @@ def suggest_locked(
     _check_open(search)
     open_trials = OpenTrials.read(c, ask)
     if open_trials.expired:
-        c.execute(
-            update(trials)
-            .where(trials.c.id.in_(open_trials.expired))
-            .values(state=TrialState.STALE.value, lease_expires_at=None, updated_at=ask.now)
-        )
+        expire(c, ask.now, trials.c.id.in_(open_trials.expired))
     if ask.worker_id and open_trials.held:
         return _full_trials(c, open_trials.held)
     _check_room(search)
