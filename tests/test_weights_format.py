@@ -37,3 +37,10 @@ def test_a_seed_network_round_trips() -> None:
 def test_other_dtypes_go_through_the_library() -> None:
     weights = {"a": np.arange(3, dtype=np.float64), "b": np.ones((2,), np.float32)}
     assert weights_to_bytes(weights) == save(weights)
+
+
+def test_names_that_json_must_escape_are_still_byte_identical() -> None:
+    names = ['quote"d', "back\\slash", "tab\there", "naïve.weight", "space name", "a.b-c"]
+    weights = {name: np.full((2,), i, np.float32) for i, name in enumerate(names)}
+    assert weights_to_bytes(weights) == save(weights)
+    assert set(weights_from_bytes(weights_to_bytes(weights))) == set(names)

@@ -5,7 +5,9 @@ Each operation is a frozen dataclass with
 * ``apply(graph) -> Graph``: the child architecture;
 * ``transfer(graph, weights) -> weights``: the child's weights from the parent's, chosen so the
   child computes exactly the parent's function in eval mode (no noise is added: new units get
-  zero outgoing weights, new layers are identities, so symmetry breaks through the gradients);
+  zero outgoing weights, new layers are identities, so symmetry breaks through the gradients).
+  The parent's weights are checked against ``graph`` first (:func:`check_weights`), unless the
+  caller passes ``checked=True`` to vouch that they came out of such a check or a transfer;
 * ``candidates(graph) -> list``: every legal instance of this kind on a graph, built from
   ``candidate_args(graph)``, the constructor arguments of each (plain tuples: cheap to list
   when only a few of thousands will be built, see :func:`neighbourhood_args`);
@@ -58,7 +60,9 @@ class Morph(Protocol):
 
     def apply(self, graph: Graph) -> Graph: ...
 
-    def transfer(self, graph: Graph, weights: Mapping[str, np.ndarray]) -> Weights: ...
+    def transfer(
+        self, graph: Graph, weights: Mapping[str, np.ndarray], *, checked: bool = False
+    ) -> Weights: ...
 
     def to_dict(self) -> dict[str, Any]: ...
 
@@ -118,15 +122,28 @@ def sample_morph(graph: Graph, rng: np.random.Generator) -> Morph:
 
 
 def apply_path(
-    graph: Graph, ops: Sequence[Morph], weights: Mapping[str, np.ndarray] | None = None
+    graph: Graph,
+    ops: Sequence[Morph],
+    weights: Mapping[str, np.ndarray] | None = None,
+    *,
+    checked: bool = False,
 ) -> tuple[Graph, Weights | None]:
-    """Apply ops in order; carry weights along when given."""
+    """Apply ops in order; carry weights along when given (``checked``: as in ``transfer``;
+    each transfer's output is trusted by the next)."""
     current_weights = dict(weights) if weights is not None else None
     for op in ops:
         if current_weights is not None:
-            current_weights = op.transfer(graph, current_weights)
+            current_weights = op.transfer(graph, current_weights, checked=checked)
+            checked = True
         graph = op.apply(graph)
     return graph, current_weights
+
+
+def _parent_weights(
+    graph: Graph, weights: Mapping[str, np.ndarray], checked: bool
+) -> Weights:
+    """A mutable copy of the parent's weights, checked against ``graph`` unless ``checked``."""
+    return dict(weights) if checked else check_weights(graph, weights)
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -242,14 +259,16 @@ class Deeper:
         layers = _rewire(list(graph.layers), self.after, new[-1].name, skip={new[0].name})
         return _rebuild(graph, _insert_after(layers, self.after, new), self)
 
-    def transfer(self, graph: Graph, weights: Mapping[str, np.ndarray]) -> Weights:
+    def transfer(
+        self, graph: Graph, weights: Mapping[str, np.ndarray], *, checked: bool = False
+    ) -> Weights:
         """Identity kernels and identity BN: ``conv(x) = x`` (centre tap 1 on its own channel).
 
         BN in eval computes ``γ (x − μ) / sqrt(σ² + ε) + β``; with γ=1, β=0, μ=0 and σ² = 1 − ε
         that is ``x`` exactly. A ReLU is only inserted where ``x >= 0``, where it is ``x`` too.
         """
         new_layers = self._new_layers(graph)  # validates the op before anything else
-        result = check_weights(graph, weights)
+        result = _parent_weights(graph, weights, checked)
         channels = graph.shape_of(self.after)[0]
         rank = len(graph.shape_of(self.after))
         for layer in new_layers:
@@ -423,7 +442,9 @@ class Wider:
         ]
         return _rebuild(graph, layers, self)
 
-    def transfer(self, graph: Graph, weights: Mapping[str, np.ndarray]) -> Weights:
+    def transfer(
+        self, graph: Graph, weights: Mapping[str, np.ndarray], *, checked: bool = False
+    ) -> Weights:
         """New units copy unit ``j mod C``; every consumer reads them with weight 0.
 
         With ``y = W x + b`` for a consumer and ``x' = [x; x_new]``, ``W' = [W, 0]`` gives
@@ -431,7 +452,7 @@ class Wider:
         BN layers on the way get identity statistics on the new channels.
         """
         plan = self.plan(graph)
-        result = check_weights(graph, weights)
+        result = _parent_weights(graph, weights, checked)
         # Consumers first (zero weights on new inputs), then producers (copied units), so a
         # layer that is both reads the grown tensor and copies its already-grown rows.
         for name, ins in plan.sinks.items():
@@ -587,12 +608,14 @@ class _Skip:
         layers = _rewire(list(graph.layers), self.end, new[-1].name, skip={joiner.name})
         return _rebuild(graph, _insert_after(layers, self.end, new), self)
 
-    def transfer(self, graph: Graph, weights: Mapping[str, np.ndarray]) -> Weights:
+    def transfer(
+        self, graph: Graph, weights: Mapping[str, np.ndarray], *, checked: bool = False
+    ) -> Weights:
         """The branch adds ``P · relu(pool(x_start))`` with ``P = 0`` (Add), or is read by a
         projection ``[I, 0]`` over ``concat(x_end, branch)`` (Concat): the output stays ``x_end``.
         """
         new_layers = self._new_layers(graph)  # validates the op before anything else
-        result = check_weights(graph, weights)
+        result = _parent_weights(graph, weights, checked)
         rank = len(graph.shape_of(self.end))
         end_units = graph.shape_of(self.end)[0]
         start_units = graph.shape_of(self.start)[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from collections.abc import Mapping
 
@@ -19,6 +20,9 @@ from morphnas.core.graph import Graph
 from morphnas.core.layers import BN_EPS
 
 Weights = dict[str, np.ndarray]
+
+#: Tensor names that JSON writes as they are (morphnas's own: ``<layer>.<suffix>``).
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.]+")
 
 
 def init_weights(graph: Graph, seed: int) -> Weights:
@@ -99,9 +103,8 @@ def weights_to_bytes(weights: Mapping[str, np.ndarray]) -> bytes:
         array = weights[name]
         end = offset + array.nbytes
         shape = ",".join(str(n) for n in array.shape)
-        entries.append(
-            f'{json.dumps(name, ensure_ascii=False)}:{{"dtype":"F32","shape":[{shape}],"data_offsets":[{offset},{end}]}}'
-        )
+        key = f'"{name}"' if _PLAIN_NAME.fullmatch(name) else json.dumps(name, ensure_ascii=False)
+        entries.append(f'{key}:{{"dtype":"F32","shape":[{shape}],"data_offsets":[{offset},{end}]}}')
         offset = end
     header = ("{" + ",".join(entries) + "}").encode()
     header += b" " * (-len(header) % 8)

@@ -221,15 +221,6 @@ def descriptor(graph: Graph, parent: Graph | None = None) -> Descriptor:
     return _DESCRIPTORS.get_or(key, lambda: describe(graph, key))  # type: ignore[no-any-return]
 
 
-def graph_from_json(architecture: str) -> Graph:
-    """Parse a stored architecture, cached by its text (parsing validates, which is not free).
-
-    Keyed by the text, not the content hash: two trials may hold the same structure under
-    different layer names, and morph operations refer to layers by name.
-    """
-    return parse(architecture)[0]
-
-
 def parse(architecture: str) -> tuple[Graph, Descriptor]:
     """Graph and descriptor of a stored architecture, cached by its text."""
 

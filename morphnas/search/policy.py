@@ -34,7 +34,7 @@ from morphnas.core.records import Observation, Policy, SearchSnapshot
 from morphnas.core.seeds import seed_graph
 from morphnas.search import acquisition, descriptors, surrogate
 from morphnas.search.acquisition import Constraints, Node, architecture_key, tree_search, ucb
-from morphnas.search.descriptors import Descriptor, descriptor, graph_from_json, parse
+from morphnas.search.descriptors import Descriptor, descriptor, parse
 from morphnas.search.distance import DISTANCES
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,9 @@ def clear_caches() -> None:
 
 
 def _graph(observation: Observation) -> Graph:
-    return graph_from_json(observation.architecture)
+    """The parsed graph alone (``Graph.from_json`` remembers recent parses; the random policy
+    needs no descriptor, so none is built)."""
+    return Graph.from_json(observation.architecture)
 
 
 def _accept(graph: Graph, taken: set[str], constraints: Constraints) -> bool:

@@ -212,9 +212,10 @@ class SearchService:
         if not proposal.operations:
             return weights
         *leading, last = proposal.operations
-        graph, carried = apply_path(graph, leading, weights)
+        # _parent's weights passed check_weights (fresh ones are made for the graph).
+        graph, carried = apply_path(graph, leading, weights, checked=True)
         assert carried is not None
-        return last.transfer(graph, carried)
+        return last.transfer(graph, carried, checked=True)
 
     def _parent(
         self, snapshot: SearchSnapshot, parent_id: str | None
