@@ -70,7 +70,7 @@ def propose(
         return []
     config = snapshot.search.config
     rng = np.random.default_rng([config.seed % 2**63, len(snapshot.observations)])
-    taken = set(snapshot.arch_hashes)
+    taken = Taken(snapshot.arch_hashes)
     constraints = Constraints(
         min(snapshot.search.size_cap_params, config.max_params),
         config.max_memory_bytes,
@@ -96,13 +96,42 @@ def clear_caches() -> None:
 # ----------------------------------------------------------------------------- helpers
 
 
+class Taken:
+    """Content hashes a proposal must avoid: the snapshot's (shared, never copied: a search may
+    hold many thousands) and those proposed so far in this call."""
+
+    def __init__(self, stored: frozenset[str]) -> None:
+        self._stored = stored
+        self._new: set[str] = set()
+
+    def __contains__(self, content_hash: object) -> bool:
+        return content_hash in self._new or content_hash in self._stored
+
+    def add(self, content_hash: str) -> None:
+        self._new.add(content_hash)
+
+
+def _rank_cdf(n: int) -> np.ndarray:
+    """Cumulative probabilities of picking rank 1..n with probability proportional to 1/rank.
+
+    Computed as ``Generator.choice(n, p=...)`` does, so that ``cdf.searchsorted(rng.random(),
+    side="right")`` draws exactly what ``rng.choice(n, p=weights)`` would, without re-checking
+    and re-summing ``p`` on every draw.
+    """
+    weights = 1.0 / np.arange(1, n + 1)
+    weights /= weights.sum()
+    cdf = weights.cumsum()
+    cdf /= cdf[-1]
+    return cdf
+
+
 def _graph(observation: Observation) -> Graph:
     """The parsed graph alone (``Graph.from_json`` remembers recent parses; the random policy
     needs no descriptor, so none is built)."""
     return Graph.from_json(observation.architecture)
 
 
-def _accept(graph: Graph, taken: set[str], constraints: Constraints) -> bool:
+def _accept(graph: Graph, taken: Taken, constraints: Constraints) -> bool:
     return graph.content_hash not in taken and constraints.allows(graph)
 
 
@@ -124,7 +153,7 @@ def _bootstrap(
     snapshot: SearchSnapshot,
     count: int,
     rng: np.random.Generator,
-    taken: set[str],
+    taken: Taken,
     constraints: Constraints,
 ) -> list[Proposal]:
     config = snapshot.search.config
@@ -156,13 +185,12 @@ def _ranked(completed: Sequence[Observation]) -> list[Observation]:
 def _random_one(
     ranked: Sequence[Observation],
     rng: np.random.Generator,
-    taken: set[str],
+    taken: Taken,
     constraints: Constraints,
 ) -> Proposal | None:
-    weights = 1.0 / np.arange(1, len(ranked) + 1)
-    weights /= weights.sum()
+    cdf = _rank_cdf(len(ranked))
     for attempt in range(RANDOM_ATTEMPTS):
-        parent = ranked[int(rng.choice(len(ranked), p=weights))]
+        parent = ranked[int(cdf.searchsorted(rng.random(), side="right"))]
         # One morph normally; two once one-step neighbours keep colliding.
         drawn = _random_path(_graph(parent), 1 if attempt < RANDOM_ATTEMPTS // 2 else 2, rng)
         if drawn is not None and _accept(drawn[1], taken, constraints):
@@ -174,7 +202,7 @@ def _random(
     ranked: Sequence[Observation],
     count: int,
     rng: np.random.Generator,
-    taken: set[str],
+    taken: Taken,
     constraints: Constraints,
 ) -> list[Proposal]:
     """``ranked``: the completed trials, best first (``SearchSnapshot.ranked``)."""
@@ -227,7 +255,7 @@ def _bayesian(
     snapshot: SearchSnapshot,
     count: int,
     rng: np.random.Generator,
-    taken: set[str],
+    taken: Taken,
     constraints: Constraints,
     deadline: float,
     max_expansions: int | None = None,

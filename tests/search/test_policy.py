@@ -158,3 +158,15 @@ def test_spent_budget_still_gives_a_guided_proposal(graphs: list[Graph]) -> None
     [proposal] = propose(snapshot, 1, time_budget_s=0.0)
     check_valid(snapshot, [proposal])
     assert 1 <= len(proposal.operations) <= acquisition.MAX_PATH
+
+
+def test_rank_draws_are_exactly_what_generator_choice_would_draw() -> None:
+    from morphnas.search.policy import _rank_cdf
+
+    n = 1234
+    weights = 1.0 / np.arange(1, n + 1)
+    weights /= weights.sum()
+    by_choice, by_cdf = np.random.default_rng([5, 77]), np.random.default_rng([5, 77])
+    cdf = _rank_cdf(n)
+    drawn = [int(cdf.searchsorted(by_cdf.random(), side="right")) for _ in range(500)]
+    assert drawn == [int(by_choice.choice(n, p=weights)) for _ in range(500)]

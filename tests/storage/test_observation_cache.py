@@ -42,3 +42,26 @@ def test_a_second_repository_sees_reports_and_new_trials(db_url: str) -> None:
     finally:
         here.close()
         there.close()
+
+
+def test_many_open_trials_reported_elsewhere_are_all_seen(db_url: str) -> None:
+    """More open trials than the fixed-size query holds take the general path; none is missed."""
+    here, there = Repository.from_url(db_url), Repository.from_url(db_url)
+    try:
+        search = here.create_search(make_config())
+        issued = here.suggest(search.id, "a", 12, _propose)
+        assert len(here.observations(search.id).index.open_ids) == 12  # type: ignore[union-attr]
+        for i, trial in enumerate(issued):
+            there.report(trial.id, state=TrialState.COMPLETED, score=i / 100)
+        seen = here.observations(search.id).observations
+        assert [o.score for o in seen] == [i / 100 for i in range(12)]
+        # And with a few (the fixed-size path): report three of three new ones.
+        fresh = here.suggest(search.id, "a", 3, _propose)
+        here.observations(search.id)
+        for trial in fresh:
+            there.report(trial.id, state=TrialState.FAILED, score=None, reason="x")
+        states = [o.state for o in here.observations(search.id).observations[12:]]
+        assert states == [TrialState.FAILED] * 3
+    finally:
+        here.close()
+        there.close()
