@@ -138,13 +138,17 @@ def _set_health(running: RunningServer) -> bool:
 
 
 def _maintain(running: RunningServer, every: float) -> None:
-    """Background duties: expire leases, keep the health status in step with the database."""
+    """Background duties: expire leases, delete unused uploads of finished trials, keep the
+    health status in step with the database."""
     while not running._stop.wait(every):
         try:
             if _set_health(running):
                 expired = running.service.expire_leases()
                 if expired:
                     log.info("%d trial lease(s) expired; their architectures will be handed out again", expired)
+                dropped = running.service.drop_spent_uploads()
+                if dropped:
+                    log.info("deleted %d weight upload(s) of finished trials that never used them", dropped)
         except Exception:  # noqa: BLE001 - a sweeper must survive anything
             log.exception("lease sweeper failed; retrying")
 

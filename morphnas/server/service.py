@@ -374,6 +374,10 @@ class SearchService:
     def expire_leases(self) -> int:
         return self.repo.expire_leases()
 
+    def drop_spent_uploads(self) -> int:
+        """Delete weights uploaded for trials that finished without naming them."""
+        return self.repo.drop_spent_staged_weights()
+
     def _page_size(self, requested: int, default: int) -> int:
         if requested < 0:
             raise InvalidArgumentError(f"page_size must be >= 0, got {requested}")

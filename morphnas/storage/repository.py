@@ -40,6 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    Boolean,
     Connection,
     Engine,
     Row,
@@ -453,6 +454,19 @@ class Repository(TrainingStorage):
 
         return self._unit(work, write=False)
 
+    def drop_spent_staged_weights(self) -> int:
+        """Delete uploads staged for trials that are final now (their report did not use them:
+        a report that names staged weights drops its trial's own). Returns how many."""
+        final = [s.value for s in (TrialState.COMPLETED, TrialState.FAILED, TrialState.INFEASIBLE)]
+        spent = (  # correlated: walks the (few) staged rows, looks each trial up by id
+            select(trials.c.id)
+            .where(trials.c.id == staged_weights.c.trial_id, trials.c.state.in_(final))
+            .exists()
+        )
+        return self._unit(
+            lambda c: int(c.execute(delete(staged_weights).where(spent)).rowcount), write=True
+        )
+
     # ------------------------------------------------------------------ workers
     def report(
         self,
@@ -482,43 +496,46 @@ class Repository(TrainingStorage):
         sha = hashlib.sha256(weights).hexdigest() if weights is not None else ""
         at = _now(now)
 
+        values: dict[str, Any] = {
+            f"new_{name}": value
+            for name, value in (
+                ("state", state.value),
+                ("score", score),
+                ("reason", reason),
+                ("lease_expires_at", None),
+                ("updated_at", at),
+                ("weights_sha256", sha),
+            )
+        }
+
         def work(c: Connection) -> tuple[Trial, bool]:
-            row = trial_row(c, trial_id, lock=True)
-            current = trial_record(row)
-            if current.state.is_final and current.state is not TrialState.STALE:
-                return _repeat(current, state, score, reason, sha), False
-            if (
-                current.state is TrialState.ACTIVE
-                and worker_id
-                and current.worker_id
-                and worker_id != current.worker_id
-            ):
+            # The usual case in one statement: an open trial (ACTIVE for this worker, or STALE)
+            # takes the report. Anything else (unknown id, a repeat, another worker's trial)
+            # matches no row and is sorted out below, under the lock, with the full row.
+            row = c.execute(
+                _REPORT_OPEN,
+                {
+                    "trial_id": trial_id,
+                    "reporting_worker": worker_id,
+                    "any_worker": not worker_id,
+                    **values,
+                },
+            ).first()
+            if row is None:
+                current = trial_record(trial_row(c, trial_id, lock=True))
+                if current.state.is_final and current.state is not TrialState.STALE:
+                    return _repeat(current, state, score, reason, sha), False
+                # Under the lock an open trial missed by _REPORT_OPEN is another worker's.
+                assert worker_id and current.worker_id and worker_id != current.worker_id
                 raise FailedPreconditionError(
                     f"trial {current.number} is leased to worker {current.worker_id!r}, "
                     f"not {worker_id!r}"
                 )
-            values: dict[str, Any] = {
-                "state": state.value,
-                "score": score,
-                "reason": reason,
-                "lease_expires_at": None,
-                "updated_at": at,
-                "weights_sha256": sha,
-            }
-            c.execute(_REPORT, {"trial_id": trial_id, **{f"new_{k}": v for k, v in values.items()}})
             if weights is not None:
                 put_weights(c, trial_id, "trained", weights, sha)
-            c.execute(_DROP_STAGED, {"trial_id": trial_id})
-            return dataclasses.replace(
-                current,
-                state=state,
-                score=score,
-                reason=reason,
-                lease_expires_at=None,
-                updated_at=at,
-                weights_sha256=sha,
-                has_trained_weights=bool(sha),
-            ), True
+                # Staged uploads of this trial are spent (others go in drop_spent_staged_weights).
+                c.execute(_DROP_STAGED, {"trial_id": trial_id})
+            return trial_record(row), True
 
         return self._unit(work, write=True)
 
@@ -603,10 +620,27 @@ class Repository(TrainingStorage):
 
 # ---------------------------------------------------------------------- trial helpers
 # Statements of the report path, built once.
-_REPORT = (
+#: A report on an open trial: STALE (a late worker), or ACTIVE and leased to the reporting
+#: worker (or to no one, or the report names no worker). Returns the updated row.
+_REPORT_OPEN = (
     update(trials)
-    .where(trials.c.id == bindparam("trial_id"))
+    .where(
+        trials.c.id == bindparam("trial_id"),
+        or_(
+            trials.c.state == TrialState.STALE.value,
+            and_(
+                trials.c.state == TrialState.ACTIVE.value,
+                or_(
+                    bindparam("any_worker", type_=Boolean),
+                    trials.c.worker_id.is_(None),
+                    trials.c.worker_id == "",
+                    trials.c.worker_id == bindparam("reporting_worker"),
+                ),
+            ),
+        ),
+    )
     .values({name: bindparam(f"new_{name}") for name in _REPORTED_COLUMNS})
+    .returning(*trials.c)
 )
 _DROP_STAGED = delete(staged_weights).where(staged_weights.c.trial_id == bindparam("trial_id"))
 

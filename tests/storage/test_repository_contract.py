@@ -361,6 +361,21 @@ def test_staged_weights(repo: Repository) -> None:
     assert repo.load_staged_weights(trial.id, sha) is None  # consumed by the report
 
 
+def test_uploads_a_report_did_not_use_are_dropped_by_the_sweep(repo: Repository) -> None:
+    search = repo.create_search(make_config())
+    running, failed = repo.suggest(search.id, "w", 2, Proposer())
+    blob = b"uploaded, then the trial failed"
+    sha = hashlib.sha256(blob).hexdigest()
+    for trial in (running, failed):
+        repo.stage_weights(trial.id, sha, blob)
+    repo.report(failed.id, state=FAILED, score=None, reason="diverged")
+    assert repo.load_staged_weights(failed.id, sha) == blob  # the report did not name it
+    assert repo.drop_spent_staged_weights() == 1
+    assert repo.load_staged_weights(failed.id, sha) is None
+    assert repo.load_staged_weights(running.id, sha) == blob  # still ACTIVE: kept
+    assert repo.drop_spent_staged_weights() == 0
+
+
 # ---------------------------------------------------------------------- leases, measurements
 def test_heartbeat_renews_an_active_lease(repo: Repository) -> None:
     search = repo.create_search(make_config(lease_seconds=30.0))
