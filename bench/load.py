@@ -75,15 +75,27 @@ def scenario(name: str, replicas: int, args: argparse.Namespace) -> Outcome:
         with Client(servers[0].address) as client:
             searches = [
                 client.create_search(
-                    name=f"load-{name}-{k}", input_shape=(32,), num_classes=10,
-                    policy=args.policy, seed_width=32, seed_depth=2, max_trials=1_000_000,
+                    name=f"load-{name}-{k}",
+                    input_shape=(32,),
+                    num_classes=10,
+                    policy=args.policy,
+                    seed_width=32,
+                    seed_depth=2,
+                    max_trials=1_000_000,
                 ).id
                 for k in range(args.searches)
             ]
         ledger, stop = Ledger(), threading.Event()
         workers = [
-            Worker(f"c{i}", lambda s=servers[i % replicas]: s.address, searches[i % len(searches)],
-                   ledger, stop, seed=i, timeout=30.0)
+            Worker(
+                f"c{i}",
+                lambda s=servers[i % replicas]: s.address,
+                searches[i % len(searches)],
+                ledger,
+                stop,
+                seed=i,
+                timeout=30.0,
+            )
             for i in range(args.clients)
         ]
         started = time.perf_counter()

@@ -139,9 +139,7 @@ def apply_path(
     return graph, current_weights
 
 
-def _parent_weights(
-    graph: Graph, weights: Mapping[str, np.ndarray], checked: bool
-) -> Weights:
+def _parent_weights(graph: Graph, weights: Mapping[str, np.ndarray], checked: bool) -> Weights:
     """A mutable copy of the parent's weights, checked against ``graph`` unless ``checked``."""
     return dict(weights) if checked else check_weights(graph, weights)
 

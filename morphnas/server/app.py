@@ -98,7 +98,11 @@ def build_server(options: ServerOptions, repo: Repository | None = None) -> Runn
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
     address = f"{options.host}:{options.port}"
@@ -145,10 +149,16 @@ def _maintain(running: RunningServer, every: float) -> None:
             if _set_health(running):
                 expired = running.service.expire_leases()
                 if expired:
-                    log.info("%d trial lease(s) expired; their architectures will be handed out again", expired)
+                    log.info(
+                        "%d trial lease(s) expired; their architectures will be handed out again",
+                        expired,
+                    )
                 dropped = running.service.drop_spent_uploads()
                 if dropped:
-                    log.info("deleted %d weight upload(s) of finished trials that never used them", dropped)
+                    log.info(
+                        "deleted %d weight upload(s) of finished trials that never used them",
+                        dropped,
+                    )
         except Exception:  # noqa: BLE001 - a sweeper must survive anything
             log.exception("lease sweeper failed; retrying")
 

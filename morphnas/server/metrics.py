@@ -78,7 +78,11 @@ class StoreCollector(Collector):
         with self._lock:
             now = time.monotonic()
             if self._cached is None or now - self._cached[0] > self._max_age:
-                self._cached = (now, self._repo.count_trials_by_state(), self._repo.count_searches())
+                self._cached = (
+                    now,
+                    self._repo.count_trials_by_state(),
+                    self._repo.count_searches(),
+                )
             return self._cached[1], self._cached[2]
 
     def describe(self) -> Iterable[Metric]:

@@ -217,9 +217,7 @@ class SearchService:
         assert carried is not None
         return last.transfer(graph, carried, checked=True)
 
-    def _parent(
-        self, snapshot: SearchSnapshot, parent_id: str | None
-    ) -> tuple[Graph, dict]:
+    def _parent(self, snapshot: SearchSnapshot, parent_id: str | None) -> tuple[Graph, dict]:
         """The graph and weights a proposal starts from.
 
         A seed starts from fresh weights seeded by the search seed. A child starts from its

@@ -64,6 +64,7 @@ def _newer_or_reopened(k: int) -> Any:
         ),
     )
 
+
 #: Above this many unseen trials, one scan of the search beats a long ``IN (...)`` list.
 _SCAN_THRESHOLD = 200
 

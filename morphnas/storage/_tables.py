@@ -175,7 +175,9 @@ training_runs = Table(
 events = Table(
     "events",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("search_id", ID, ForeignKey("searches.id", ondelete="CASCADE"), nullable=False),
     Column("kind", String(32), nullable=False),
     Column("payload", Text, nullable=False),  # JSON object

@@ -47,8 +47,12 @@ class ServerProcess:
     """``python -m morphnas.cli serve`` on a fixed port, so restarts keep the address."""
 
     def __init__(
-        self, db_url: str, port: int | None = None, *extra: str,
-        log: Path | None = None, verbose: bool = False,
+        self,
+        db_url: str,
+        port: int | None = None,
+        *extra: str,
+        log: Path | None = None,
+        verbose: bool = False,
     ) -> None:
         self.db_url = db_url
         self.verbose = verbose
@@ -62,12 +66,25 @@ class ServerProcess:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> ServerProcess:
-        command = [sys.executable, "-m", "morphnas.cli", *(["-v"] if self.verbose else []),
-                   "serve", "--db", self.db_url,
-                   "--port", str(self.port), *self.extra]
+        command = [
+            sys.executable,
+            "-m",
+            "morphnas.cli",
+            *(["-v"] if self.verbose else []),
+            "serve",
+            "--db",
+            self.db_url,
+            "--port",
+            str(self.port),
+            *self.extra,
+        ]
         stderr = open(self.log, "a") if self.log else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=REPO_ROOT,
+            command,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            cwd=REPO_ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         if self.log:
@@ -192,10 +209,12 @@ class Worker:
         while True:
             started = time.perf_counter()
             try:
-                chunks = list(self.client().stub.DownloadWeights(
-                    pb.DownloadWeightsRequest(trial_id=trial_id, kind=pb.INITIAL),
-                    timeout=self.timeout,
-                ))
+                chunks = list(
+                    self.client().stub.DownloadWeights(
+                        pb.DownloadWeightsRequest(trial_id=trial_id, kind=pb.INITIAL),
+                        timeout=self.timeout,
+                    )
+                )
             except grpc.RpcError as error:
                 if not is_transient(from_rpc_error(error)):
                     raise
@@ -247,7 +266,7 @@ class Worker:
 
 
 def trained(initial: bytes, shift: float) -> bytes:
-    """"Train": the initial weights moved a little, so trained and initial weights differ."""
+    """ "Train": the initial weights moved a little, so trained and initial weights differ."""
     weights = weights_from_bytes(initial)
     return weights_to_bytes({k: (v + np.float32(shift)) for k, v in weights.items()})
 

@@ -54,8 +54,10 @@ def test_an_intact_run_passes_except_the_unreclaimed_trial(run: tuple[str, str, 
     [
         ("UPDATE trials SET score = score + 1 WHERE number = 0", "acked"),
         ("UPDATE trials SET weights_sha256 = '' WHERE number = 1", "weights"),
-        ("DELETE FROM measurements WHERE step = 0 AND value = (SELECT MIN(value) FROM measurements)",
-         "measurement"),
+        (
+            "DELETE FROM measurements WHERE step = 0 AND value = (SELECT MIN(value) FROM measurements)",
+            "measurement",
+        ),
         ("UPDATE trials SET number = 7 WHERE number = 2", "numbers"),
         ("UPDATE trials SET state = 'ACTIVE', score = NULL WHERE number = 0", "acked"),
     ],

@@ -36,8 +36,12 @@ def test_sigkill_mid_load_loses_nothing(db_url: str, tmp_path) -> None:
     server = ServerProcess(db_url, None, log=tmp_path / "server.log").start()
     with Client(server.address) as client:
         search = client.create_search(
-            name="chaos", input_shape=(8,), num_classes=3, policy="random",
-            seed_width=8, lease_seconds=LEASE_SECONDS,
+            name="chaos",
+            input_shape=(8,),
+            num_classes=3,
+            policy="random",
+            seed_width=8,
+            lease_seconds=LEASE_SECONDS,
         )
     ledger, stop = Ledger(), threading.Event()
     workers = [

@@ -165,7 +165,9 @@ def call(world: World, method: MethodDescriptor, request: Any) -> grpc.StatusCod
     timeout = 2 if method.name.startswith("Watch") else 60
     try:
         if method.server_streaming:
-            for _ in rpc(request if not method.client_streaming else iter(request), timeout=timeout):
+            for _ in rpc(
+                request if not method.client_streaming else iter(request), timeout=timeout
+            ):
                 pass
         else:
             rpc(iter(request) if method.client_streaming else request, timeout=timeout)

@@ -33,13 +33,24 @@ def test_two_replicas_share_one_search(postgres_url: str, tmp_path) -> None:
     ]
     with Client(replicas[0].address) as client:
         search = client.create_search(
-            name="replicas", input_shape=(8,), num_classes=3, policy="random",
-            seed_width=8, lease_seconds=LEASE_SECONDS,
+            name="replicas",
+            input_shape=(8,),
+            num_classes=3,
+            policy="random",
+            seed_width=8,
+            lease_seconds=LEASE_SECONDS,
         )
     ledger, stop = Ledger(), threading.Event()
     workers = [
-        Worker(f"w{i}", lambda r=replicas[i % 2]: r.address, search.id, ledger, stop,
-               die_rate=0.05, seed=i)
+        Worker(
+            f"w{i}",
+            lambda r=replicas[i % 2]: r.address,
+            search.id,
+            ledger,
+            stop,
+            die_rate=0.05,
+            seed=i,
+        )
         for i in range(4)  # two workers on each replica
     ]
     threads = run_workers(workers)
@@ -56,9 +67,7 @@ def test_two_replicas_share_one_search(postgres_url: str, tmp_path) -> None:
 
     time.sleep(LEASE_SECONDS + 0.5)
     with Client(replicas[1].address) as client:
-        more = client.get_search(search.id).suggest(
-            count=64, worker_id="after"
-        )
+        more = client.get_search(search.id).suggest(count=64, worker_id="after")
         assert more
     for replica in replicas:
         assert replica.stop() == 0

@@ -126,8 +126,12 @@ def test_mutual_tls_needs_a_client_certificate(sqlite_url: str, pki: Pki) -> Non
     )
     try:
         with Client(
-            server.address, token=TOKEN, tls_ca=str(pki.ca),
-            tls_cert=str(pki.client_cert), tls_key=str(pki.client_key), timeout=10,
+            server.address,
+            token=TOKEN,
+            tls_ca=str(pki.ca),
+            tls_cert=str(pki.client_cert),
+            tls_key=str(pki.client_key),
+            timeout=10,
         ) as client:
             assert client.list_searches() == []
         with Client(server.address, token=TOKEN, tls_ca=str(pki.ca), timeout=5) as anonymous:
@@ -141,16 +145,34 @@ def test_the_cli_speaks_tls_with_a_token(tmp_path: Path, pki: Pki) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text(TOKEN + "\n")
     server = ServerProcess(
-        f"sqlite:///{tmp_path / 'cli.db'}", None,
-        "--tokens-file", str(tokens), "--tls-cert", str(pki.server_cert),
-        "--tls-key", str(pki.server_key),
+        f"sqlite:///{tmp_path / 'cli.db'}",
+        None,
+        "--tokens-file",
+        str(tokens),
+        "--tls-cert",
+        str(pki.server_cert),
+        "--tls-key",
+        str(pki.server_key),
     ).start()
     try:
+
         def searches(*flags: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                [sys.executable, "-m", "morphnas.cli", "searches", "--server", server.address,
-                 "--tls-ca", str(pki.ca), *flags],
-                capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
+                [
+                    sys.executable,
+                    "-m",
+                    "morphnas.cli",
+                    "searches",
+                    "--server",
+                    server.address,
+                    "--tls-ca",
+                    str(pki.ca),
+                    *flags,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                cwd=REPO_ROOT,
                 env={k: v for k, v in os.environ.items() if k != "MORPHNAS_TOKEN"},
             )
 

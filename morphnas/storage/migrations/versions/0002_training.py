@@ -34,7 +34,9 @@ def upgrade() -> None:
         sa.Column("dataset_id", sa.String(32), nullable=False),
         sa.Column("data", sa.LargeBinary(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["dataset_id"], ["datasets.id"], name="fk_dataset_blobs_dataset_id_datasets",
+            ["dataset_id"],
+            ["datasets.id"],
+            name="fk_dataset_blobs_dataset_id_datasets",
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("dataset_id", name="pk_dataset_blobs"),
@@ -54,7 +56,9 @@ def upgrade() -> None:
         sa.Column("best_trial_id", sa.String(32), nullable=True),
         sa.Column("test_accuracy", sa.Double(), nullable=True),
         sa.ForeignKeyConstraint(
-            ["search_id"], ["searches.id"], name="fk_training_runs_search_id_searches",
+            ["search_id"],
+            ["searches.id"],
+            name="fk_training_runs_search_id_searches",
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name="pk_training_runs"),
@@ -66,7 +70,9 @@ def upgrade() -> None:
     op.create_table(
         "events",
         sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True,
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
             nullable=False,
         ),
         sa.Column("search_id", sa.String(32), nullable=False),
