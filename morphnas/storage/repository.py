@@ -496,16 +496,13 @@ class Repository(TrainingStorage):
         sha = hashlib.sha256(weights).hexdigest() if weights is not None else ""
         at = _now(now)
 
-        values: dict[str, Any] = {
-            f"new_{name}": value
-            for name, value in (
-                ("state", state.value),
-                ("score", score),
-                ("reason", reason),
-                ("lease_expires_at", None),
-                ("updated_at", at),
-                ("weights_sha256", sha),
-            )
+        values = {  # bound as new_<column> (see _REPORT_OPEN)
+            "new_state": state.value,
+            "new_score": score,
+            "new_reason": reason,
+            "new_lease_expires_at": None,
+            "new_updated_at": at,
+            "new_weights_sha256": sha,
         }
 
         def work(c: Connection) -> tuple[Trial, bool]:
