@@ -4,9 +4,8 @@
 
 1. A bare grpcio server (no morphnas code) answering an echo whose handler does nothing, spins
    (holds the GIL) for 0.3 or 2 ms, or sleeps (releases it) for 2 ms (a sleep overshoots by about
-   0.1 ms); one blocking client call at
-   a time over 127.0.0.1. "Transport" is the call's time minus the handler's: what any Python
-   gRPC service pays per call on this machine.
+   0.1 ms); one blocking client call at a time over 127.0.0.1. "Transport" is the call's time
+   minus the handler's: what any Python gRPC service pays per call on this machine.
 2. The same SuggestTrials / ReportTrial work as bench/service.py, called on SearchService
    directly (no gRPC), at the same search size.
 

@@ -215,7 +215,8 @@ class MorphNasServicer:
 
     def UploadWeights(self, request_iterator, context):
         """Upload trained weights of any size in chunks, before a ReportTrial that names them by
-        sha256. The first message carries the header, every message may carry data.
+        sha256. The first message carries the header, every message may carry data. Uploads that
+        the trial's final report does not name are deleted by the server's periodic sweep.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
