@@ -21,6 +21,7 @@ architectures with the same main chain or the same skips.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
@@ -190,25 +191,34 @@ def describe(graph: Graph, key: str | None = None) -> Descriptor:
 
 
 class LRU(OrderedDict):  # type: ignore[type-arg]
-    """A small least-recently-used mapping (a cache: evicting an entry only costs time)."""
+    """A small least-recently-used mapping (a cache: evicting an entry only costs time).
+
+    Shared by the server's handler threads: a lookup and its move to the end, and an insert and
+    its evictions, each happen under a lock (another thread's eviction could otherwise remove
+    the key between the two). ``make`` runs outside it: two threads may both build a missing
+    value, and the later one is kept.
+    """
 
     def __init__(self, capacity: int) -> None:
         super().__init__()
         self.capacity = capacity
+        self._lock = threading.Lock()
 
     def get_or(self, key: object, make):  # type: ignore[no-untyped-def]
-        if key in self:
-            self.move_to_end(key)
-            return self[key]
+        with self._lock:
+            if key in self:
+                self.move_to_end(key)
+                return self[key]
         value = make()
         self.put(key, value)
         return value
 
     def put(self, key: object, value: object) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        if len(self) > self.capacity:
-            self.popitem(last=False)
+        with self._lock:
+            self[key] = value
+            self.move_to_end(key)
+            while len(self) > self.capacity:
+                self.popitem(last=False)
 
 
 _DESCRIPTORS: LRU = LRU(200_000)

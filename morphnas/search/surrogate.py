@@ -114,8 +114,9 @@ def hyper_at(
     if s < MIN_POINTS_TO_FIT:
         return DEFAULT_HYPER
     key = _digest(points[:s], scores[:s], counts[:s])
-    if key in _HYPERS:
-        return _HYPERS[key]  # type: ignore[no-any-return]
+    known = _HYPERS.get(key)  # one lookup: another thread may evict between two
+    if known is not None:
+        return known  # type: ignore[no-any-return]
     earlier = schedule_points(s - 1, *HYPER_SCHEDULE)
     previous = earlier[-1] if earlier else 0
     same_octave = previous >= MIN_POINTS_TO_FIT and int(math.log2(previous)) == int(math.log2(s))
