@@ -42,12 +42,17 @@ _STATES = {state.value: state for state in TrialState}
 _NEWER = select(*_COLUMNS).where(
     trials.c.search_id == bindparam("search_id"), trials.c.number >= bindparam("count")
 )
-_NEWER_OR_REOPENED = union_all(
-    _NEWER,
-    select(*_COLUMNS).where(
-        trials.c.id.in_(bindparam("ids", expanding=True)), trials.c.number < bindparam("count")
-    ),
-)
+
+
+def _newer_or_among(ids: Any) -> Any:
+    """``_NEWER`` and (a UNION, see above) the earlier trials among ``ids``."""
+    return union_all(
+        _NEWER,
+        select(*_COLUMNS).where(trials.c.id.in_(ids), trials.c.number < bindparam("count")),
+    )
+
+
+_NEWER_OR_REOPENED = _newer_or_among(bindparam("ids", expanding=True))
 #: The same for up to this many earlier ids, with one bound parameter per id: an expanding
 #: ``IN`` re-renders its SQL on every call, which costs more than the query on SQLite.
 _FIXED_IN_MAX = 8
@@ -56,13 +61,7 @@ _FIXED_IN_MAX = 8
 @lru_cache(maxsize=_FIXED_IN_MAX)
 def _newer_or_reopened(k: int) -> Any:
     """``_NEWER_OR_REOPENED`` for exactly ``k`` ids, bound as ``id0 .. id{k-1}``."""
-    return union_all(
-        _NEWER,
-        select(*_COLUMNS).where(
-            trials.c.id.in_([bindparam(f"id{i}") for i in range(k)]),
-            trials.c.number < bindparam("count"),
-        ),
-    )
+    return _newer_or_among([bindparam(f"id{i}") for i in range(k)])
 
 
 #: Above this many unseen trials, one scan of the search beats a long ``IN (...)`` list.
