@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select, union_all
 
 from morphnas.core.records import Observation, ObservationIndex, TrialState
+from morphnas.storage._fast import FastStatement
 from morphnas.storage._tables import trials
 
 _COLUMNS = (
@@ -58,10 +59,13 @@ _NEWER_OR_REOPENED = _newer_or_among(bindparam("ids", expanding=True))
 _FIXED_IN_MAX = 8
 
 
+_FAST_NEWER = FastStatement(_NEWER)
+
+
 @lru_cache(maxsize=_FIXED_IN_MAX)
-def _newer_or_reopened(k: int) -> Any:
+def _newer_or_reopened(k: int) -> FastStatement:
     """``_NEWER_OR_REOPENED`` for exactly ``k`` ids, bound as ``id0 .. id{k-1}``."""
-    return _newer_or_among([bindparam(f"id{i}") for i in range(k)])
+    return FastStatement(_newer_or_among([bindparam(f"id{i}") for i in range(k)]))
 
 
 #: Above this many unseen trials, one scan of the search beats a long ``IN (...)`` list.
@@ -131,11 +135,11 @@ def _load_changes(c: Connection, search_id: str, last: ObservationIndex) -> Obse
     params = {"search_id": search_id, "count": len(last.observations)}
     if 0 < len(last.open_ids) <= _FIXED_IN_MAX:
         ids = {f"id{i}": trial_id for i, trial_id in enumerate(last.open_ids)}
-        rows = c.execute(_newer_or_reopened(len(last.open_ids)), {**params, **ids})
+        rows = _newer_or_reopened(len(last.open_ids)).rows(c, {**params, **ids})
     elif last.open_ids:
-        rows = c.execute(_NEWER_OR_REOPENED, {**params, "ids": list(last.open_ids)})
+        rows = list(c.execute(_NEWER_OR_REOPENED, {**params, "ids": list(last.open_ids)}))
     else:
-        rows = c.execute(_NEWER, params)
+        rows = _FAST_NEWER.rows(c, params)
     return last.updated([_observation(row) for row in rows])
 
 

@@ -33,7 +33,7 @@ from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, literal, select, update
+from sqlalchemy import Connection, bindparam, insert, literal, or_, select, update
 
 from morphnas.core.errors import (
     FailedPreconditionError,
@@ -41,6 +41,7 @@ from morphnas.core.errors import (
     ResourceExhaustedError,
 )
 from morphnas.core.records import NewTrial, Search, SearchSnapshot, Trial, TrialState
+from morphnas.storage._fast import FastStatement
 from morphnas.storage._observations import ObservationCache, load_observations
 from morphnas.storage._rows import expire, insert_weights, lock_search, search_row, trial_record
 from morphnas.storage._tables import searches, trial_weights, trials
@@ -137,18 +138,23 @@ def suggest_locked(
 
 
 # Statements built once (building one costs more than running it on SQLite).
-_INSERT_TRIAL = insert(trials)
-_SAVE_COUNT = (
+_TRIAL_COLUMNS = tuple(column.key for column in trials.c)
+_INSERT_TRIAL = FastStatement(insert(trials), column_keys=_TRIAL_COLUMNS)
+_SAVE_COUNT = FastStatement(
     update(searches)
     .where(searches.c.id == bindparam("search_id"))
     .values(trial_count=bindparam("trial_count"))
 )
-_OPEN_TRIALS = select(
-    trials.c.number, trials.c.id, trials.c.state, trials.c.worker_id, trials.c.lease_expires_at
-).where(
-    trials.c.search_id == bindparam("search_id"),
-    trials.c.state.in_((TrialState.ACTIVE.value, TrialState.STALE.value)),
-    trials.c.reissued_as.is_(None),
+_OPEN_TRIALS = FastStatement(
+    select(
+        trials.c.number, trials.c.id, trials.c.state, trials.c.worker_id, trials.c.lease_expires_at
+    ).where(
+        trials.c.search_id == bindparam("search_id"),
+        # Two equalities, not IN (...): SQLite plans them alike, and a FastStatement holds no
+        # expanding IN list.
+        or_(trials.c.state == TrialState.ACTIVE.value, trials.c.state == TrialState.STALE.value),
+        trials.c.reissued_as.is_(None),
+    )
 )
 
 
@@ -169,7 +175,7 @@ class OpenTrials:
     def read(cls, c: Connection, ask: Ask) -> OpenTrials:
         # Sorted here, not by ORDER BY: ordering by number makes SQLite walk every trial of
         # the search through the (search_id, number) index instead of the few open ones.
-        rows = sorted(c.execute(_OPEN_TRIALS, {"search_id": ask.search_id}).all())
+        rows = sorted(_OPEN_TRIALS.rows(c, {"search_id": ask.search_id}))
         held: list[str] = []
         expired: list[str] = []
         reissuable: list[str] = []
@@ -275,7 +281,7 @@ class Issuer:
             )
 
     def save_count(self) -> None:
-        self.c.execute(_SAVE_COUNT, {"search_id": self.search.id, "trial_count": self.next_number})
+        _SAVE_COUNT.run(self.c, {"search_id": self.search.id, "trial_count": self.next_number})
 
     def _insert(
         self,
@@ -302,8 +308,8 @@ class Issuer:
             lease_expires_at=self.now + self.lease_seconds,
             num_params=num_params,
         )
-        self.c.execute(
-            _INSERT_TRIAL,
+        _INSERT_TRIAL.run(
+            self.c,
             {
                 "id": trial.id,
                 "search_id": trial.search_id,

@@ -71,6 +71,7 @@ from morphnas.core.records import (
     TrialState,
 )
 from morphnas.storage import _engine
+from morphnas.storage._fast import FastStatement
 from morphnas.storage._migrate import SchemaVersionError, prepare_schema
 from morphnas.storage._observations import ObservationCache, load_observations
 from morphnas.storage._rows import (
@@ -509,15 +510,15 @@ class Repository(TrainingStorage):
             # The usual case in one statement: an open trial (ACTIVE for this worker, or STALE)
             # takes the report. Anything else (unknown id, a repeat, another worker's trial)
             # matches no row and is sorted out below, under the lock, with the full row.
-            row = c.execute(
-                _REPORT_OPEN,
+            row = _REPORT_OPEN.first(
+                c,
                 {
                     "trial_id": trial_id,
                     "reporting_worker": worker_id,
                     "any_worker": not worker_id,
                     **values,
                 },
-            ).first()
+            )
             if row is None:
                 current = trial_record(trial_row(c, trial_id, lock=True))
                 if current.state.is_final and current.state is not TrialState.STALE:
@@ -531,7 +532,7 @@ class Repository(TrainingStorage):
             if weights is not None:
                 put_weights(c, trial_id, "trained", weights, sha)
                 # Staged uploads of this trial are spent (others go in drop_spent_staged_weights).
-                c.execute(_DROP_STAGED, {"trial_id": trial_id})
+                _DROP_STAGED.run(c, {"trial_id": trial_id})
             return trial_record(row), True
 
         return self._unit(work, write=True)
@@ -619,7 +620,7 @@ class Repository(TrainingStorage):
 # Statements of the report path, built once.
 #: A report on an open trial: STALE (a late worker), or ACTIVE and leased to the reporting
 #: worker (or to no one, or the report names no worker). Returns the updated row.
-_REPORT_OPEN = (
+_REPORT_OPEN = FastStatement(
     update(trials)
     .where(
         trials.c.id == bindparam("trial_id"),
@@ -639,7 +640,9 @@ _REPORT_OPEN = (
     .values({name: bindparam(f"new_{name}") for name in _REPORTED_COLUMNS})
     .returning(*trials.c)
 )
-_DROP_STAGED = delete(staged_weights).where(staged_weights.c.trial_id == bindparam("trial_id"))
+_DROP_STAGED = FastStatement(
+    delete(staged_weights).where(staged_weights.c.trial_id == bindparam("trial_id"))
+)
 
 
 def _reported_score(state: TrialState, score: float | None) -> float | None:
