@@ -39,7 +39,6 @@ T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 RETRY_ATTEMPTS = 5
-_BEGIN_OPTION = "morphnas_sqlite_begin"
 _RETRY_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 
 
@@ -58,13 +57,14 @@ def _sqlite_engine(url: str, *, memory: bool) -> Engine:
     else:
         kwargs.update(pool_size=10, max_overflow=20)
     engine = create_engine(url, **kwargs)
+    # A pool event only: a connection event (such as "begin") would make SQLAlchemy dispatch
+    # events around every statement and transaction of the engine.
     event.listen(engine, "connect", _sqlite_on_connect)
-    event.listen(engine, "begin", _sqlite_on_begin)
     return engine
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
-    dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see _sqlite_on_begin)
+    dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see transaction)
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA journal_mode = WAL")
@@ -73,20 +73,24 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_on_begin(connection: Connection) -> None:
-    mode = connection.get_execution_options().get(_BEGIN_OPTION, "DEFERRED")
-    statement = _BEGIN[mode]
-    # On the DBAPI connection: ``exec_driver_sql`` would double the cost of an empty unit of
-    # work. Errors are wrapped as SQLAlchemy wraps them, so ``run`` retries a locked database.
+_BEGIN = {True: "BEGIN IMMEDIATE", False: "BEGIN DEFERRED"}
+
+
+def _sqlite_begin(connection: Connection, *, write: bool) -> None:
+    """Open the SQLite transaction that SQLAlchemy's ``begin()`` stands for.
+
+    pysqlite's own transaction handling is off (it would begin only before the first write),
+    and SQLAlchemy's ``begin()`` emits nothing on SQLite: the BEGIN is ours, on the DBAPI
+    connection (through ``exec_driver_sql`` it would double the cost of an empty unit of work).
+    Errors are wrapped as SQLAlchemy wraps them, so ``run`` retries a locked database.
+    """
+    statement = _BEGIN[write]
     try:
         connection.connection.driver_connection.execute(statement)  # type: ignore[union-attr]
     except sqlite3.Error as error:
         raise sa_exc.DBAPIError.instance(
             statement, (), error, sqlite3.Error, dialect=connection.dialect
         ) from error
-
-
-_BEGIN = {mode: f"BEGIN {mode}" for mode in ("DEFERRED", "IMMEDIATE")}
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -97,12 +101,13 @@ def is_sqlite(engine: Engine) -> bool:
 def transaction(engine: Engine, *, write: bool) -> Iterator[Connection]:
     """One unit of work: a connection in a transaction, committed on success, rolled back on error.
 
-    ``write=True`` on SQLite begins IMMEDIATE (take the write lock now).
+    ``write=True`` on SQLite begins IMMEDIATE (take the write lock now); reads begin DEFERRED,
+    so that all of a unit's reads see one snapshot.
     """
     with engine.connect() as connection:
-        if write and is_sqlite(engine):
-            connection.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
         with connection.begin():
+            if engine.dialect.name == "sqlite":
+                _sqlite_begin(connection, write=write)
             yield connection
 
 

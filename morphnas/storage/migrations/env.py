@@ -11,7 +11,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from morphnas.storage._engine import make_engine
+from morphnas.storage._engine import make_engine, transaction
 from morphnas.storage._tables import metadata
 
 
@@ -33,9 +33,8 @@ def _run_online() -> None:
         return
     engine = make_engine(context.config.get_main_option("sqlalchemy.url") or "")
     try:
-        with engine.connect() as fresh:
+        with transaction(engine, write=True) as fresh:
             _run(fresh)
-            fresh.commit()
     finally:
         engine.dispose()
 
