@@ -120,6 +120,22 @@ def test_json_is_canonical_and_round_trips():
     assert Graph.from_json(text.encode()) == graph
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    shape=st.sampled_from([(3, 16, 16), (1, 40), (20,)]),
+    seed=st.integers(0, 2**32 - 1),
+    steps=st.integers(1, 12),
+)
+def test_json_assembled_from_layer_texts_is_the_whole_graph_dumped(shape, seed, steps):
+    """to_json joins remembered per-layer texts; it must equal dumping the whole dict."""
+    rng = np.random.default_rng(seed)
+    graph = seed_graph(shape, 10, width=8, depth=2)
+    for _ in range(steps):
+        graph = sample_morph(graph, rng).apply(graph)
+        expected = json.dumps(graph.to_dict(), sort_keys=True, separators=(",", ":"))
+        assert graph.to_json() == expected
+
+
 @pytest.mark.parametrize(
     "text",
     [

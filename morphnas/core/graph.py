@@ -184,7 +184,12 @@ class Graph:
 
         The text is remembered with this graph, so parsing it again (a server reading back the
         architectures it stored) costs a lookup."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        # json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")), assembled from each
+        # layer's remembered text: a morph's child shares all but a few layers with its parent.
+        text = (
+            f'{{"format":{_FORMAT_JSON},"input_shape":{_compact(list(self.input_shape))},'
+            f'"layers":[{",".join([_layer_json(layer) for layer in self.layers])}]}}'
+        )
         if len(text) <= _PARSE_CACHE_MAX_CHARS:
             _remember(text, self)
         return text
@@ -466,6 +471,26 @@ def _layer_to_dict(layer: Layer) -> dict[str, Any]:
     for attr in kind.attrs if kind else ():
         data[attr] = getattr(layer, attr)
     return data
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+_FORMAT_JSON = json.dumps(FORMAT)
+_LAYER_JSON: dict[Layer, str] = {}
+_LAYER_JSON_MAX = 200_000
+
+
+def _layer_json(layer: Layer) -> str:
+    """A layer's canonical JSON text, remembered (bounded; only a cache)."""
+    text = _LAYER_JSON.get(layer)
+    if text is None:
+        text = _compact(_layer_to_dict(layer))
+        if len(_LAYER_JSON) >= _LAYER_JSON_MAX:
+            _LAYER_JSON.clear()
+        _LAYER_JSON[layer] = text
+    return text
 
 
 def _as_int(value: Any, what: str) -> int:
