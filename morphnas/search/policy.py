@@ -149,6 +149,33 @@ def _random_path(
     return tuple(ops), graph
 
 
+def _random_step(
+    graph: Graph, rng: np.random.Generator, taken: Taken
+) -> tuple[tuple[Morph, ...], Graph] | None:
+    """``_random_path(graph, 1, rng)``, except that a morph whose child is known, from an
+    earlier draw of the same morph of this (immutable) graph, to be taken already is not
+    applied again: it returns None, as the check of that child would have. The draws made are
+    the same either way, so the proposals are too.
+
+    On a long search the best trials are drawn as parents again and again and their one-step
+    children are soon all taken: about one draw in five, each costing a graph build and hash.
+    """
+    try:
+        op = sample_morph(graph, rng)
+    except InvalidArgumentError:
+        return None
+    known: dict[Morph, str] = graph.__dict__.setdefault("_child_hashes", {})
+    seen = known.get(op)
+    if seen is not None and seen in taken:
+        return None
+    try:
+        child = op.apply(graph)
+    except InvalidArgumentError:
+        return None
+    known[op] = child.content_hash
+    return (op,), child
+
+
 def _bootstrap(
     snapshot: SearchSnapshot,
     count: int,
@@ -192,7 +219,10 @@ def _random_one(
     for attempt in range(RANDOM_ATTEMPTS):
         parent = ranked[int(cdf.searchsorted(rng.random(), side="right"))]
         # One morph normally; two once one-step neighbours keep colliding.
-        drawn = _random_path(_graph(parent), 1 if attempt < RANDOM_ATTEMPTS // 2 else 2, rng)
+        if attempt < RANDOM_ATTEMPTS // 2:
+            drawn = _random_step(_graph(parent), rng, taken)
+        else:
+            drawn = _random_path(_graph(parent), 2, rng)
         if drawn is not None and _accept(drawn[1], taken, constraints):
             return Proposal(parent.trial_id, *drawn)
     return None

@@ -114,6 +114,51 @@ def test_random_policy(graphs: list[Graph]) -> None:
     assert sum(p.parent_id in top for p in many) > 60 * 3 / len(ranked)
 
 
+def test_random_policy_does_not_rebuild_children_known_to_be_taken(
+    graphs: list[Graph], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A morph drawn again whose child is known to be taken is skipped unbuilt: fewer graph
+    builds, the same answer as building and checking every draw."""
+    from morphnas.core.morphs import MORPH_KINDS, neighbourhood
+    from morphnas.search import policy
+
+    builds = 0
+    for cls in set(MORPH_KINDS.values()):
+        original = cls.apply
+
+        def counting(self, graph, _original=original):  # type: ignore[no-untyped-def]
+            nonlocal builds
+            builds += 1
+            return _original(self, graph)
+
+        monkeypatch.setattr(cls, "apply", counting)
+    cfg = synthetic.config(policy=Policy.RANDOM, seed=4)
+    snapshot = synthetic.snapshot(cfg, graphs[:1])
+    parent = Graph.from_json(snapshot.ranked[0].architecture)
+    children = sorted({op.apply(parent).content_hash for op in neighbourhood(parent)})
+    builds = 0
+    crowded = frozenset(children[2:])  # all but two of the parent's children are taken
+    caps = Constraints(10**12, 2**50, 1)
+
+    def draw() -> tuple:
+        found = policy._random_one(
+            snapshot.ranked, np.random.default_rng(7), policy.Taken(crowded), caps
+        )
+        assert found is not None
+        return key(found)
+
+    cold = draw()
+    cold_builds, builds = builds, 0
+    warm = draw()  # the same draws; the taken children are known now
+    warm_builds, builds = builds, 0
+    monkeypatch.setattr(
+        policy, "_random_step", lambda g, rng, taken: policy._random_path(g, 1, rng)
+    )
+    plain = draw()
+    assert cold == warm == plain and cold[2] in children[:2]
+    assert warm_builds == 1 < cold_builds < builds  # plain: every draw built
+
+
 def roots_of(graphs: list[Graph]) -> list[tuple[Node, float]]:
     return [
         (Node(g, acquisition.text_key(g.to_json()), descriptor(g), f"t{i}", ()), 0.0)
