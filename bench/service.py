@@ -1,23 +1,30 @@
 """Ask/tell latency of the service at 1000 trials, beside Optuna's ask/tell on its RDB storage.
 
     python bench/service.py [--trials 1000] [--measure 200] [--postgres URL]
+                            [--grpc-default] [--worker-low-latency]
 
-For each backend a real server runs in this process on a free port and one client drives it over
-the socket, like a remote worker. The search is filled to ``--trials`` completed trials, then
+For each backend a real server runs as users run it, a ``morphnas serve --port 0`` process on its
+own database, and one client in this process drives it over the socket, like a remote worker. The search is filled to ``--trials`` completed trials, then
 ``--measure`` more ask/tell cycles are timed one call at a time: SuggestTrials, ReportTrial
 without weights (comparable to Optuna's tell), and ReportTrial with the trained weights inlined.
 Every backend is filled first; then their measured cycles run interleaved in blocks of 10, so
 they share the machine's load.
 Optuna runs the same number of trials on ``RDBStorage`` over SQLite with its RandomSampler (our
 "random" policy is the comparable proposer; the GP policy's cost is measured by bench/suggest.py).
-Medians and 95th percentiles in milliseconds; results also go to bench/results/service.txt.
+The servers take ``morphnas serve``'s default gRPC I/O path (EventEngine client and listener
+off, see morphnas/server/transport.py; ``--grpc-default`` gives them gRPC's own default
+instead); the client here keeps gRPC's defaults, as a worker does unless it asks otherwise
+(``--worker-low-latency`` asks as morphnas/server/transport.py shows). Medians and 95th
+percentiles in milliseconds; results also go to bench/results/service.txt.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +32,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from morphnas.server.transport import io_path, prefer_low_latency_io  # noqa: E402
+
+if "--worker-low-latency" in sys.argv:
+    prefer_low_latency_io()  # must come before anything loads grpc
 
 BLOCK = 10  # measured cycles of one backend before the next backend's turn
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -42,14 +54,28 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
 
 
 class Morphnas:
-    """A real server on ``url`` and a client over the socket, its search filled to ``trials``."""
+    """A ``morphnas serve`` process on ``url`` and a client over the socket, its search filled
+    to ``trials``."""
 
-    def __init__(self, url: str, trials: int, measure: int) -> None:
+    def __init__(self, url: str, trials: int, measure: int, grpc_default: bool = False) -> None:
         from morphnas.client import Client
-        from morphnas.server.app import ServerOptions, build_server
 
-        self.server = build_server(ServerOptions(db_url=url, port=0))
-        self.client = Client(self.server.address)
+        env = dict(os.environ)
+        if grpc_default:
+            env["GRPC_EXPERIMENTS"] = ""  # set, so morphnas serve keeps gRPC's defaults
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "morphnas.cli", "serve", "--db", url, "--port", "0"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        assert self.server.stdout is not None
+        ready = self.server.stdout.readline()  # "morphnas listening on HOST:PORT"
+        if not ready.startswith("morphnas listening on "):
+            self.server.kill()
+            raise RuntimeError(f"morphnas serve did not start: {ready!r}")
+        self.client = Client(ready.split()[-1])
         self.search = self.client.create_search(
             name="bench",
             input_shape=(32,),
@@ -82,7 +108,8 @@ class Morphnas:
 
     def close(self) -> None:
         self.client.close()
-        self.server.stop(0)
+        self.server.send_signal(signal.SIGTERM)  # drains and exits 0
+        self.server.wait(timeout=60)
 
 
 class Optuna:
@@ -142,6 +169,16 @@ def main() -> None:
         "--postgres", default=os.environ.get("MORPHNAS_TEST_POSTGRES_URL", DEFAULT_POSTGRES)
     )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "service.txt"))
+    parser.add_argument(
+        "--grpc-default",
+        action="store_true",
+        help="servers keep gRPC's default I/O path (EventEngine)",
+    )
+    parser.add_argument(
+        "--worker-low-latency",
+        action="store_true",
+        help="the client here takes the I/O path morphnas serve takes",
+    )
     args = parser.parse_args()
 
     # Fill every backend first, then time their cycles interleaved in blocks (BLOCK cycles of
@@ -150,7 +187,9 @@ def main() -> None:
     results: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         backends: dict[str, Morphnas | Optuna] = {
-            "morphnas sqlite": Morphnas(f"sqlite:///{tmp}/m.db", args.trials, args.measure)
+            "morphnas sqlite": Morphnas(
+                f"sqlite:///{tmp}/m.db", args.trials, args.measure, args.grpc_default
+            )
         }
         drop = None
         try:
@@ -158,7 +197,9 @@ def main() -> None:
         except Exception as err:  # noqa: BLE001
             print(f"(postgres skipped: {err})")
         else:
-            backends["morphnas postgres"] = Morphnas(url, args.trials, args.measure)
+            backends["morphnas postgres"] = Morphnas(
+                url, args.trials, args.measure, args.grpc_default
+            )
         backends["optuna rdb sqlite"] = Optuna(Path(tmp) / "o.db", args.trials)
         try:
             for _ in range(0, args.measure, BLOCK):
@@ -177,8 +218,10 @@ def main() -> None:
             if drop is not None:
                 drop()
 
+    server_io = "gRPC default (EventEngine)" if args.grpc_default else "morphnas serve's default"
     lines = [
-        f"ask/tell latency at {args.trials} trials, {args.measure} measured cycles (ms)",
+        f"ask/tell latency at {args.trials} trials, {args.measure} measured cycles (ms); "
+        f"servers: morphnas serve processes, gRPC I/O {server_io}; client: {io_path()}",
         f"{'backend':20} {'suggest p50':>12} {'suggest p95':>12} {'report p50':>11} {'report p95':>11} "
         f"{'ask+tell p50':>13} {'report+weights p50':>19}",
     ]

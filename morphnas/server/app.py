@@ -22,6 +22,7 @@ from morphnas.server.security import TokenAuthInterceptor, server_credentials
 from morphnas.server.service import SearchService, ServiceLimits
 from morphnas.server.servicer import MorphNasServicer
 from morphnas.server.training import TrainingService
+from morphnas.server.transport import io_path
 from morphnas.server.workers import WorkerPool
 from morphnas.storage.repository import Repository
 from morphnas.v1 import morphnas_pb2, morphnas_pb2_grpc
@@ -176,6 +177,7 @@ def serve(options: ServerOptions, ready_line: bool = True) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    log.info("gRPC I/O path: %s", io_path())
     if ready_line:
         print(f"morphnas listening on {options.host}:{running.port}", flush=True)
     done.wait()
