@@ -32,6 +32,7 @@ from morphnas.core.errors import (
     NotFoundError,
     UnavailableError,
 )
+from morphnas.storage._checkpoint import BACKSTOP_PAGES, WalCheckpointer
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode = WAL")
     cursor.execute("PRAGMA synchronous = NORMAL")
     cursor.execute("PRAGMA foreign_keys = ON")
+    # Checkpoints run in the background (see _checkpoint.py); a commit does one only past this.
+    cursor.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
     cursor.close()
 
 
@@ -91,6 +94,13 @@ def _sqlite_begin(connection: Connection, *, write: bool) -> None:
         raise sa_exc.DBAPIError.instance(
             statement, (), error, sqlite3.Error, dialect=connection.dialect
         ) from error
+
+
+def background_checkpoints(engine: Engine) -> WalCheckpointer | None:
+    """A WAL checkpointer for a SQLite file engine (None for other databases and in-memory)."""
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return None
+    return WalCheckpointer(engine.url.database)
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -125,6 +125,7 @@ class Repository(TrainingStorage):
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._checkpointer = _engine.background_checkpoints(engine)
         # The connection of a ``suggest`` running on this thread, while it calls the policy:
         # repository calls the policy makes (load a parent's weights...) join that transaction
         # instead of queueing for a second connection behind the lock their own caller holds.
@@ -167,6 +168,8 @@ class Repository(TrainingStorage):
         return self._engine.dialect.name
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self._engine.dispose()
 
     def ping(self) -> None:
