@@ -5,7 +5,9 @@
 1. A bare grpcio server (no morphnas code) answering an echo whose handler does nothing, spins
    (holds the GIL) for 0.3 or 2 ms, or sleeps (releases it) for 2 ms (a sleep overshoots by about
    0.1 ms); one blocking client call at a time over 127.0.0.1. "Transport" is the call's time
-   minus the handler's: what any Python gRPC service pays per call on this machine.
+   minus the handler's: what any Python gRPC service pays per call on this machine. Measured
+   twice, each in a fresh process: with gRPC's default I/O path (EventEngine) and with the one
+   ``morphnas serve`` asks for (see morphnas/grpc_io.py).
 2. The same SuggestTrials / ReportTrial work as bench/service.py, called on SearchService
    directly (no gRPC), at the same search size.
 
@@ -15,7 +17,10 @@ Medians in milliseconds; results also go to bench/results/grpc_floor.txt.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -125,9 +130,27 @@ def main() -> None:
     parser.add_argument("--measure", type=int, default=300)
     parser.add_argument("--calls", type=int, default=1000, help="calls per transport case")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "grpc_floor.txt"))
+    parser.add_argument("--transport-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.transport_only:  # a child process: gRPC was loaded with the caller's setting
+        print(json.dumps(transport(args.calls)))
+        return
+    from morphnas.grpc_io import LOW_LATENCY_EXPERIMENTS
+
     lines = ["bare grpcio unary call over 127.0.0.1, blocking client (ms, medians)"]
-    lines += transport(args.calls)
+    for label, value in (
+        ("gRPC default I/O (EventEngine)", ""),
+        ("morphnas serve's I/O (EventEngine client and listener off)", LOW_LATENCY_EXPERIMENTS),
+    ):
+        child = subprocess.run(
+            [sys.executable, __file__, "--transport-only", "--calls", str(args.calls)],
+            env={**os.environ, "GRPC_EXPERIMENTS": value},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        lines.append(f"-- {label}")
+        lines += json.loads(child.stdout.strip().splitlines()[-1])
     lines += service_direct(args.trials, args.measure)
     text = "\n".join(lines)
     print(text)

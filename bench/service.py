@@ -1,7 +1,6 @@
 """Ask/tell latency of the service at 1000 trials, beside Optuna's ask/tell on its RDB storage.
 
-    python bench/service.py [--trials 1000] [--measure 200] [--postgres URL]
-                            [--grpc-default] [--worker-low-latency]
+    python bench/service.py [--trials 1000] [--measure 200] [--postgres URL] [--grpc-default]
 
 For each backend a real server runs as users run it, a ``morphnas serve --port 0`` process on its
 own database, and one client in this process drives it over the socket, like a remote worker. The search is filled to ``--trials`` completed trials, then
@@ -11,11 +10,10 @@ Every backend is filled first; then their measured cycles run interleaved in blo
 they share the machine's load.
 Optuna runs the same number of trials on ``RDBStorage`` over SQLite with its RandomSampler (our
 "random" policy is the comparable proposer; the GP policy's cost is measured by bench/suggest.py).
-The servers take ``morphnas serve``'s default gRPC I/O path (EventEngine client and listener
-off, see morphnas/server/transport.py; ``--grpc-default`` gives them gRPC's own default
-instead); the client here keeps gRPC's defaults, as a worker does unless it asks otherwise
-(``--worker-low-latency`` asks as morphnas/server/transport.py shows). Medians and 95th
-percentiles in milliseconds; results also go to bench/results/service.txt.
+Servers and client take morphnas's default gRPC I/O path (EventEngine client and listener off:
+``morphnas serve`` and ``import morphnas.client`` ask for it, see morphnas/grpc_io.py);
+``--grpc-default`` keeps gRPC's own default on both sides instead. Medians and 95th percentiles
+in milliseconds; results also go to bench/results/service.txt.
 """
 
 from __future__ import annotations
@@ -33,10 +31,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from morphnas.server.transport import io_path, prefer_low_latency_io  # noqa: E402
+from morphnas.grpc_io import io_path, prefer_low_latency_io  # noqa: E402
 
-if "--worker-low-latency" in sys.argv:
-    prefer_low_latency_io()  # must come before anything loads grpc
+if "--grpc-default" in sys.argv:
+    os.environ["GRPC_EXPERIMENTS"] = ""  # set (to gRPC's defaults) here and in the servers
+else:
+    prefer_low_latency_io()  # what `import morphnas.client` does; before anything loads grpc
 
 BLOCK = 10  # measured cycles of one backend before the next backend's turn
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -57,17 +57,13 @@ class Morphnas:
     """A ``morphnas serve`` process on ``url`` and a client over the socket, its search filled
     to ``trials``."""
 
-    def __init__(self, url: str, trials: int, measure: int, grpc_default: bool = False) -> None:
+    def __init__(self, url: str, trials: int, measure: int) -> None:
         from morphnas.client import Client
 
-        env = dict(os.environ)
-        if grpc_default:
-            env["GRPC_EXPERIMENTS"] = ""  # set, so morphnas serve keeps gRPC's defaults
-        self.server = subprocess.Popen(
+        self.server = subprocess.Popen(  # inherits GRPC_EXPERIMENTS as this process has it
             [sys.executable, "-m", "morphnas.cli", "serve", "--db", url, "--port", "0"],
             stdout=subprocess.PIPE,
             text=True,
-            env=env,
             cwd=Path(__file__).resolve().parent.parent,
         )
         assert self.server.stdout is not None
@@ -172,12 +168,7 @@ def main() -> None:
     parser.add_argument(
         "--grpc-default",
         action="store_true",
-        help="servers keep gRPC's default I/O path (EventEngine)",
-    )
-    parser.add_argument(
-        "--worker-low-latency",
-        action="store_true",
-        help="the client here takes the I/O path morphnas serve takes",
+        help="servers and client keep gRPC's default I/O path (EventEngine)",
     )
     args = parser.parse_args()
 
@@ -187,9 +178,7 @@ def main() -> None:
     results: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         backends: dict[str, Morphnas | Optuna] = {
-            "morphnas sqlite": Morphnas(
-                f"sqlite:///{tmp}/m.db", args.trials, args.measure, args.grpc_default
-            )
+            "morphnas sqlite": Morphnas(f"sqlite:///{tmp}/m.db", args.trials, args.measure)
         }
         drop = None
         try:
@@ -197,9 +186,7 @@ def main() -> None:
         except Exception as err:  # noqa: BLE001
             print(f"(postgres skipped: {err})")
         else:
-            backends["morphnas postgres"] = Morphnas(
-                url, args.trials, args.measure, args.grpc_default
-            )
+            backends["morphnas postgres"] = Morphnas(url, args.trials, args.measure)
         backends["optuna rdb sqlite"] = Optuna(Path(tmp) / "o.db", args.trials)
         try:
             for _ in range(0, args.measure, BLOCK):
@@ -218,10 +205,9 @@ def main() -> None:
             if drop is not None:
                 drop()
 
-    server_io = "gRPC default (EventEngine)" if args.grpc_default else "morphnas serve's default"
     lines = [
         f"ask/tell latency at {args.trials} trials, {args.measure} measured cycles (ms); "
-        f"servers: morphnas serve processes, gRPC I/O {server_io}; client: {io_path()}",
+        f"servers: morphnas serve processes; gRPC I/O on both sides: {io_path()}",
         f"{'backend':20} {'suggest p50':>12} {'suggest p95':>12} {'report p50':>11} {'report p95':>11} "
         f"{'ask+tell p50':>13} {'report+weights p50':>19}",
     ]

@@ -274,9 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from morphnas.server.transport import prefer_low_latency_io
+    from morphnas.grpc_io import prefer_low_latency_io
 
-    prefer_low_latency_io()  # before anything imports grpc (see morphnas/server/transport.py)
+    prefer_low_latency_io()  # before anything imports grpc (see morphnas/grpc_io.py)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

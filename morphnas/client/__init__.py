@@ -1,4 +1,12 @@
-"""The morphnas Python SDK (grpc + protobuf + numpy; torch only for ``build_model``)."""
+"""The morphnas Python SDK (grpc + protobuf + numpy; torch only for ``build_model``).
+
+Importing it first asks gRPC for its lower-latency I/O path, if gRPC is not loaded yet and
+``GRPC_EXPERIMENTS`` is unset (see :mod:`morphnas.grpc_io`).
+"""
+
+from morphnas.grpc_io import prefer_low_latency_io
+
+prefer_low_latency_io()  # before the imports below load grpc
 
 from morphnas.client.client import Client, SearchHandle, TrialHandle, to_numpy_weights
 from morphnas.client.errors import ServerError

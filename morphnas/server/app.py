@@ -17,12 +17,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from morphnas.core.errors import UnavailableError
+from morphnas.grpc_io import io_path
 from morphnas.server.metrics import Metrics, ObservabilityInterceptor
 from morphnas.server.security import TokenAuthInterceptor, server_credentials
 from morphnas.server.service import SearchService, ServiceLimits
 from morphnas.server.servicer import MorphNasServicer
 from morphnas.server.training import TrainingService
-from morphnas.server.transport import io_path
 from morphnas.server.workers import WorkerPool
 from morphnas.storage.repository import Repository
 from morphnas.v1 import morphnas_pb2, morphnas_pb2_grpc

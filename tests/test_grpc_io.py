@@ -6,11 +6,11 @@ import os
 import subprocess
 import sys
 
-from morphnas.server import transport
+from morphnas import grpc_io as transport
 
 PROBE = (
     "import os, sys\n"
-    "from morphnas.server.transport import prefer_low_latency_io, io_path\n"
+    "from morphnas.grpc_io import prefer_low_latency_io, io_path\n"
     "made = prefer_low_latency_io()\n"
     "import grpc\n"
     "print(made, repr(os.environ.get('GRPC_EXPERIMENTS')), io_path(), sep='|')\n"
@@ -31,6 +31,15 @@ def test_a_fresh_process_asks_for_the_poller_path() -> None:
     made, value, path = probe(None)
     assert made == "True" and value == repr(transport.LOW_LATENCY_EXPERIMENTS)
     assert path.startswith("poller")
+
+
+def test_importing_the_sdk_first_asks_for_it_too() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"}
+    code = "import morphnas.client, os; print(os.environ.get('GRPC_EXPERIMENTS'))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == transport.LOW_LATENCY_EXPERIMENTS
 
 
 def test_the_users_setting_wins_even_when_empty() -> None:

@@ -1,23 +1,24 @@
-"""The gRPC core I/O path a morphnas server process asks for, before gRPC starts.
+"""The gRPC core I/O path morphnas asks for, before gRPC loads.
 
 grpcio (1.85) moves socket work through its EventEngine, whose callbacks run on an internal
 thread pool: each unary call then crosses threads more often than with the older poller, where
 the thread polling the completion queue does the reads and writes itself. On the 2-core
-machines this project is measured on (``bench/service.py``, ``bench/grpc_floor.py``), turning
+machines this project is measured on (``bench/grpc_floor.py``, ``bench/service.py``), turning
 the EventEngine client and listener off took about 0.1–0.2 ms off every call — a fifth of what
-a bare call costs — on each side that does it. The older path is the one grpcio used by default
-for years, and everything morphnas serves (TLS, health, reflection, streams) works on both.
+a bare call costs — on each side that does it. The poller is the path grpcio used by default for
+years, and everything morphnas serves and calls (TLS, health, reflection, streams) works on both.
 
 The setting is gRPC's own ``GRPC_EXPERIMENTS`` environment variable, read once, when gRPC's core
-starts (on ``import grpc``): :func:`prefer_low_latency_io` must run before that, which is why
-the ``morphnas`` command calls it first thing. It never overrides a value the user has set
-(``GRPC_EXPERIMENTS=`` with nothing after it keeps gRPC's defaults). A worker process using the
-client SDK can do the same, before it imports morphnas or grpc::
+starts (on ``import grpc``), so :func:`prefer_low_latency_io` must run before that. The
+``morphnas`` command calls it first thing, and so does ``import morphnas.client`` (the SDK's
+package), when it is the first to load gRPC in the process. It never overrides a value the user
+has set: ``GRPC_EXPERIMENTS=`` with nothing after it keeps gRPC's defaults. A program that loads
+gRPC before morphnas can call it earlier itself::
 
-    from morphnas.server.transport import prefer_low_latency_io
+    from morphnas.grpc_io import prefer_low_latency_io
     prefer_low_latency_io()
 
-This module imports nothing of gRPC, so calling it is always safe.
+This module imports nothing of gRPC (nor of morphnas), so calling it is always safe.
 """
 
 from __future__ import annotations
