@@ -10,6 +10,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from morphnas.grpc_io import prefer_low_latency_io
+
+# The tests run on the gRPC I/O path morphnas asks for (before anything loads grpc), unless
+# GRPC_EXPERIMENTS is set: .ci/run runs the service tests again with gRPC's default.
+prefer_low_latency_io()
+
 import numpy as np
 import pytest
 import torch
