@@ -69,3 +69,59 @@ def test_a_snapshot_without_an_index_builds_the_same_lookups() -> None:
     assert snapshot.pending == (trials[1],)
     assert snapshot.by_id["t2"] is trials[2]
     assert snapshot.arch_hashes == {"h0", "h1", "h2"}
+
+
+def test_layered_collections_behave_like_plain_ones_across_merges() -> None:
+    """by_id and arch_hashes grow by small layers, merged now and then; seen from outside they
+    are a plain mapping and set at every step."""
+    from morphnas.core.persistent import LayeredMap, LayeredSet
+
+    rng = random.Random(1)
+    plain_map: dict[str, Observation] = {}
+    plain_set: set[str] = set()
+    layered_map, layered_set = LayeredMap({}), LayeredSet()
+    for step in range(2000):
+        key = f"t{rng.randrange(700)}"  # repeats: replaced values, re-added members
+        value = _obs(step, TrialState.COMPLETED, rng.random())
+        plain_map[key] = value
+        plain_set.add(key)
+        layered_map = layered_map.with_changes({key: value})
+        layered_set = layered_set.with_added([key])
+        if step % 97 == 0:
+            assert dict(layered_map) == plain_map and len(layered_map) == len(plain_map)
+            assert set(layered_set) == plain_set and len(layered_set) == len(plain_set)
+            assert layered_set == frozenset(plain_set)
+    assert layered_map[key] is value and "absent" not in layered_map and "absent" not in layered_set
+    assert layered_set.with_added([key]) is layered_set  # nothing new: the same object
+
+
+def test_chunked_sequences_behave_like_tuples_across_splits() -> None:
+    """Replacing, appending and sorted inserts over many chunks give what a tuple would."""
+    import bisect
+
+    from morphnas.core.persistent import CHUNK, ChunkedSequence
+
+    rng = random.Random(2)
+    plain: list[int] = []
+    chunked: ChunkedSequence[int] = ChunkedSequence()
+    for step in range(6 * CHUNK):
+        if plain and step % 5 == 0:
+            i = rng.randrange(len(plain))
+            plain[i] = -step
+            chunked = chunked.replaced(i, -step)
+        else:
+            plain.append(step)
+            chunked = chunked.appended(step)
+    assert chunked == plain and len(chunked) == len(plain)
+    assert [chunked[i] for i in (0, 1, CHUNK, -1)] == [plain[i] for i in (0, 1, CHUNK, -1)]
+    assert chunked[3:9] == tuple(plain[3:9])
+    ordered: ChunkedSequence[tuple[int, int]] = ChunkedSequence()
+    keyed: list[tuple[int, int]] = []
+    for step in range(5 * CHUNK):  # many equal keys: inserts go after their equals
+        item = (rng.randrange(50), step)
+        ordered = ordered.inserted(item, key=lambda pair: pair[0])
+        bisect.insort(keyed, item, key=lambda pair: pair[0])
+    assert list(ordered) == keyed
+    before = ChunkedSequence(range(10))
+    before.replaced(3, 99)
+    assert list(before) == list(range(10))  # copies: the original never changes

@@ -6,15 +6,15 @@ No ORM rows or protos leave their folders; these frozen dataclasses are what mov
 
 from __future__ import annotations
 
-import bisect
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
 from morphnas.core.errors import InvalidArgumentError
+from morphnas.core.persistent import ChunkedSequence, LayeredMap, LayeredSet
 
 MAX_CLASSES = 100_000
 DEFAULT_LEASE_SECONDS = 600.0
@@ -175,15 +175,6 @@ def _rank(observation: Observation) -> tuple[float, int]:
     return (-(observation.score or 0.0), observation.number)
 
 
-def _inserted(
-    ordered: tuple[Observation, ...], new: Sequence[Observation], key: Any
-) -> tuple[Observation, ...]:
-    grown = list(ordered)
-    for o in new:
-        bisect.insort(grown, o, key=key)
-    return tuple(grown)
-
-
 @dataclass(frozen=True, eq=False)
 class ObservationIndex:
     """A search's observations, numbered 0..n-1, with the lookups every ask needs.
@@ -192,11 +183,11 @@ class ObservationIndex:
     observations that changed, so an ask on a long search costs no pass over all its trials.
     """
 
-    observations: tuple[Observation, ...]  # by number
-    completed: tuple[Observation, ...]  # the COMPLETED ones, by number
-    ranked: tuple[Observation, ...]  # the COMPLETED ones, best score first (ties: lower number)
-    by_id: Mapping[str, Observation]  # do not modify
-    arch_hashes: frozenset[str]
+    observations: Sequence[Observation]  # by number
+    completed: Sequence[Observation]  # the COMPLETED ones, by number
+    ranked: Sequence[Observation]  # the COMPLETED ones, best score first (ties: lower number)
+    by_id: Mapping[str, Observation]
+    arch_hashes: Set[str]
     open_ids: tuple[str, ...]  # trials not in a final state (ACTIVE or STALE), by number
 
     @classmethod
@@ -208,15 +199,15 @@ class ObservationIndex:
         return cls.build(ordered)
 
     @classmethod
-    def build(cls, observations: tuple[Observation, ...]) -> ObservationIndex:
+    def build(cls, observations: Sequence[Observation]) -> ObservationIndex:
         """The lookups of ``observations`` in the order given (numbering is not checked)."""
-        completed = tuple([o for o in observations if o.state is TrialState.COMPLETED])
+        completed = [o for o in observations if o.state is TrialState.COMPLETED]
         return cls(
-            observations,
-            completed,
-            tuple(sorted(completed, key=_rank)),
-            {o.trial_id: o for o in observations},
-            frozenset(o.arch_hash for o in observations),
+            ChunkedSequence(observations),
+            ChunkedSequence(completed),
+            ChunkedSequence(sorted(completed, key=_rank)),
+            LayeredMap({o.trial_id: o for o in observations}),
+            LayeredSet(o.arch_hash for o in observations),
             tuple([o.trial_id for o in observations if o.state not in FINAL_STATES]),
         )
 
@@ -225,37 +216,47 @@ class ObservationIndex:
         applied; None if they leave a gap in the numbering or change a final observation."""
         if not changed:
             return self
-        merged = list(self.observations)
-        by_id = dict(self.by_id)
-        newly_completed: list[Observation] = []
+        merged = _chunked(self.observations)
+        completed, ranked = _chunked(self.completed), _chunked(self.ranked)
+        changes: dict[str, Observation] = {}
         for o in sorted(changed, key=lambda o: o.number):
             if o.number < len(merged):
                 old = merged[o.number]
                 if old.trial_id != o.trial_id or old.state in FINAL_STATES:
                     return None
-                merged[o.number] = o
+                merged = merged.replaced(o.number, o)
             elif o.number == len(merged):
-                merged.append(o)
+                merged = merged.appended(o)
             else:
                 return None
-            by_id[o.trial_id] = o
-            if o.state is TrialState.COMPLETED:
-                newly_completed.append(o)
-        completed, ranked = self.completed, self.ranked
-        if newly_completed:  # a few binary searches and moves each
-            completed = _inserted(completed, newly_completed, _number)
-            ranked = _inserted(ranked, newly_completed, _rank)
+            changes[o.trial_id] = o
+            if o.state is TrialState.COMPLETED:  # a few binary searches and one chunk copied
+                completed = completed.inserted(o, _number)
+                ranked = ranked.inserted(o, _rank)
+        by_id = _layered(self.by_id).with_changes(changes)
         still_open = [by_id[i] for i in self.open_ids]
         now_open = {o.number: o for o in still_open if o.state not in FINAL_STATES}
         now_open.update((o.number, o) for o in changed if o.state not in FINAL_STATES)
         return ObservationIndex(
-            tuple(merged),
+            merged,
             completed,
             ranked,
             by_id,
-            self.arch_hashes | {o.arch_hash for o in changed},
+            _layered_set(self.arch_hashes).with_added(o.arch_hash for o in changed),
             tuple(now_open[n].trial_id for n in sorted(now_open)),
         )
+
+
+def _layered(mapping: Mapping[str, Observation]) -> LayeredMap[str, Observation]:
+    return mapping if isinstance(mapping, LayeredMap) else LayeredMap(dict(mapping))
+
+
+def _layered_set(items: Set[str]) -> LayeredSet[str]:
+    return items if isinstance(items, LayeredSet) else LayeredSet(items)
+
+
+def _chunked(items: Sequence[Observation]) -> ChunkedSequence[Observation]:
+    return items if isinstance(items, ChunkedSequence) else ChunkedSequence(items)
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,7 @@ class SearchSnapshot:
     """
 
     search: Search
-    observations: tuple[Observation, ...] = field(default_factory=tuple)
+    observations: Sequence[Observation] = field(default_factory=tuple)
     index: ObservationIndex | None = field(default=None, compare=False, repr=False)
 
     @cached_property
@@ -277,12 +278,12 @@ class SearchSnapshot:
         return ObservationIndex.build(tuple(self.observations))
 
     @property
-    def completed(self) -> tuple[Observation, ...]:
+    def completed(self) -> Sequence[Observation]:
         """COMPLETED observations, in order."""
         return self._index.completed
 
     @property
-    def ranked(self) -> tuple[Observation, ...]:
+    def ranked(self) -> Sequence[Observation]:
         """COMPLETED observations, best score first (ties: lower trial number)."""
         return self._index.ranked
 
@@ -298,7 +299,7 @@ class SearchSnapshot:
         return self._index.by_id
 
     @property
-    def arch_hashes(self) -> frozenset[str]:
+    def arch_hashes(self) -> Set[str]:
         """Content hashes of every trial's architecture."""
         return self._index.arch_hashes
 

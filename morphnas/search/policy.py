@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,7 +101,7 @@ class Taken:
     """Content hashes a proposal must avoid: the snapshot's (shared, never copied: a search may
     hold many thousands) and those proposed so far in this call."""
 
-    def __init__(self, stored: frozenset[str]) -> None:
+    def __init__(self, stored: AbstractSet[str]) -> None:
         self._stored = stored
         self._new: set[str] = set()
 
