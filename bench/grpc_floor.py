@@ -9,7 +9,7 @@
    twice, each in a fresh process: with gRPC's default I/O path (EventEngine) and with the one
    ``morphnas serve`` asks for (see morphnas/grpc_io.py).
 2. The same SuggestTrials / ReportTrial work as bench/service.py, called on SearchService
-   directly (no gRPC), at the same search size.
+   directly (no gRPC), at the same search size (medians, and the tails: p95 and p99).
 
 Medians in milliseconds; results also go to bench/results/grpc_floor.txt.
 """
@@ -118,8 +118,15 @@ def service_direct(trials: int, n: int) -> list[str]:
     pair = [a + b for a, b in zip(suggest, report, strict=True)]
     return [
         f"service without gRPC, {trials} trials: suggest {statistics.median(suggest):.3f}  "
-        f"report {statistics.median(report):.3f}  ask+tell {statistics.median(pair):.3f}"
+        f"report {statistics.median(report):.3f}  ask+tell {statistics.median(pair):.3f}",
+        f"  suggest p95 {percentile(suggest, 0.95):.3f} p99 {percentile(suggest, 0.99):.3f}  "
+        f"report p95 {percentile(report, 0.95):.3f} p99 {percentile(report, 0.99):.3f}",
     ]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def main() -> None:
