@@ -58,18 +58,22 @@ class FastStatement:
             raise ValueError("a FastStatement cannot hold expanding (IN-list) parameters")
         self.sql: str = compiled.string
         self._names: tuple[str, ...] = tuple(compiled.positiontup or ())
-        defaults = compiled.construct_params(_check=False)
-        self._defaults: dict[str, Any] = {name: defaults.get(name) for name in self._names}
         binds = compiled.binds
+        # Values the statement holds itself; a parameter without one must be passed each call.
+        defaults = compiled.construct_params(_check=False)
+        self._defaults: dict[str, Any] = {
+            name: defaults.get(name) for name in self._names if not binds[name].required
+        }
         self._bind_processors: tuple[Processor, ...] = tuple(
             _bind_processor(binds[name].type) for name in self._names
         )
         self._any_bind_processor = any(p is not None for p in self._bind_processors)
+        columns = _result_columns(statement)
         self._result_processors: tuple[Processor, ...] = tuple(
-            _result_processor(column.type) for column in _result_columns(statement)
+            _result_processor(column.type) for column in columns
         )
         self._any_result_processor = any(p is not None for p in self._result_processors)
-        self._row_type: Any = None  # a namedtuple of the cursor's columns, made on first use
+        self._row_type: Any = namedtuple("Row", [c.key for c in columns]) if columns else None  # type: ignore[misc]  # noqa: PYI024
 
     # ---------------------------------------------------------------- running
     def rows(self, c: Connection, params: Mapping[str, Any] | None = None) -> list[Any]:
@@ -108,8 +112,8 @@ class FastStatement:
         defaults = self._defaults
         try:
             values = [params[name] if name in params else defaults[name] for name in self._names]
-        except KeyError as missing:  # pragma: no cover - a programming error
-            raise sa_exc.ArgumentError(f"missing parameter {missing}") from None
+        except KeyError as missing:  # a programming error, refused as Core refuses it
+            raise sa_exc.ArgumentError(f"a value is required for parameter {missing}") from None
         if self._any_bind_processor:
             values = [
                 value if process is None or value is None else process(value)
@@ -123,10 +127,7 @@ class FastStatement:
                 value if process is None else process(value)
                 for value, process in zip(raw, self._result_processors, strict=True)
             )
-        row_type = self._row_type
-        if row_type is None:
-            row_type = self._row_type = _row_type(self.statement, len(raw))
-        return row_type._make(raw)
+        return self._row_type._make(raw)
 
 
 def _bind_processor(type_: Any) -> Processor:
@@ -144,10 +145,3 @@ def _result_columns(statement: Any) -> list[Any]:
     if getattr(statement, "_returning", ()):
         return list(statement.exported_columns)
     return []
-
-
-def _row_type(statement: Any, width: int) -> Any:
-    names = [column.key for column in _result_columns(statement)]
-    if len(names) != width:  # pragma: no cover - the compiled SQL and its columns disagree
-        raise AssertionError(f"expected {len(names)} result columns, got {width}")
-    return namedtuple("Row", names)  # type: ignore[misc]  # noqa: PYI024

@@ -132,18 +132,54 @@ def test_report_update_returning_matches_and_counts(sqlite_repo: Repository) -> 
     assert sqlite_repo.get_trial(ids[5]).score == 0.75
 
 
-def test_parameters_are_processed_like_sqlalchemy(sqlite_repo: Repository) -> None:
-    """An integer for a Double column is stored as a float, as through Core."""
-    search_id, ids = _filled(sqlite_repo, n=3)
-    with _engine.transaction(sqlite_repo._engine, write=True) as c:
-        _rows._TRIAL.first(c, {"trial_id": ids[0]})
-        statement = FastStatement(
-            select(trials.c.score).where(
-                trials.c.score == bindparam("score", type_=trials.c.score.type)
-            )
+def test_parameters_are_bound_as_sqlalchemy_binds_them() -> None:
+    """Each hot statement's positional values, defaults and type processing (an int for a
+    Double column becomes a float, a bool becomes 0/1) equal what SQLAlchemy's own execution
+    would send to the driver for the same parameters."""
+    from sqlalchemy.dialects.sqlite import pysqlite
+
+    report = {
+        "trial_id": "t",
+        "reporting_worker": "w",
+        "any_worker": True,
+        "new_state": "COMPLETED",
+        "new_score": 1,
+        "new_reason": "",
+        "new_lease_expires_at": None,
+        "new_updated_at": 5,
+        "new_weights_sha256": "",
+    }
+    insert = dict.fromkeys(_suggest._TRIAL_COLUMNS, 7) | {"id": "t", "operations": "[]"}
+    cases = [
+        (repository_module._REPORT_OPEN, report, None),
+        (_suggest._INSERT_TRIAL, insert, _suggest._TRIAL_COLUMNS),
+        (_suggest._OPEN_TRIALS, {"search_id": "s"}, None),
+        (_suggest._SAVE_COUNT, {"search_id": "s", "trial_count": 3}, None),
+        (_rows._LOCK_SEARCH, {"search_id": "s"}, None),
+    ]
+    dialect = pysqlite.dialect()
+    for fast, params, keys in cases:
+        compiled = fast.statement.compile(
+            dialect=dialect, column_keys=list(keys) if keys is not None else None
         )
-        assert [tuple(r) for r in statement.rows(c, {"score": 0})] == [(0.0,)]
-        assert isinstance(statement.rows(c, {"score": 0})[0].score, float)
+        bound = compiled.construct_params(params)
+        processors = compiled._bind_processors
+        expected = [
+            processors[name](bound[name]) if name in processors else bound[name]
+            for name in compiled.positiontup
+        ]
+        got = fast._positional(params)
+        assert got == expected and [type(v) for v in got] == [type(v) for v in expected]
+    assert isinstance(repository_module._REPORT_OPEN._positional(report)[2], float)
+
+
+def test_a_missing_parameter_is_refused_not_bound_as_null(sqlite_repo: Repository) -> None:
+    search_id, _ = _filled(sqlite_repo, n=1)
+    with _engine.transaction(sqlite_repo._engine, write=True) as c:
+        with pytest.raises(sa_exc.ArgumentError, match="trial_count"):
+            _suggest._SAVE_COUNT.run(c, {"search_id": search_id})
+        # Values the statement holds itself (the states an open trial has) need not be passed.
+        assert _suggest._OPEN_TRIALS.rows(c, {"search_id": search_id}) == []
 
 
 def test_a_duplicate_insert_is_an_already_exists_error(sqlite_repo: Repository) -> None:
