@@ -183,11 +183,11 @@ class ObservationIndex:
     observations that changed, so an ask on a long search costs no pass over all its trials.
     """
 
-    observations: Sequence[Observation]  # by number
-    completed: Sequence[Observation]  # the COMPLETED ones, by number
-    ranked: Sequence[Observation]  # the COMPLETED ones, best score first (ties: lower number)
-    by_id: Mapping[str, Observation]
-    arch_hashes: Set[str]
+    observations: ChunkedSequence[Observation]  # by number
+    completed: ChunkedSequence[Observation]  # the COMPLETED ones, by number
+    ranked: ChunkedSequence[Observation]  # COMPLETED, best score first (ties: lower number)
+    by_id: LayeredMap[str, Observation]
+    arch_hashes: LayeredSet[str]
     open_ids: tuple[str, ...]  # trials not in a final state (ACTIVE or STALE), by number
 
     @classmethod
@@ -216,8 +216,7 @@ class ObservationIndex:
         applied; None if they leave a gap in the numbering or change a final observation."""
         if not changed:
             return self
-        merged = _chunked(self.observations)
-        completed, ranked = _chunked(self.completed), _chunked(self.ranked)
+        merged, completed, ranked = self.observations, self.completed, self.ranked
         changes: dict[str, Observation] = {}
         for o in sorted(changed, key=lambda o: o.number):
             if o.number < len(merged):
@@ -233,7 +232,7 @@ class ObservationIndex:
             if o.state is TrialState.COMPLETED:  # a few binary searches and one chunk copied
                 completed = completed.inserted(o, _number)
                 ranked = ranked.inserted(o, _rank)
-        by_id = _layered(self.by_id).with_changes(changes)
+        by_id = self.by_id.with_changes(changes)
         still_open = [by_id[i] for i in self.open_ids]
         now_open = {o.number: o for o in still_open if o.state not in FINAL_STATES}
         now_open.update((o.number, o) for o in changed if o.state not in FINAL_STATES)
@@ -242,21 +241,9 @@ class ObservationIndex:
             completed,
             ranked,
             by_id,
-            _layered_set(self.arch_hashes).with_added(o.arch_hash for o in changed),
+            self.arch_hashes.with_added(o.arch_hash for o in changed),
             tuple(now_open[n].trial_id for n in sorted(now_open)),
         )
-
-
-def _layered(mapping: Mapping[str, Observation]) -> LayeredMap[str, Observation]:
-    return mapping if isinstance(mapping, LayeredMap) else LayeredMap(dict(mapping))
-
-
-def _layered_set(items: Set[str]) -> LayeredSet[str]:
-    return items if isinstance(items, LayeredSet) else LayeredSet(items)
-
-
-def _chunked(items: Sequence[Observation]) -> ChunkedSequence[Observation]:
-    return items if isinstance(items, ChunkedSequence) else ChunkedSequence(items)
 
 
 @dataclass(frozen=True)
