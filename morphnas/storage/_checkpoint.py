@@ -47,8 +47,8 @@ class WalCheckpointer:
             return
         try:
             while not self._stop.wait(self._interval_s):
-                checkpoint(connection)
-            checkpoint(connection)  # what the last commits wrote
+                checkpoint(connection, self._path)
+            checkpoint(connection, self._path)  # what the last commits wrote
         finally:
             connection.close()
 
@@ -57,9 +57,9 @@ class WalCheckpointer:
         self._thread.join(timeout=10)
 
 
-def checkpoint(connection: sqlite3.Connection) -> None:
+def checkpoint(connection: sqlite3.Connection, path: str) -> None:
     """One PASSIVE checkpoint; a busy database (another checkpoint running) is not an error."""
     try:
         connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     except sqlite3.Error as error:  # e.g. the file was deleted under us: retried next time
-        log.debug("checkpoint of %s skipped: %s", connection, error)
+        log.debug("checkpoint of %s skipped: %s", path, error)

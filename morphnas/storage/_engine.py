@@ -98,7 +98,7 @@ def _sqlite_begin(connection: Connection, *, write: bool) -> None:
 
 def background_checkpoints(engine: Engine) -> WalCheckpointer | None:
     """A WAL checkpointer for a SQLite file engine (None for other databases and in-memory)."""
-    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+    if not is_sqlite(engine) or engine.url.database in (None, "", ":memory:"):
         return None
     return WalCheckpointer(engine.url.database)
 
@@ -116,7 +116,7 @@ def transaction(engine: Engine, *, write: bool) -> Iterator[Connection]:
     """
     with engine.connect() as connection:
         with connection.begin():
-            if engine.dialect.name == "sqlite":
+            if is_sqlite(engine):
                 _sqlite_begin(connection, write=write)
             yield connection
 
