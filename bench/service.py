@@ -3,7 +3,8 @@
     python bench/service.py [--trials 1000] [--measure 200] [--postgres URL] [--grpc-default]
 
 For each backend a real server runs as users run it, a ``morphnas serve --port 0`` process on its
-own database, and one client in this process drives it over the socket, like a remote worker. The search is filled to ``--trials`` completed trials, then
+own database, and one client in this process drives it over the socket, like a remote worker.
+The search is filled to ``--trials`` completed trials, then
 ``--measure`` more ask/tell cycles are timed one call at a time: SuggestTrials, ReportTrial
 without weights (comparable to Optuna's tell), and ReportTrial with the trained weights inlined.
 Every backend is filled first; then their measured cycles run interleaved in blocks of 10, so
