@@ -43,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from morphnas.server.training import run_worker
+    from morphnas.server.worker import run_worker
 
     run_worker(args.db, name=args.name, device=args.device)
     return 0
