@@ -223,5 +223,33 @@ def _wrap(
         finally:
             finish(context, started, failed)
 
-    wrapped = streamed_response if handler.response_streaming else unary_response
+    def callback_response(
+        request: Any, context: grpc.ServicerContext, send: Callable[[Any], None]
+    ) -> None:
+        """A non-blocking stream (see :mod:`morphnas.server.watches`): the call ends when
+        ``send(None)`` is called, maybe on another thread, after the handler returned."""
+        started = time.perf_counter()
+
+        def send_then_finish(response: Any) -> None:
+            send(response)
+            if response is None:
+                finish(context, started, False)
+
+        try:
+            with logs.bound(**logs.ids_of(request)):
+                behavior(request, context, send_then_finish)
+        except BaseException:
+            finish(context, started, True)
+            raise
+
+    wrapped: Callable[..., Any]
+    if getattr(behavior, "experimental_non_blocking", False):
+        # Keep grpc's non-blocking protocol: a generator here would hold a handler thread.
+        callback_response.experimental_non_blocking = True  # type: ignore[attr-defined]
+        callback_response.experimental_thread_pool = getattr(  # type: ignore[attr-defined]
+            behavior, "experimental_thread_pool", None
+        )
+        wrapped = callback_response
+    else:
+        wrapped = streamed_response if handler.response_streaming else unary_response
     return handler._replace(**{field: wrapped})  # type: ignore[attr-defined, no-any-return]
