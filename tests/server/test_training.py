@@ -228,11 +228,8 @@ def test_a_killed_worker_is_replaced_and_the_search_completes(db_url: str) -> No
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_two_workers_on_postgres_never_train_the_same_trial(tmp_path) -> None:
-    from tests.dbs import fresh_postgres_database
-
-    databases = fresh_postgres_database()
-    url = next(databases)
+def test_two_workers_on_postgres_never_train_the_same_trial(postgres_url: str) -> None:
+    url = postgres_url
     server = start_server(url)
     workers = [_start_worker(url), _start_worker(url)]
     try:
@@ -251,7 +248,6 @@ def test_two_workers_on_postgres_never_train_the_same_trial(tmp_path) -> None:
         for w in workers:
             w.wait(60)
         server.stop(0)
-        next(databases, None)
 
 
 def test_an_ask_tell_search_exports_with_identity_normalisation(client: Client) -> None:
