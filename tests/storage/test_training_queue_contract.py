@@ -219,9 +219,7 @@ def test_run_counts_cover_the_runs_trials_only(repo: Repository) -> None:
     search = repo.create_search(make_config(lease_seconds=LEASE))
     [before] = _hand_out(repo, search.id, "early")  # an ask/tell trial before the run
     repo.report(before.id, state=TrialState.COMPLETED, score=0.1, now=T0)
-    run = repo.create_training_run(
-        search.id, dataset="digits", trials=4, budget=BUDGET, now=T0 + 1
-    )
+    run = repo.create_training_run(search.id, dataset="digits", trials=4, budget=BUDGET, now=T0 + 1)
     assert run.first_number == 1
     assert repo.run_counts(run) == {}
     trials: list[Trial] = []
