@@ -72,7 +72,7 @@ def test_a_run_trains_reports_and_exports(client: Client, worker: Worker) -> Non
     best = search.best_trial()
     assert finished["best_trial_id"] == best.id
     run = search.training_run()
-    assert run.state == 3 and run.best_trial_id == best.id  # DONE
+    assert run.state == "DONE" and run.best_trial_id == best.id
     assert 0.5 < run.test_accuracy <= 1.0
 
     blob = search.export_onnx()
