@@ -25,8 +25,11 @@ Methods (``--methods``):
   worker runs one: a temporary SQLite :class:`Repository`, :class:`SearchService`,
   ``create_search`` with the CLI's defaults (seed width/depth, parameter cap), then per trial
   ``suggest`` → the trial's initial (inherited) weights → ``train_trial`` with the run's
-  :class:`TrainConfig` (:func:`morphnas_train_config`, built as ``Worker._train`` builds it from
-  ``morphnas run``'s default budget) → ``progress`` after every epoch (its ``should_stop`` stops
+  :class:`TrainConfig` (:func:`morphnas_train_config`: the recipe's builder when the checkout
+  has it, else as ``Worker._train`` built it before; from
+  ``morphnas run``'s default budget, except its per-trial wall-clock limit, lifted unless
+  ``--trial-max-seconds``: on a busy machine it would cut trials by load, not by compute, and
+  Optuna's trials have none) → ``progress`` after every epoch (its ``should_stop`` stops
   the trial) → ``report`` with the trained weights.
 * ``optuna-tpe``: Optuna ``TPESampler(seed)`` + a pruner (``--pruner median`` (default) or
   ``hyperband``) over a conventional CNN written here in plain torch: 2–5 blocks (conv → BN →
@@ -73,6 +76,7 @@ import math
 import multiprocessing
 import os
 import platform
+import signal
 import statistics
 import sys
 import tempfile
@@ -90,6 +94,8 @@ DEFAULT_METHODS = METHODS
 #: The method the goal is about; "peers" are every other method in the run.
 MAIN = "morphnas-bayesian"
 BATCH_SIZE = 128
+#: The largest per-trial wall-clock limit a TrainingBudget takes: "no limit" for the bench.
+MAX_TRIAL_SECONDS = 7 * 24 * 3600.0
 WEIGHT_DECAY = 1e-2
 
 
@@ -223,6 +229,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="parameter cap of every method (default: morphnas' CLI default)",
     )
+    p.add_argument(
+        "--trial-max-seconds",
+        type=float,
+        default=None,
+        help="morphnas' per-trial wall-clock limit (default: none, the CPU budget is the limit; "
+        "a wall-clock limit would depend on how busy the machine is, and Optuna has none)",
+    )
     p.add_argument("--resume", action="store_true", help="skip searches already in the JSON")
     p.add_argument("--report", action="store_true", help="only re-render table and plot")
     p.add_argument("--quick", action="store_true", help="smoke test: digits, 6 CPU-s, seed 0")
@@ -241,9 +254,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """What makes two runs comparable (``--resume`` reuses only searches with equal settings)."""
     defaults = cli_defaults()
+    defaults["max_seconds"] = args.trial_max_seconds or MAX_TRIAL_SECONDS
     return {
         "max_params": args.max_params or defaults["max_params"],
         "morphnas": defaults,
+        "morphnas_train_config": train_config_builder(),
         "optuna": {
             "pruner": args.pruner,
             "epochs": {
@@ -273,25 +288,41 @@ def prepare(dataset: str, seed: int) -> tuple[Any, Any, Any]:
 # ------------------------------------------------------------------------------------ morphnas
 
 
-def morphnas_train_config(budget: Any, search: Any, trial: Any) -> Any:
+def morphnas_train_config(budget: Any, search: Any, trial: Any, parent: Any) -> Any:
     """The TrainConfig of one morphnas trial: THE place to switch to the product's own builder.
 
-    Today this is ``Worker._train``'s construction, verbatim; when ``morphnas.nn.train`` exposes
-    the function that builds a trial's TrainConfig (the recipe for inherited weights), call it
-    here.
+    With the recipe for inherited weights in the checkout (``morphnas.nn.recipe.recipe_config``)
+    it is used, as the worker uses it (a trial is inherited when its parent has trained
+    weights); without it, ``Worker._train``'s construction from before the recipe, verbatim.
+    :func:`train_config_builder` names which one ran; it goes into the results' settings.
     """
     from morphnas.nn.train import TrainConfig
 
-    return TrainConfig(
-        epochs=budget.epochs,
-        batch_size=budget.batch_size,
-        optimizer=budget.optimizer,
-        lr=budget.learning_rate or None,
-        patience=budget.patience,
-        max_seconds=budget.max_seconds,
-        seed=search.config.seed * 100_003 + trial.number,
-        device=budget.device,
-    )
+    seed = search.config.seed * 100_003 + trial.number
+    try:
+        from morphnas.nn.recipe import recipe_config  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return TrainConfig(
+            epochs=budget.epochs,
+            batch_size=budget.batch_size,
+            optimizer=budget.optimizer,
+            lr=budget.learning_rate or None,
+            patience=budget.patience,
+            max_seconds=budget.max_seconds,
+            seed=seed,
+            device=budget.device,
+        )
+    inherited = parent is not None and parent.has_trained_weights
+    return recipe_config(budget, seed=seed, inherited=inherited, device=budget.device)
+
+
+def train_config_builder() -> str:
+    """Which TrainConfig builder :func:`morphnas_train_config` uses in this checkout."""
+    try:
+        from morphnas.nn.recipe import recipe_config  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
+    except ImportError:
+        return "Worker._train before the recipe (no morphnas.nn.recipe)"
+    return "morphnas.nn.recipe.recipe_config"
 
 
 def run_morphnas(
@@ -357,7 +388,8 @@ def run_morphnas(
                 weights = check_weights(
                     graph, weights_from_bytes(service.weights(trial.id, "initial"))
                 )
-                train_config = morphnas_train_config(run_budget, search, trial)
+                parent = service.get_trial(trial.parent_id) if trial.parent_id else None
+                train_config = morphnas_train_config(run_budget, search, trial, parent)
 
                 def on_epoch(epoch: Any, trial_id: str = trial.id) -> bool:
                     _, stop = service.progress(
@@ -462,7 +494,7 @@ def _result(
         test_accuracy=best.test,
         best_trial=best.trial,
         trials=len(records),
-        completed=sum(r.val is not None for r in records),
+        completed=sum(r.val is not None and r.state in ("COMPLETED", "CUT") for r in records),
         cpu_seconds=used,
         suggest_seconds=suggest,
         suggest_share=suggest / used if used > 0 else 0.0,
@@ -850,7 +882,15 @@ def diagnostics(results: Sequence[SearchResult]) -> list[str]:
         if m.startswith("morphnas"):
             children = [t for t in trials if t.parent is not None and t.best_epoch is not None]
             kept = sum(t.best_epoch == 0 for t in children)
-            extra = f"; children that kept their inherited weights (best epoch 0) {kept}/{len(children)}"
+            stopped: dict[str, int] = {}
+            for t in trials:
+                reason = t.detail.get("stopped")
+                if reason:
+                    stopped[reason] = stopped.get(reason, 0) + 1
+            extra = (
+                f"; children that kept their inherited weights (best epoch 0) "
+                f"{kept}/{len(children)}; trainer's stop reasons {dict(sorted(stopped.items()))}"
+            )
         lines.append(
             f"- {d} {b:g} {m}: states {dict(sorted(states.items()))}; params median "
             f"{params[len(params) // 2]:,} max {params[-1]:,}; epochs/trial "
@@ -870,6 +910,7 @@ def plot(results: Sequence[SearchResult], path: Path) -> None:
     datasets = [d for d in DATASETS if any(k[0] == d for k in by)]
     budgets = sorted({k[1] for k in by})
     colours = dict(zip(METHODS, ("tab:blue", "tab:orange", "tab:green", "tab:red"), strict=True))
+    styles = dict(zip(METHODS, ("-", "--", "-.", ":"), strict=True))
     fig, axes = plt.subplots(
         len(datasets),
         len(budgets),
@@ -890,7 +931,8 @@ def plot(results: Sequence[SearchResult], path: Path) -> None:
                 xs = [t for t, _ in points] + [b]
                 ys = [100 * v for _, v in points] + [100 * points[-1][1]]
                 lows += ys
-                ax.step(xs, ys, where="post", color=colours[m], lw=2, label=f"{m} ({len(rs)})")
+                label = f"{m} ({len(rs)} seed{'s' if len(rs) > 1 else ''})"
+                ax.step(xs, ys, where="post", color=colours[m], ls=styles[m], lw=2, label=label)
             ax.set_title(f"{d}, {b:g} CPU s per search")
             ax.set_xlabel("CPU seconds (one thread)")
             ax.set_ylabel("test acc. of best-by-val model (%)")
@@ -898,7 +940,7 @@ def plot(results: Sequence[SearchResult], path: Path) -> None:
                 ax.set_ylim(max(min(lows) - 1, 0), min(max(lows) + 0.5, 100.2))
             ax.set_xlim(0, b)
             ax.grid(alpha=0.3)
-            ax.legend(loc="lower right", fontsize=8)
+            ax.legend(loc="best", fontsize=8)
     fig.suptitle("equal CPU budget: best-so-far test accuracy, mean over seeds", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -917,6 +959,7 @@ def write_report(payload: dict[str, Any], out: Path) -> str:
         "; no trial starts after the budget; test evaluations are off the clock",
         f"- parameter cap {s['max_params']:,} for every method; morphnas: CLI defaults "
         f"{json.dumps(s['morphnas'])}; optuna: {json.dumps(s['optuna'])}",
+        f"- morphnas trials' TrainConfig: {s.get('morphnas_train_config', '-')}",
         "",
         *table(results),
         "",
@@ -945,6 +988,7 @@ def _load(path: Path) -> dict[str, Any] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     os.environ["OMP_NUM_THREADS"] = "1"
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / "peers.json"
@@ -1010,8 +1054,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_workers=args.jobs, mp_context=context, initializer=_init_child
         ) as pool:
             futures = [pool.submit(run_one, spec, config, args.quiet) for spec in specs]
-            for future in concurrent.futures.as_completed(futures):
-                finished(future.result())
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    finished(future.result())
+            except BaseException:
+                # Interrupted (Ctrl-C, SIGTERM) or a search failed: end the running searches too.
+                for process in list(getattr(pool, "_processes", {}).values()):
+                    process.terminate()
+                raise
     print("\n" + write_report(save(), args.out), flush=True)
     print(f"wrote {json_path}, {args.out / 'peers.md'}, {args.out / 'peers.png'}", flush=True)
     return 0
