@@ -855,9 +855,21 @@ def verdict(results: Sequence[SearchResult]) -> list[str]:
             peer, target = max(peers.items(), key=lambda kv: kv[1])
             gap = 100 * (own - target)
             where = "ahead of" if gap > 0 else ("level with" if gap == 0 else "BEHIND")
-            reach = next((t for t, v in mean_curve(main) if v >= target), None)
+            curve = mean_curve(main)
+            reach = next((t for t, v in curve if v >= target), None)
+            # From when on it stays there (a later best-by-validation model may test lower).
+            hold = None
+            for t, v in reversed(curve):
+                if v < target:
+                    break
+                hold = t
             when = (
-                f"reaches it at {reach:.0f} CPU s ({100 * reach / b:.0f} % of the budget)"
+                f"first reaches it at {reach:.0f} CPU s ({100 * reach / b:.0f} % of the budget)"
+                + (
+                    f" and holds it from {hold:.0f} CPU s ({100 * hold / b:.0f} %)"
+                    if hold is not None
+                    else ", but ends below it"
+                )
                 if reach is not None
                 else "never reaches it"
             )
