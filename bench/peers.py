@@ -44,8 +44,9 @@ Methods (``--methods``):
   kept). A sampled network over the parameter cap is pruned before training (its CPU counts).
 * ``optuna-tpe-short``: the same with ``--optuna-short-epochs`` (default 5) epochs per trial.
 
-Median or Hyperband: the default is ``MedianPruner(n_startup_trials=5, n_warmup_steps=2)``, as in
-the outside measurement and Optuna's tutorials; with the budgets here (a few dozen trials)
+Median or Hyperband: the default is ``MedianPruner(n_startup_trials=5, n_warmup_steps=2)`` (a
+trial can be pruned from its 2nd epoch on, once 5 trials have finished), the pruner of the
+outside measurement and of Optuna's tutorials; with the budgets here (a few dozen trials)
 Hyperband's brackets barely fill. ``--pruner hyperband`` runs ``HyperbandPruner(min_resource=1,
 max_resource=epochs, reduction_factor=3)`` for comparison.
 
