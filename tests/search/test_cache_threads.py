@@ -34,7 +34,7 @@ from morphnas.search.surrogate import Surrogate
 from tests.search import synthetic
 
 THREADS = 12
-SEARCHES = 16
+SEARCHES = 12
 ROUNDS = 2  # each search is worked through this many times, in shuffled order
 MLPS, MLP_DEPTH = 8, 24
 
