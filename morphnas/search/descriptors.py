@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from operator import attrgetter
 from typing import TYPE_CHECKING
 
@@ -119,14 +119,8 @@ class Descriptor:
     tokens: np.ndarray  # (L, 4)
     skips: np.ndarray  # (M, 3)
     token_ids: np.ndarray  # (L,) token codes (encode_tokens)
-
-    @cached_property
-    def layer_key(self) -> bytes:
-        return self.tokens.tobytes()
-
-    @cached_property
-    def skip_key(self) -> bytes:
-        return self.skips.tobytes()
+    layer_key: bytes  # tokens.tobytes(): the main chain's signature
+    skip_key: bytes  # skips.tobytes(): the skip set's signature
 
 
 def _depths(graph: Graph) -> dict[str, int]:
@@ -213,8 +207,14 @@ def describe(graph: Graph, key: str | None = None) -> Descriptor:
     tokens = np.array(
         [(kind_id(layer.kind), *_attrs(layer)) for layer in chain], dtype=np.float64
     ).reshape(len(chain), 1 + len(ATTRS))
+    skips = _skips(graph, _depths(graph))
     return Descriptor(
-        key or structural_key(graph), tokens, _skips(graph, _depths(graph)), encode_tokens(tokens)
+        key or structural_key(graph),
+        tokens,
+        skips,
+        encode_tokens(tokens),
+        tokens.tobytes(),
+        skips.tobytes(),
     )
 
 

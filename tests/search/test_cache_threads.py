@@ -29,7 +29,15 @@ from morphnas.core.morphs import Wider, neighbourhood
 from morphnas.core.records import SearchConfig
 from morphnas.search import propose
 from morphnas.search.cache import SearchCache
-from morphnas.search.descriptors import ATTRS, Descriptor, descriptor, parse
+from morphnas.search.descriptors import (
+    ATTRS,
+    Descriptor,
+    decode_tokens,
+    descriptor,
+    encode_tokens,
+    kind_id,
+    parse,
+)
 from morphnas.search.surrogate import Surrogate
 from tests.search import synthetic
 
@@ -190,3 +198,35 @@ def test_threads_sharing_one_cache_get_what_one_thread_with_a_fresh_cache_gets(
     stats = shared.stats()
     assert stats["distance_layers"].hits > 0 and stats["parsed"].hits > 0
     assert all(s.entries <= s.capacity for s in stats.values())
+
+
+def test_token_ids_do_not_depend_on_which_thread_met_them_first(
+    tiny_switch_interval: None,
+) -> None:
+    """8 threads encode thousands of tokens never seen before, at once: each id stands for its
+    own token, and is the id one thread meeting them in another order gives."""
+    rng = np.random.default_rng(1)
+    count = 2000
+    batches = [
+        np.column_stack(
+            [
+                np.full(count, kind_id("dense")),
+                rng.permutation(np.arange(1, MAX_UNITS + 1))[:count],
+                np.zeros(count),
+                np.zeros(count),
+            ]
+        ).astype(np.float64)
+        for _ in range(8)
+    ]
+    start = threading.Barrier(len(batches))
+
+    def encode(tokens: np.ndarray) -> np.ndarray:
+        start.wait()
+        return encode_tokens(tokens)
+
+    with ThreadPoolExecutor(len(batches)) as pool:
+        threaded = list(pool.map(encode, batches))
+    for tokens, ids in zip(batches, threaded, strict=True):
+        assert np.array_equal(decode_tokens(ids), tokens)
+        order = rng.permutation(count)
+        assert np.array_equal(encode_tokens(tokens[order]), ids[order])
