@@ -16,6 +16,10 @@ Every proposal is new (its content hash differs from every trial in the snapshot
 other proposals of the call) and respects the size caps. Randomness comes from a numpy Generator
 seeded with ``(config.seed, number of trials in the snapshot)``, so the same snapshot gives the
 same proposals — unless the wall-clock budget cuts the tree search short, which is logged.
+
+What the search remembers between calls lives in the :class:`~morphnas.search.cache.SearchCache`
+passed in (the server builds one and shares it between its threads); a fresh cache gives the same
+proposals, more slowly.
 """
 
 from __future__ import annotations
@@ -33,10 +37,10 @@ from morphnas.core.graph import Graph
 from morphnas.core.morphs import Morph, sample_morph
 from morphnas.core.records import Observation, Policy, SearchSnapshot
 from morphnas.core.seeds import seed_graph
-from morphnas.search import acquisition, descriptors, surrogate
+from morphnas.search import surrogate
 from morphnas.search.acquisition import Constraints, Node, architecture_key, tree_search, ucb
+from morphnas.search.cache import SearchCache
 from morphnas.search.descriptors import Descriptor, descriptor, parse
-from morphnas.search.distance import DISTANCES
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +63,19 @@ def propose(
     *,
     time_budget_s: float = 1.0,
     max_expansions: int | None = None,
+    cache: SearchCache | None = None,
 ) -> list[Proposal]:
     """Up to ``count`` new architectures for this search (fewer only if none can be found).
 
     The tree search of each proposal stops after ``max_expansions`` expansions (a budget of
     work, so the answer depends only on the snapshot and the seed), or at the annealing limit,
     or, as a safety net, when ``time_budget_s`` is spent (then the answer depends on the
-    machine's speed; that is logged).
+    machine's speed; that is logged). ``cache``: the cache shared by the calls of a process
+    (a fresh one when not given: the same answer, more slowly).
     """
     if count < 1:
         return []
+    cache = cache if cache is not None else SearchCache()
     config = snapshot.search.config
     rng = np.random.default_rng([config.seed % 2**63, len(snapshot.observations)])
     taken = Taken(snapshot.arch_hashes)
@@ -82,16 +89,8 @@ def propose(
     if not completed:
         return _bootstrap(snapshot, count, rng, taken, constraints)
     if config.policy is Policy.RANDOM:
-        return _random(snapshot.ranked, count, rng, taken, constraints)
-    return _bayesian(snapshot, count, rng, taken, constraints, deadline, max_expansions)
-
-
-def clear_caches() -> None:
-    """Forget every cache of the search package (what a restart does; results do not change)."""
-    descriptors.clear()
-    DISTANCES.clear()
-    surrogate.clear()
-    acquisition.clear()
+        return _random(snapshot.ranked, count, rng, taken, constraints, cache)
+    return _bayesian(snapshot, count, rng, taken, constraints, deadline, cache, max_expansions)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -151,7 +150,7 @@ def _random_path(
 
 
 def _random_step(
-    graph: Graph, rng: np.random.Generator, taken: Taken
+    graph: Graph, rng: np.random.Generator, taken: Taken, cache: SearchCache
 ) -> tuple[tuple[Morph, ...], Graph] | None:
     """``_random_path(graph, 1, rng)``, except that a morph whose child is known, from an
     earlier draw of the same morph of this (immutable) graph, to be taken already is not
@@ -165,7 +164,7 @@ def _random_step(
         op = sample_morph(graph, rng)
     except InvalidArgumentError:
         return None
-    known: dict[Morph, str] = graph.__dict__.setdefault("_child_hashes", {})
+    known = cache.child_hashes.get_or(graph, dict)
     seen = known.get(op)
     if seen is not None and seen in taken:
         return None
@@ -215,13 +214,14 @@ def _random_one(
     rng: np.random.Generator,
     taken: Taken,
     constraints: Constraints,
+    cache: SearchCache,
 ) -> Proposal | None:
     cdf = _rank_cdf(len(ranked))
     for attempt in range(RANDOM_ATTEMPTS):
         parent = ranked[int(cdf.searchsorted(rng.random(), side="right"))]
         # One morph normally; two once one-step neighbours keep colliding.
         if attempt < RANDOM_ATTEMPTS // 2:
-            drawn = _random_step(_graph(parent), rng, taken)
+            drawn = _random_step(_graph(parent), rng, taken, cache)
         else:
             drawn = _random_path(_graph(parent), 2, rng)
         if drawn is not None and _accept(drawn[1], taken, constraints):
@@ -235,11 +235,12 @@ def _random(
     rng: np.random.Generator,
     taken: Taken,
     constraints: Constraints,
+    cache: SearchCache,
 ) -> list[Proposal]:
     """``ranked``: the completed trials, best first (``SearchSnapshot.ranked``)."""
     proposals: list[Proposal] = []
     for _ in range(count):
-        proposal = _random_one(ranked, rng, taken, constraints)
+        proposal = _random_one(ranked, rng, taken, constraints, cache)
         if proposal is None:
             break
         proposals.append(proposal)
@@ -262,17 +263,17 @@ class _Points:
     trial_ids: list[str]  # the best-scoring trial of each architecture
 
 
-def _points(completed: Sequence[Observation]) -> _Points:
+def _points(completed: Sequence[Observation], cache: SearchCache) -> _Points:
     groups: dict[str, list[Observation]] = {}
     for o in sorted(completed, key=lambda o: o.number):
-        groups.setdefault(parse(o.architecture)[1].key, []).append(o)
+        groups.setdefault(parse(o.architecture, cache)[1].key, []).append(o)
     graphs, descs, keys, scores, counts, ids = [], [], [], [], [], []
     for members in groups.values():
         best = _ranked(members)[0] if len(members) > 1 else members[0]
-        graph, desc = parse(best.architecture)
+        graph, desc = parse(best.architecture, cache)
         graphs.append(graph)
         descs.append(desc)
-        keys.append(architecture_key(best.architecture))
+        keys.append(architecture_key(best.architecture, cache))
         if len(members) > 1:
             scores.append(float(np.mean([float(m.score or 0.0) for m in members])))
         else:
@@ -289,15 +290,16 @@ def _bayesian(
     taken: Taken,
     constraints: Constraints,
     deadline: float,
+    cache: SearchCache,
     max_expansions: int | None = None,
 ) -> list[Proposal]:
     config = snapshot.search.config
-    points = _points(snapshot.completed)
-    model = surrogate.Surrogate(points.descriptors, points.scores, points.counts)
-    excluded = {parse(o.architecture)[1].key for o in snapshot.observations}
+    points = _points(snapshot.completed, cache)
+    model = surrogate.Surrogate(points.descriptors, points.scores, points.counts, cache)
+    excluded = {parse(o.architecture, cache)[1].key for o in snapshot.observations}
     pending = {
         desc.key: desc
-        for desc in (parse(o.architecture)[1] for o in snapshot.pending)
+        for desc in (parse(o.architecture, cache)[1] for o in snapshot.pending)
         if desc.key not in model.point_keys
     }
     model.add_fantasies(list(pending.values()))
@@ -334,6 +336,7 @@ def _bayesian(
                 start + budget * (k + 1) / count,
                 config.seed % 2**63,
                 max_expansions=max_expansions,
+                cache=cache,
             )
             if found is None:
                 break
@@ -351,12 +354,12 @@ def _bayesian(
                 break
             excluded.add(found.node.descriptor.key)
         if proposal is None:
-            proposal = _random_one(ranked, rng, taken, constraints)
+            proposal = _random_one(ranked, rng, taken, constraints, cache)
             if proposal is None:
                 break
         proposals.append(proposal)
         taken.add(proposal.graph.content_hash)
-        excluded.add(descriptor(proposal.graph).key)
+        excluded.add(descriptor(proposal.graph, cache=cache).key)
         if k + 1 < count:
-            model.add_fantasies([descriptor(proposal.graph)])
+            model.add_fantasies([descriptor(proposal.graph, cache=cache)])
     return proposals
