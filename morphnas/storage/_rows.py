@@ -10,11 +10,10 @@ import json
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Row, delete, insert, select, update
 
 from morphnas.core.errors import NotFoundError
 from morphnas.core.records import Policy, Search, SearchConfig, Trial, TrialState
-from morphnas.storage._fast import FastStatement
 from morphnas.storage._tables import searches, trial_weights, trials
 
 
@@ -44,23 +43,18 @@ def put_weights(c: Connection, trial_id: str, kind: str, data: bytes, sha: str) 
 
 def insert_weights(c: Connection, trial_id: str, kind: str, data: bytes, sha: str) -> None:
     """Store a trial's weights of one kind it has none of yet."""
-    _INSERT_WEIGHTS.run(
-        c,
-        {"trial_id": trial_id, "kind": kind, "sha256": sha, "size": len(data), "data": bytes(data)},
+    c.execute(
+        insert(trial_weights).values(
+            trial_id=trial_id, kind=kind, sha256=sha, size=len(data), data=bytes(data)
+        )
     )
 
 
-_INSERT_WEIGHTS = FastStatement(
-    insert(trial_weights), column_keys=("trial_id", "kind", "sha256", "size", "data")
-)
-
-
-_TRIAL = FastStatement(select(trials).where(trials.c.id == bindparam("trial_id")))
-_LOCK_TRIAL = FastStatement(_TRIAL.statement.with_for_update(key_share=True))
-
-
 def trial_row(c: Connection, trial_id: str, *, lock: bool = False) -> Row[Any]:
-    row = (_LOCK_TRIAL if lock else _TRIAL).first(c, {"trial_id": trial_id})
+    query = select(trials).where(trials.c.id == trial_id)
+    if lock:
+        query = query.with_for_update(key_share=True)
+    row = c.execute(query).first()
     if row is None:
         raise NotFoundError(f"no trial {trial_id!r}")
     return row
@@ -97,20 +91,18 @@ def trial_record(row: Row[Any]) -> Trial:
 
 
 # ---------------------------------------------------------------------- search helpers
-_SEARCH = FastStatement(select(searches).where(searches.c.id == bindparam("search_id")))
-# A row lock (a no-op on SQLite, where a writing unit of work holds the database's lock).
-_LOCK_SEARCH = FastStatement(_SEARCH.statement.with_for_update(key_share=True))
-
-
 def search_row(c: Connection, search_id: str) -> Search:
-    row = _SEARCH.first(c, {"search_id": search_id})
+    row = c.execute(select(searches).where(searches.c.id == search_id)).first()
     if row is None:
         raise NotFoundError(f"no search {search_id!r}")
     return search_record(row)
 
 
 def lock_search(c: Connection, search_id: str) -> Search:
-    row = _LOCK_SEARCH.first(c, {"search_id": search_id})
+    """The search, row-locked until the transaction ends (``FOR NO KEY UPDATE`` on PostgreSQL;
+    a no-op on SQLite, where a writing unit of work holds the database's lock)."""
+    query = select(searches).where(searches.c.id == search_id).with_for_update(key_share=True)
+    row = c.execute(query).first()
     if row is None:
         raise NotFoundError(f"no search {search_id!r}")
     return search_record(row)
