@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -35,7 +34,6 @@ from morphnas.core.errors import (
 from morphnas.core.graph import Graph
 from morphnas.core.morphs import apply_path
 from morphnas.core.records import (
-    FINAL_STATES,
     Measurement,
     NewTrial,
     Search,
@@ -318,16 +316,8 @@ class SearchService:
         weights_sha256: str = "",
         worker_id: str = "",
     ) -> Trial:
+        """Store a trial's final result (the state and score rules are the repository's)."""
         trial_id = _id(trial_id, "trial_id")
-        if state not in FINAL_STATES:
-            raise InvalidArgumentError(
-                f"a report sets state COMPLETED, FAILED or INFEASIBLE, not {state.value}"
-            )
-        if state is TrialState.COMPLETED:
-            if score is None or not math.isfinite(score):
-                raise InvalidArgumentError(f"a COMPLETED report needs a finite score, got {score}")
-        elif score is not None and not math.isfinite(score):
-            raise InvalidArgumentError(f"score must be finite, got {score}")
         if len(reason) > 10_000:
             raise InvalidArgumentError("reason must be at most 10,000 characters")
         blob = None
@@ -387,12 +377,7 @@ class SearchService:
         return digest
 
     def progress(self, trial_id: str, step: int, value: float, name: str) -> tuple[Trial, bool]:
-        if step < 0:
-            raise InvalidArgumentError(f"step must be >= 0, got {step}")
-        if not math.isfinite(value):
-            raise InvalidArgumentError(f"value must be finite, got {value}")
-        if len(name) > 100:
-            raise InvalidArgumentError("name must be at most 100 characters")
+        """Store an intermediate value (the repository checks it); returns (trial, should_stop)."""
         return self.repo.add_measurement(
             _id(trial_id, "trial_id"), step, value, name or "objective"
         )

@@ -36,6 +36,7 @@ from morphnas.core.errors import (
 from morphnas.core.graph import Graph
 from morphnas.core.records import (
     BUILTIN_DATASETS,
+    FINAL_STATES,
     DatasetInfo,
     RunState,
     Search,
@@ -434,10 +435,7 @@ class Worker:
 
     def _finish_if_done(self, run: TrainingRun, search: Search) -> None:
         counts = self.repo.run_counts(run)
-        final = sum(
-            counts.get(s, 0)
-            for s in (TrialState.COMPLETED, TrialState.FAILED, TrialState.INFEASIBLE)
-        )
+        final = sum(counts.get(s, 0) for s in FINAL_STATES)
         if final < run.trials or counts.get(TrialState.ACTIVE, 0):
             return
         best_id, test_accuracy = self._evaluate_best(run, search)
