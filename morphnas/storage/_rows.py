@@ -1,6 +1,8 @@
 """Rows to records and back, and the row-level steps that several units of work share.
 
 Private to ``morphnas.storage``: callers pass an open connection (the unit of work is theirs).
+The statements of the ask/tell path are built once, with bound parameters: building a statement
+costs more Python than SQLite takes to run it (SQLAlchemy caches the compiled form by statement).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import json
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, insert, select, update
 
 from morphnas.core.errors import NotFoundError
 from morphnas.core.records import Policy, Search, SearchConfig, Trial, TrialState
@@ -44,17 +46,18 @@ def put_weights(c: Connection, trial_id: str, kind: str, data: bytes, sha: str) 
 def insert_weights(c: Connection, trial_id: str, kind: str, data: bytes, sha: str) -> None:
     """Store a trial's weights of one kind it has none of yet."""
     c.execute(
-        insert(trial_weights).values(
-            trial_id=trial_id, kind=kind, sha256=sha, size=len(data), data=bytes(data)
-        )
+        _INSERT_WEIGHTS,
+        {"trial_id": trial_id, "kind": kind, "sha256": sha, "size": len(data), "data": bytes(data)},
     )
 
 
+_INSERT_WEIGHTS = insert(trial_weights)
+_TRIAL = select(trials).where(trials.c.id == bindparam("trial_id"))
+_LOCK_TRIAL = _TRIAL.with_for_update(key_share=True)
+
+
 def trial_row(c: Connection, trial_id: str, *, lock: bool = False) -> Row[Any]:
-    query = select(trials).where(trials.c.id == trial_id)
-    if lock:
-        query = query.with_for_update(key_share=True)
-    row = c.execute(query).first()
+    row = c.execute(_LOCK_TRIAL if lock else _TRIAL, {"trial_id": trial_id}).first()
     if row is None:
         raise NotFoundError(f"no trial {trial_id!r}")
     return row
@@ -91,8 +94,12 @@ def trial_record(row: Row[Any]) -> Trial:
 
 
 # ---------------------------------------------------------------------- search helpers
+_SEARCH = select(searches).where(searches.c.id == bindparam("search_id"))
+_LOCK_SEARCH = _SEARCH.with_for_update(key_share=True)
+
+
 def search_row(c: Connection, search_id: str) -> Search:
-    row = c.execute(select(searches).where(searches.c.id == search_id)).first()
+    row = c.execute(_SEARCH, {"search_id": search_id}).first()
     if row is None:
         raise NotFoundError(f"no search {search_id!r}")
     return search_record(row)
@@ -101,8 +108,7 @@ def search_row(c: Connection, search_id: str) -> Search:
 def lock_search(c: Connection, search_id: str) -> Search:
     """The search, row-locked until the transaction ends (``FOR NO KEY UPDATE`` on PostgreSQL;
     a no-op on SQLite, where a writing unit of work holds the database's lock)."""
-    query = select(searches).where(searches.c.id == search_id).with_for_update(key_share=True)
-    row = c.execute(query).first()
+    row = c.execute(_LOCK_SEARCH, {"search_id": search_id}).first()
     if row is None:
         raise NotFoundError(f"no search {search_id!r}")
     return search_record(row)

@@ -36,7 +36,7 @@ from collections.abc import Container, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Connection, insert, literal, select, update
+from sqlalchemy import Connection, bindparam, insert, literal, select, update
 
 from morphnas.core.errors import (
     FailedPreconditionError,
@@ -130,7 +130,7 @@ def store_plan(
 
 @dataclass(frozen=True)
 class OpenTrials:
-    """Ids of a search's open trials, by what ``suggest`` does with them (each in number order).
+    """Ids of a search's open trials, by what an ask does with them (each in number order).
 
     ``held``: ACTIVE with a live lease, leased to the asking worker. ``expired``: ACTIVE whose
     lease ran out (they turn STALE now). STALE trials not handed out again yet and the expired
@@ -145,7 +145,9 @@ class OpenTrials:
     def read(cls, c: Connection, ask: Ask) -> OpenTrials:
         # Sorted here, not by ORDER BY: ordering by number makes SQLite walk every trial of
         # the search through the (search_id, number) index instead of the few open ones.
-        rows = sorted(c.execute(_open_trials(ask.search_id)).all(), key=lambda row: row.number)
+        rows = sorted(
+            c.execute(_OPEN_TRIALS, {"search_id": ask.search_id}).all(), key=lambda row: row.number
+        )
         held: list[str] = []
         expired: list[str] = []
         reissuable: list[str] = []
@@ -160,14 +162,20 @@ class OpenTrials:
         return cls(held, expired, reissuable)
 
 
-def _open_trials(search_id: str) -> Any:
-    return select(
-        trials.c.number, trials.c.id, trials.c.state, trials.c.worker_id, trials.c.lease_expires_at
-    ).where(
-        trials.c.search_id == search_id,
-        trials.c.state.in_([TrialState.ACTIVE.value, TrialState.STALE.value]),
-        trials.c.reissued_as.is_(None),
-    )
+# Statements of every ask, built once (building one costs more than SQLite takes to run it).
+_OPEN_TRIALS = select(
+    trials.c.number, trials.c.id, trials.c.state, trials.c.worker_id, trials.c.lease_expires_at
+).where(
+    trials.c.search_id == bindparam("search_id"),
+    trials.c.state.in_([TrialState.ACTIVE.value, TrialState.STALE.value]),
+    trials.c.reissued_as.is_(None),
+)
+_INSERT_TRIAL = insert(trials)
+_SAVE_COUNT = (
+    update(searches)
+    .where(searches.c.id == bindparam("search_id"))
+    .values(trial_count=bindparam("trial_count"))
+)
 
 
 def _full_trials(c: Connection, ids: Sequence[str]) -> list[Trial]:
@@ -263,9 +271,7 @@ class Issuer:
     def save_count(self) -> None:
         if self.next_number != self.search.trial_count:
             self.c.execute(
-                update(searches)
-                .where(searches.c.id == self.search.id)
-                .values(trial_count=self.next_number)
+                _SAVE_COUNT, {"search_id": self.search.id, "trial_count": self.next_number}
             )
 
     def _insert(
@@ -294,7 +300,7 @@ class Issuer:
             num_params=num_params,
         )
         self.c.execute(
-            insert(trials),
+            _INSERT_TRIAL,
             {
                 "id": trial.id,
                 "search_id": trial.search_id,

@@ -484,7 +484,7 @@ class Repository(TrainingStorage):
             if weights is not None:
                 put_weights(c, trial_id, "trained", weights, sha)
                 # Staged uploads of this trial are spent (others go in drop_spent_staged_weights).
-                c.execute(delete(staged_weights).where(staged_weights.c.trial_id == trial_id))
+                c.execute(_DROP_STAGED, {"trial_id": trial_id})
             return trial_record(row), True
 
         return self._unit(work, write=True)
@@ -591,6 +591,9 @@ _REPORT_OPEN = (
     .values({name: bindparam(f"new_{name}") for name in _REPORTED_COLUMNS})
     .returning(*trials.c)
 )
+
+
+_DROP_STAGED = delete(staged_weights).where(staged_weights.c.trial_id == bindparam("trial_id"))
 
 
 def _reported_score(state: TrialState, score: float | None) -> float | None:
