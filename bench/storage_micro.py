@@ -7,10 +7,11 @@ Fills one search with ``--trials`` completed trials (realistic ~3 KB architectur
 
 * ``report``: a worker reports a COMPLETED score for an ACTIVE trial (no weights, and with
   ~100 KB trained weights);
-* ``suggest``: lock, expire, load every observation into a snapshot, store one new trial (the
-  policy is a stub, so this is the storage share of an ask);
-* ``report under load``: 4 worker threads ask (a policy that takes ``--propose-ms`` under the
-  search lock), "train" for 20 ms and report; the reports' latency shows what the lock costs.
+* ``suggest``: the ask protocol (``suggest_trials``): read a snapshot of every observation, run
+  the policy (a stub, so this is the storage share of an ask), then lock, expire and store one
+  new trial;
+* ``report under load``: 4 worker threads ask (a policy that takes ``--propose-ms``, outside
+  any transaction), "train" for 20 ms and report; the reports' latency shows what asks cost them.
 
 Prints p50/p95 in milliseconds. SQLite runs in a temporary file; PostgreSQL in a temporary
 database created next to ``--postgres`` (default: MORPHNAS_TEST_POSTGRES_URL or the local one),
@@ -34,6 +35,7 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 
 from morphnas.core.records import NewTrial, SearchConfig, SearchSnapshot, TrialState
+from morphnas.server.service import suggest_trials
 from morphnas.storage import Repository
 
 ARCH = json.dumps({"layers": [{"name": f"l{i}", "kind": "conv", "width": 64} for i in range(60)]})
@@ -69,10 +71,12 @@ def bench(url: str, trials: int, label: str, propose_s: float) -> None:
         SearchConfig(name="bench", input_shape=(40,), num_classes=10, max_trials=100_000)
     )
     for _ in range(trials // 50):
-        for t in repo.suggest(search.id, "", 50, stub_policy):
+        for t in suggest_trials(repo, search.id, "", 50, stub_policy):
             repo.report(t.id, state=TrialState.COMPLETED, score=0.5)
 
-    pending = iter(repo.suggest(search.id, "", 200, stub_policy))
+    pending = iter(
+        [t for _ in range(4) for t in suggest_trials(repo, search.id, "", 50, stub_policy)]
+    )
     report_plain = timed(
         100,
         lambda: repo.report(next(pending).id, state=TrialState.COMPLETED, score=0.5),
@@ -83,7 +87,7 @@ def bench(url: str, trials: int, label: str, propose_s: float) -> None:
             next(pending).id, state=TrialState.COMPLETED, score=0.5, weights=WEIGHTS
         ),
     )
-    suggest = timed(50, lambda: repo.suggest(search.id, "", 1, stub_policy))
+    suggest = timed(50, lambda: suggest_trials(repo, search.id, "", 1, stub_policy))
     loaded = reports_under_load(repo, search.id, propose_s)
     n = repo.count_trials(search.id)
     print(f"[{label}] {n} trials in the search")
@@ -104,7 +108,7 @@ def reports_under_load(repo: Repository, search_id: str, propose_s: float) -> li
 
     def worker(index: int) -> None:
         for _ in range(15):
-            (trial,) = repo.suggest(search_id, f"w{index}", 1, slow_policy)
+            (trial,) = suggest_trials(repo, search_id, f"w{index}", 1, slow_policy)
             time.sleep(0.02)
             start = time.perf_counter()
             repo.report(trial.id, state=TrialState.COMPLETED, score=0.5, worker_id=f"w{index}")

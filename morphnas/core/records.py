@@ -6,15 +6,15 @@ No ORM rows or protos leave their folders; these frozen dataclasses are what mov
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
 from morphnas.core.errors import InvalidArgumentError
-from morphnas.core.persistent import ChunkedSequence, LayeredMap, LayeredSet
 
 MAX_CLASSES = 100_000
 DEFAULT_LEASE_SECONDS = 600.0
@@ -29,9 +29,10 @@ class TrialState(StrEnum):
     INFEASIBLE = "INFEASIBLE"  # the architecture cannot be trained as asked
     STALE = "STALE"  # the lease expired; the architecture was handed out again
 
-    @property
-    def is_final(self) -> bool:
-        return self is not TrialState.ACTIVE
+
+#: States a trial never leaves, the ones a report sets (STALE is not one: a late worker may
+#: still report it).
+FINAL_STATES = frozenset({TrialState.COMPLETED, TrialState.FAILED, TrialState.INFEASIBLE})
 
 
 class Policy(StrEnum):
@@ -162,10 +163,6 @@ class Observation:
     has_trained_weights: bool = False  # a report stored the trained weights
 
 
-#: States a trial never leaves (STALE is not one: a late worker may still report it).
-FINAL_STATES = frozenset({TrialState.COMPLETED, TrialState.FAILED, TrialState.INFEASIBLE})
-
-
 def _number(observation: Observation) -> int:
     return observation.number
 
@@ -175,19 +172,28 @@ def _rank(observation: Observation) -> tuple[float, int]:
     return (-(observation.score or 0.0), observation.number)
 
 
+def _inserted(
+    ordered: tuple[Observation, ...], new: Sequence[Observation], key: Any
+) -> tuple[Observation, ...]:
+    grown = list(ordered)
+    for o in new:
+        bisect.insort(grown, o, key=key)
+    return tuple(grown)
+
+
 @dataclass(frozen=True, eq=False)
 class ObservationIndex:
     """A search's observations, numbered 0..n-1, with the lookups every ask needs.
 
     Built once with :meth:`of`, then kept up to date with :meth:`updated` from just the
-    observations that changed, so an ask on a long search costs no pass over all its trials.
+    observations that changed (one copy of each collection, no sort or filter over all trials).
     """
 
-    observations: ChunkedSequence[Observation]  # by number
-    completed: ChunkedSequence[Observation]  # the COMPLETED ones, by number
-    ranked: ChunkedSequence[Observation]  # COMPLETED, best score first (ties: lower number)
-    by_id: LayeredMap[str, Observation]
-    arch_hashes: LayeredSet[str]
+    observations: tuple[Observation, ...]  # by number
+    completed: tuple[Observation, ...]  # the COMPLETED ones, by number
+    ranked: tuple[Observation, ...]  # the COMPLETED ones, best score first (ties: lower number)
+    by_id: Mapping[str, Observation]  # do not modify
+    arch_hashes: frozenset[str]
     open_ids: tuple[str, ...]  # trials not in a final state (ACTIVE or STALE), by number
 
     @classmethod
@@ -201,13 +207,14 @@ class ObservationIndex:
     @classmethod
     def build(cls, observations: Sequence[Observation]) -> ObservationIndex:
         """The lookups of ``observations`` in the order given (numbering is not checked)."""
-        completed = [o for o in observations if o.state is TrialState.COMPLETED]
+        observations = tuple(observations)
+        completed = tuple([o for o in observations if o.state is TrialState.COMPLETED])
         return cls(
-            ChunkedSequence(observations),
-            ChunkedSequence(completed),
-            ChunkedSequence(sorted(completed, key=_rank)),
-            LayeredMap({o.trial_id: o for o in observations}),
-            LayeredSet(o.arch_hash for o in observations),
+            observations,
+            completed,
+            tuple(sorted(completed, key=_rank)),
+            {o.trial_id: o for o in observations},
+            frozenset(o.arch_hash for o in observations),
             tuple([o.trial_id for o in observations if o.state not in FINAL_STATES]),
         )
 
@@ -216,32 +223,35 @@ class ObservationIndex:
         applied; None if they leave a gap in the numbering or change a final observation."""
         if not changed:
             return self
-        merged, completed, ranked = self.observations, self.completed, self.ranked
-        changes: dict[str, Observation] = {}
+        merged = list(self.observations)
+        by_id = dict(self.by_id)
+        newly_completed: list[Observation] = []
         for o in sorted(changed, key=lambda o: o.number):
             if o.number < len(merged):
                 old = merged[o.number]
                 if old.trial_id != o.trial_id or old.state in FINAL_STATES:
                     return None
-                merged = merged.replaced(o.number, o)
+                merged[o.number] = o
             elif o.number == len(merged):
-                merged = merged.appended(o)
+                merged.append(o)
             else:
                 return None
-            changes[o.trial_id] = o
-            if o.state is TrialState.COMPLETED:  # a few binary searches and one chunk copied
-                completed = completed.inserted(o, _number)
-                ranked = ranked.inserted(o, _rank)
-        by_id = self.by_id.with_changes(changes)
+            by_id[o.trial_id] = o
+            if o.state is TrialState.COMPLETED:
+                newly_completed.append(o)
+        completed, ranked = self.completed, self.ranked
+        if newly_completed:  # a few binary searches and moves each
+            completed = _inserted(completed, newly_completed, _number)
+            ranked = _inserted(ranked, newly_completed, _rank)
         still_open = [by_id[i] for i in self.open_ids]
         now_open = {o.number: o for o in still_open if o.state not in FINAL_STATES}
         now_open.update((o.number, o) for o in changed if o.state not in FINAL_STATES)
         return ObservationIndex(
-            merged,
+            tuple(merged),
             completed,
             ranked,
             by_id,
-            self.arch_hashes.with_added(o.arch_hash for o in changed),
+            self.arch_hashes | {o.arch_hash for o in changed},
             tuple(now_open[n].trial_id for n in sorted(now_open)),
         )
 
@@ -265,12 +275,12 @@ class SearchSnapshot:
         return ObservationIndex.build(tuple(self.observations))
 
     @property
-    def completed(self) -> Sequence[Observation]:
+    def completed(self) -> tuple[Observation, ...]:
         """COMPLETED observations, in order."""
         return self._index.completed
 
     @property
-    def ranked(self) -> Sequence[Observation]:
+    def ranked(self) -> tuple[Observation, ...]:
         """COMPLETED observations, best score first (ties: lower trial number)."""
         return self._index.ranked
 
@@ -286,7 +296,7 @@ class SearchSnapshot:
         return self._index.by_id
 
     @property
-    def arch_hashes(self) -> Set[str]:
+    def arch_hashes(self) -> frozenset[str]:
         """Content hashes of every trial's architecture."""
         return self._index.arch_hashes
 

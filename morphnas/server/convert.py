@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 
 from morphnas.core.errors import InvalidArgumentError
 from morphnas.core.graph import Graph
@@ -76,24 +75,6 @@ def search_config_from_pb(request: pb.CreateSearchRequest) -> SearchConfig:
     )
 
 
-def search_config_to_pb(config: SearchConfig) -> pb.CreateSearchRequest:
-    return pb.CreateSearchRequest(
-        name=config.name,
-        input_shape=list(config.input_shape),
-        num_classes=config.num_classes,
-        seed=config.seed,
-        policy=POLICY_TO_PB[config.policy],
-        beta=config.beta,
-        seed_width=config.seed_width,
-        seed_depth=config.seed_depth,
-        max_params=config.max_params,
-        max_memory_bytes=config.max_memory_bytes,
-        batch_size=config.batch_size,
-        lease_seconds=config.lease_seconds,
-        max_trials=config.max_trials,
-    )
-
-
 def search_to_pb(search: Search) -> pb.Search:
     c = search.config
     return pb.Search(
@@ -147,12 +128,6 @@ def trial_to_pb(trial: Trial) -> pb.Trial:
 @functools.lru_cache(maxsize=4096)
 def _num_params(architecture: str) -> int:
     return Graph.from_json(architecture).num_params
-
-
-def finite(value: float, what: str) -> float:
-    if not math.isfinite(value):
-        raise InvalidArgumentError(f"{what} must be a finite number, got {value}")
-    return value
 
 
 # ---------------------------------------------------------------------- server-side training

@@ -3,16 +3,24 @@
 Nothing here knows gRPC: the servicer converts requests, calls one method, converts the answer.
 Nothing lives only in memory either: every decision is rebuilt from the repository, so a restarted
 server (or another replica) continues where this one stopped.
+
+An ask (:func:`suggest_trials`) is a protocol in three steps, the same on SQLite and PostgreSQL:
+read the search's state with no lock held (what the worker already holds, or a snapshot and how
+many trials to propose), run the policy and carry the parent's weights outside any transaction,
+then store the plan in one short transaction under the search's lock, which numbers the trials.
+If the search gained trials meanwhile, the store refuses the plan (:class:`StalePlan`) and the
+ask plans again on a fresh snapshot; the last attempt stores its plan whatever happened
+(numbered after the trials that came in between), so every ask ends. Asks of one search in this
+process take turns (:class:`SearchTurns`), so they seldom outrun each other's plans.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +36,6 @@ from morphnas.core.morphs import apply_path
 from morphnas.core.records import (
     Measurement,
     NewTrial,
-    Policy,
     Search,
     SearchConfig,
     SearchSnapshot,
@@ -45,11 +52,13 @@ from morphnas.core.weights import (
 )
 from morphnas.search.cache import SearchCache
 from morphnas.search.policy import Proposal, propose
-from morphnas.storage.repository import Repository
+from morphnas.storage import Repository, StalePlan
 
 log = logging.getLogger(__name__)
 
 MAX_SUGGEST_COUNT = 64
+#: Plans an ask makes at most: all but the last are stored only if the search did not move.
+PLAN_ATTEMPTS = 4
 #: A FAILED report whose reason contains one of these lowers the search's parameter cap.
 OUT_OF_MEMORY_MARKERS = ("out of memory", "out-of-memory", "oom")
 
@@ -117,6 +126,59 @@ def is_out_of_memory(reason: str) -> bool:
     return any(marker in text for marker in OUT_OF_MEMORY_MARKERS)
 
 
+#: A policy: given a search's snapshot, propose up to ``n`` new trials.
+Propose = Callable[[SearchSnapshot, int], Sequence[NewTrial]]
+
+
+def suggest_trials(
+    repo: Repository,
+    search_id: str,
+    worker_id: str,
+    count: int,
+    propose: Propose,
+    *,
+    lease_seconds: float | None = None,
+    now: float | None = None,
+) -> list[Trial]:
+    """Hand ``worker_id`` up to ``count`` trials of the search (the protocol of the module
+    docstring). A worker that holds ACTIVE trials gets them back and no policy runs. ``propose``
+    runs outside any transaction; it may run again (at most ``PLAN_ATTEMPTS`` times in all) if
+    the search gains trials while it thinks."""
+    if not 1 <= count <= MAX_SUGGEST_COUNT:
+        raise InvalidArgumentError(f"count must be between 1 and {MAX_SUGGEST_COUNT}, got {count}")
+    for attempt in range(1, PLAN_ATTEMPTS + 1):
+        state = repo.read_suggest_state(
+            search_id, worker_id, count, lease_seconds=lease_seconds, now=now
+        )
+        if state.held:
+            return list(state.held)
+        proposals: Sequence[NewTrial] = ()
+        if state.snapshot is not None:
+            proposals = list(propose(state.snapshot, state.wanted))[: state.wanted]
+        try:
+            return repo.store_plan(state, proposals, force=attempt == PLAN_ATTEMPTS)
+        except StalePlan:
+            log.info("search %s gained trials while its policy ran: planning again", search_id)
+    raise AssertionError("unreachable: the last attempt is forced")  # pragma: no cover
+
+
+class SearchTurns:
+    """Asks of one search in this process take turns (64 locks, by hash of the search id).
+
+    Not needed for correctness (the store checks the plan under the database's lock), but
+    without it concurrent asks of one search in this process outrun each other's plans and
+    plan again, each repeat costing a policy run. Measured with 8 threads asking and reporting
+    on one search (SQLite): the GP policy 0.55 s per ask with turns, 4.5 s without (3.2 policy
+    runs per ask); the random policy 11 ms with, 13 ms without (2.1 runs per ask).
+    """
+
+    def __init__(self, stripes: int = 64) -> None:
+        self._locks = tuple(threading.Lock() for _ in range(stripes))
+
+    def of(self, search_id: str) -> threading.Lock:
+        return self._locks[hash(search_id) % len(self._locks)]
+
+
 class SearchService:
     """The ask/tell use cases. One instance serves every request; it holds no search state."""
 
@@ -132,6 +194,7 @@ class SearchService:
         self.search_cache = search_cache if search_cache is not None else SearchCache()
         # Parsed weights of completed parents (immutable), so popular parents are read once.
         self._weights_cache = WeightsCache(self.limits.weights_cache_bytes)
+        self._turns = SearchTurns()
 
     # ------------------------------------------------------------------ searches
     def create_search(self, config: SearchConfig) -> Search:
@@ -162,20 +225,18 @@ class SearchService:
 
     # ------------------------------------------------------------------ ask
     def suggest(self, search_id: str, count: int, worker_id: str) -> list[Trial]:
-        if not 1 <= count <= MAX_SUGGEST_COUNT:
-            raise InvalidArgumentError(
-                f"count must be between 1 and {MAX_SUGGEST_COUNT}, got {count}"
-            )
         if len(worker_id) > 200:
             raise InvalidArgumentError("worker_id must be at most 200 characters")
-        made: dict[str, Weights] = {}  # initial weights of the last call's proposals, by hash
-        trials = self.repo.suggest(
-            _id(search_id, "search_id"),
-            worker_id,
-            count,
-            lambda snapshot, n: self._propose(snapshot, n, made),
-            quick=_is_quick,
-        )
+        search_id = _id(search_id, "search_id")
+        made: dict[str, Weights] = {}  # initial weights of the last plan's proposals, by hash
+        with self._turns.of(search_id):
+            trials = suggest_trials(
+                self.repo,
+                search_id,
+                worker_id,
+                count,
+                lambda snapshot, n: self._propose(snapshot, n, made),
+            )
         for trial in trials:  # stored: a child of one of them will start from these weights
             weights = made.get(trial.arch_hash)
             if weights is not None:
@@ -185,8 +246,8 @@ class SearchService:
     def _propose(
         self, snapshot: SearchSnapshot, count: int, made: dict[str, Weights] | None = None
     ) -> list[NewTrial]:
-        """Called by the repository (on SQLite perhaps more than once, the last call's proposals
-        are stored): policy → child graphs and weights, also put in ``made``."""
+        """The policy's proposals as new trials: child graphs and the weights carried to them, also
+        put in ``made`` (an ask may plan more than once; the last plan's are stored)."""
         if made is not None:
             made.clear()
         proposals = propose(
@@ -266,16 +327,8 @@ class SearchService:
         weights_sha256: str = "",
         worker_id: str = "",
     ) -> Trial:
+        """Store a trial's final result (the state and score rules are the repository's)."""
         trial_id = _id(trial_id, "trial_id")
-        if state not in (TrialState.COMPLETED, TrialState.FAILED, TrialState.INFEASIBLE):
-            raise InvalidArgumentError(
-                f"a report sets state COMPLETED, FAILED or INFEASIBLE, not {state.value}"
-            )
-        if state is TrialState.COMPLETED:
-            if score is None or not math.isfinite(score):
-                raise InvalidArgumentError(f"a COMPLETED report needs a finite score, got {score}")
-        elif score is not None and not math.isfinite(score):
-            raise InvalidArgumentError(f"score must be finite, got {score}")
         if len(reason) > 10_000:
             raise InvalidArgumentError("reason must be at most 10,000 characters")
         blob = None
@@ -335,12 +388,7 @@ class SearchService:
         return digest
 
     def progress(self, trial_id: str, step: int, value: float, name: str) -> tuple[Trial, bool]:
-        if step < 0:
-            raise InvalidArgumentError(f"step must be >= 0, got {step}")
-        if not math.isfinite(value):
-            raise InvalidArgumentError(f"value must be finite, got {value}")
-        if len(name) > 100:
-            raise InvalidArgumentError("name must be at most 100 characters")
+        """Store an intermediate value (the repository checks it); returns (trial, should_stop)."""
         return self.repo.add_measurement(
             _id(trial_id, "trial_id"), step, value, name or "objective"
         )
@@ -389,11 +437,6 @@ class SearchService:
         if requested < 0:
             raise InvalidArgumentError(f"page_size must be >= 0, got {requested}")
         return min(requested or default, self.limits.max_page_size)
-
-
-def _is_quick(config: SearchConfig) -> bool:
-    """Whether this search's policy answers in about a millisecond (see Repository.suggest)."""
-    return config.policy is Policy.RANDOM
 
 
 def _id(value: str, field: str) -> str:

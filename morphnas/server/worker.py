@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from morphnas.core.errors import FailedPreconditionError, UnavailableError
 from morphnas.core.graph import Graph
-from morphnas.core.records import RunState, Search, TrainingRun, Trial, TrialState
+from morphnas.core.records import FINAL_STATES, RunState, Search, TrainingRun, Trial, TrialState
 from morphnas.core.weights import check_weights, weights_from_bytes, weights_to_bytes
 from morphnas.server.metrics import record_training
 from morphnas.server.service import SearchService
@@ -282,10 +282,7 @@ class Worker:
     def _finish_run_if_done(self, run: TrainingRun, search: Search) -> None:
         """Close the run once all its trials are final: evaluate the best, write the event."""
         counts = self.repo.run_counts(run)
-        final = sum(
-            counts.get(s, 0)
-            for s in (TrialState.COMPLETED, TrialState.FAILED, TrialState.INFEASIBLE)
-        )
+        final = sum(counts.get(s, 0) for s in FINAL_STATES)
         if final < run.trials or counts.get(TrialState.ACTIVE, 0):
             return
         best_id, test_accuracy = self._evaluate_best(run, search)

@@ -6,6 +6,12 @@ records of :mod:`morphnas.core.records` and raises the errors of :mod:`morphnas.
 
 from __future__ import annotations
 
-from morphnas.storage.repository import DEFAULT_URL, Proposer, Repository, SchemaVersionError
+from morphnas.storage.repository import (
+    DEFAULT_URL,
+    Repository,
+    SchemaVersionError,
+    StalePlan,
+    SuggestState,
+)
 
-__all__ = ["DEFAULT_URL", "Proposer", "Repository", "SchemaVersionError"]
+__all__ = ["DEFAULT_URL", "Repository", "SchemaVersionError", "StalePlan", "SuggestState"]

@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, union_all
 
 from morphnas.core.records import Observation, ObservationIndex, TrialState
-from morphnas.storage._fast import FastStatement
 from morphnas.storage._tables import trials
 
 _COLUMNS = (
@@ -38,35 +36,17 @@ _COLUMNS = (
     trials.c.weights_sha256,
 )
 _STATES = {state.value: state for state in TrialState}
-# Trials numbered from ``count`` on, and (a UNION, not an OR: each half then uses its own index
-# instead of a scan of the whole search) earlier ones among ``ids``. Built once.
+#: Trials numbered from ``count`` on, and (a UNION, not an OR: each half then uses its own index
+#: instead of a scan of the whole search) earlier ones among ``ids``.
 _NEWER = select(*_COLUMNS).where(
     trials.c.search_id == bindparam("search_id"), trials.c.number >= bindparam("count")
 )
-
-
-def _newer_or_among(ids: Any) -> Any:
-    """``_NEWER`` and (a UNION, see above) the earlier trials among ``ids``."""
-    return union_all(
-        _NEWER,
-        select(*_COLUMNS).where(trials.c.id.in_(ids), trials.c.number < bindparam("count")),
-    )
-
-
-_NEWER_OR_REOPENED = _newer_or_among(bindparam("ids", expanding=True))
-#: The same for up to this many earlier ids, with one bound parameter per id: an expanding
-#: ``IN`` re-renders its SQL on every call, which costs more than the query on SQLite.
-_FIXED_IN_MAX = 8
-
-
-_FAST_NEWER = FastStatement(_NEWER)
-
-
-@lru_cache(maxsize=_FIXED_IN_MAX)
-def _newer_or_reopened(k: int) -> FastStatement:
-    """``_NEWER_OR_REOPENED`` for exactly ``k`` ids, bound as ``id0 .. id{k-1}``."""
-    return FastStatement(_newer_or_among([bindparam(f"id{i}") for i in range(k)]))
-
+_NEWER_OR_REOPENED = union_all(
+    _NEWER,
+    select(*_COLUMNS).where(
+        trials.c.id.in_(bindparam("ids", expanding=True)), trials.c.number < bindparam("count")
+    ),
+)
 
 #: Above this many unseen trials, one scan of the search beats a long ``IN (...)`` list.
 _SCAN_THRESHOLD = 200
@@ -133,13 +113,10 @@ def _load_changes(c: Connection, search_id: str, last: ObservationIndex) -> Obse
     if len(last.open_ids) > _SCAN_THRESHOLD:
         return None
     params = {"search_id": search_id, "count": len(last.observations)}
-    if 0 < len(last.open_ids) <= _FIXED_IN_MAX:
-        ids = {f"id{i}": trial_id for i, trial_id in enumerate(last.open_ids)}
-        rows = _newer_or_reopened(len(last.open_ids)).rows(c, {**params, **ids})
-    elif last.open_ids:
-        rows = list(c.execute(_NEWER_OR_REOPENED, {**params, "ids": list(last.open_ids)}))
+    if last.open_ids:
+        rows = c.execute(_NEWER_OR_REOPENED, {**params, "ids": list(last.open_ids)}).all()
     else:
-        rows = _FAST_NEWER.rows(c, params)
+        rows = c.execute(_NEWER, params).all()
     return last.updated([_observation(row) for row in rows])
 
 

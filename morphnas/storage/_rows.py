@@ -1,6 +1,8 @@
 """Rows to records and back, and the row-level steps that several units of work share.
 
 Private to ``morphnas.storage``: callers pass an open connection (the unit of work is theirs).
+The statements of the ask/tell path are built once, with bound parameters: building a statement
+costs more Python than SQLite takes to run it (SQLAlchemy caches the compiled form by statement).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from sqlalchemy import Connection, Row, bindparam, delete, insert, select, updat
 
 from morphnas.core.errors import NotFoundError
 from morphnas.core.records import Policy, Search, SearchConfig, Trial, TrialState
-from morphnas.storage._fast import FastStatement
 from morphnas.storage._tables import searches, trial_weights, trials
 
 
@@ -44,23 +45,19 @@ def put_weights(c: Connection, trial_id: str, kind: str, data: bytes, sha: str) 
 
 def insert_weights(c: Connection, trial_id: str, kind: str, data: bytes, sha: str) -> None:
     """Store a trial's weights of one kind it has none of yet."""
-    _INSERT_WEIGHTS.run(
-        c,
+    c.execute(
+        _INSERT_WEIGHTS,
         {"trial_id": trial_id, "kind": kind, "sha256": sha, "size": len(data), "data": bytes(data)},
     )
 
 
-_INSERT_WEIGHTS = FastStatement(
-    insert(trial_weights), column_keys=("trial_id", "kind", "sha256", "size", "data")
-)
-
-
-_TRIAL = FastStatement(select(trials).where(trials.c.id == bindparam("trial_id")))
-_LOCK_TRIAL = FastStatement(_TRIAL.statement.with_for_update(key_share=True))
+_INSERT_WEIGHTS = insert(trial_weights)
+_TRIAL = select(trials).where(trials.c.id == bindparam("trial_id"))
+_LOCK_TRIAL = _TRIAL.with_for_update(key_share=True)
 
 
 def trial_row(c: Connection, trial_id: str, *, lock: bool = False) -> Row[Any]:
-    row = (_LOCK_TRIAL if lock else _TRIAL).first(c, {"trial_id": trial_id})
+    row = c.execute(_LOCK_TRIAL if lock else _TRIAL, {"trial_id": trial_id}).first()
     if row is None:
         raise NotFoundError(f"no trial {trial_id!r}")
     return row
@@ -97,20 +94,21 @@ def trial_record(row: Row[Any]) -> Trial:
 
 
 # ---------------------------------------------------------------------- search helpers
-_SEARCH = FastStatement(select(searches).where(searches.c.id == bindparam("search_id")))
-# A row lock (a no-op on SQLite, where a writing unit of work holds the database's lock).
-_LOCK_SEARCH = FastStatement(_SEARCH.statement.with_for_update(key_share=True))
+_SEARCH = select(searches).where(searches.c.id == bindparam("search_id"))
+_LOCK_SEARCH = _SEARCH.with_for_update(key_share=True)
 
 
 def search_row(c: Connection, search_id: str) -> Search:
-    row = _SEARCH.first(c, {"search_id": search_id})
+    row = c.execute(_SEARCH, {"search_id": search_id}).first()
     if row is None:
         raise NotFoundError(f"no search {search_id!r}")
     return search_record(row)
 
 
 def lock_search(c: Connection, search_id: str) -> Search:
-    row = _LOCK_SEARCH.first(c, {"search_id": search_id})
+    """The search, row-locked until the transaction ends (``FOR NO KEY UPDATE`` on PostgreSQL;
+    a no-op on SQLite, where a writing unit of work holds the database's lock)."""
+    row = c.execute(_LOCK_SEARCH, {"search_id": search_id}).first()
     if row is None:
         raise NotFoundError(f"no search {search_id!r}")
     return search_record(row)

@@ -1,39 +1,42 @@
-"""Handing out trials: the locked step that numbers and stores them, and its optimistic plan.
+"""Handing out trials in two steps around the policy: read a snapshot, store a plan under the lock.
 
-``suggest_locked`` runs inside one transaction that holds the search's lock: expire leases, return
-what the worker already holds, re-issue STALE trials, then store the policy's proposals with the
-next numbers. Numbers come from the search's ``trial_count``, read and advanced under the lock,
-so they are unique and gapless.
+The caller (:func:`morphnas.server.service.suggest_trials`) runs the policy between them, outside
+any transaction, so that a policy that thinks for seconds holds no lock meanwhile:
 
-Where the policy runs depends on the database. On PostgreSQL the lock is a row lock on the
-search (``FOR NO KEY UPDATE``): only other asks of the same search wait, so the policy runs
-inside the locked transaction. On SQLite the only write lock is the whole database's, and a
-policy may think for up to a second: holding that lock meanwhile would stall every report of
-every search. So on SQLite :func:`plan_suggestion` first reads a snapshot without any lock, the
-policy runs outside any transaction, and ``suggest_locked`` then stores the proposals only if the
-search still has exactly the trials the policy saw (same ``trial_count``: trials are only ever
-added under the lock, with gapless numbers) and needs no more of them than were planned;
-otherwise it raises :class:`StalePlan` and the caller plans again. Scores reported in between
-are fine to miss: they are what the policy would have seen had the report come a moment later.
-A policy known to answer in about a millisecond (the caller says so) runs under the lock on
-SQLite too: one transaction instead of two.
+1. :func:`read_state` reads, with no lock and without writing anything, what the asking worker
+   already holds (a retried ask gets the same trials and no policy call), how many new trials
+   the policy must propose (the count, cut to the room left, less the STALE trials to re-issue)
+   and the snapshot for the policy.
+2. :func:`store_plan` runs in one short transaction holding the search's lock: it expires
+   leases, re-checks what the worker holds, re-issues STALE trials (each exactly once) and
+   stores the policy's proposals with the next numbers. Numbers come from the search's
+   ``trial_count``, read and advanced under the lock, so they are unique and gapless.
 
-The locked step reads the search's open trials (ACTIVE, and STALE not yet re-issued) once, and
-decides expiry, what the worker holds and what to re-issue from that one result; full rows are
-read only for trials it returns as they are or re-issues.
+Between the two the search may move. ``store_plan`` stores the proposals only if the search still
+has exactly the trials the policy saw (same ``trial_count``: trials are only ever added under the
+lock, with gapless numbers) and needs no more of them than were planned; otherwise it raises
+:class:`StalePlan` and the caller plans again. Scores reported in between are fine to miss: they
+are what the policy would have seen had the report come a moment later. With ``force=True`` (the
+caller's last attempt) a moved search takes the plan anyway, numbered after the trials that came
+in between: numbers stay gapless and the ask ends, at the price of a plan made without seeing
+those trials (its architecture may repeat one of them; the repository never judged
+architectures, the policy does).
+
+Both steps read the search's open trials (ACTIVE, and STALE not yet re-issued) once, and decide
+expiry, what the worker holds and what to re-issue from that one result; full rows are read only
+for trials returned as they are or re-issued.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Container, Sequence
-from dataclasses import dataclass
+from collections.abc import Container, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, literal, or_, select, update
+from sqlalchemy import Connection, bindparam, insert, literal, select, update
 
 from morphnas.core.errors import (
     FailedPreconditionError,
@@ -41,32 +44,18 @@ from morphnas.core.errors import (
     ResourceExhaustedError,
 )
 from morphnas.core.records import NewTrial, Search, SearchSnapshot, Trial, TrialState
-from morphnas.storage._fast import FastStatement
 from morphnas.storage._observations import ObservationCache, load_observations
 from morphnas.storage._rows import expire, insert_weights, lock_search, search_row, trial_record
 from morphnas.storage._tables import searches, trial_weights, trials
 
-#: Calls the policy: (snapshot, n) -> proposals. The repository wraps the user's policy.
-CallPolicy = Callable[[SearchSnapshot, int], Sequence[NewTrial]]
-
 
 class StalePlan(Exception):
-    """The search changed between planning and storing: plan again."""
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Proposals computed from a snapshot read without the lock (SQLite)."""
-
-    trial_count: int  # the search's trial_count the snapshot was read at
-    wanted: int  # how many new trials the policy was asked for
-    proposals: tuple[NewTrial, ...] = ()
-    snapshot: SearchSnapshot | None = None
+    """The search gained trials (or lost re-issuable ones) since its snapshot: plan again."""
 
 
 @dataclass(frozen=True)
 class Ask:
-    """One ``suggest`` call's arguments."""
+    """One ask's arguments."""
 
     search_id: str
     worker_id: str
@@ -75,35 +64,46 @@ class Ask:
     now: float
 
 
-def plan_suggestion(c: Connection, ask: Ask, cache: ObservationCache) -> Plan:
-    """Read (no lock) what the locked step will likely need, and the snapshot for the policy."""
+@dataclass(frozen=True)
+class SuggestState:
+    """What :func:`read_state` found; handed back to :func:`store_plan` with the proposals.
+
+    ``held``: ACTIVE trials the worker holds (the whole answer when not empty). ``wanted``: how
+    many new trials to propose on ``snapshot`` (0: none, and ``snapshot`` is None).
+    """
+
+    ask: Ask
+    trial_count: int  # the search's trial_count the snapshot was read at
+    held: tuple[Trial, ...] = ()
+    wanted: int = 0
+    snapshot: SearchSnapshot | None = None
+
+
+def read_state(c: Connection, ask: Ask, cache: ObservationCache) -> SuggestState:
+    """Step 1 (no lock, no writes; see the module docstring)."""
     search = search_row(c, ask.search_id)
     _check_open(search)
     open_trials = OpenTrials.read(c, ask)
     if ask.worker_id and open_trials.held:
-        return Plan(search.trial_count, wanted=0)
+        return SuggestState(ask, search.trial_count, held=tuple(_full_trials(c, open_trials.held)))
     _check_room(search)
     reissues = len(open_trials.reissuable)
     wanted = min(ask.count, search.config.max_trials - search.trial_count) - reissues
     if wanted <= 0:
-        return Plan(search.trial_count, wanted=0)
+        return SuggestState(ask, search.trial_count)
     index = load_observations(c, ask.search_id, cache)
+    # The policy sees the search as it will be once the re-issued copies are stored.
     snapshot = SearchSnapshot(
-        dataclasses.replace(search, trial_count=search.trial_count + reissues),
-        index.observations,
-        index,
+        replace(search, trial_count=search.trial_count + reissues), index.observations, index
     )
-    return Plan(search.trial_count, wanted=wanted, snapshot=snapshot)
+    return SuggestState(ask, search.trial_count, wanted=wanted, snapshot=snapshot)
 
 
-def suggest_locked(
-    c: Connection,
-    ask: Ask,
-    cache: ObservationCache,
-    call_policy: CallPolicy,
-    plan: Plan | None,
+def store_plan(
+    c: Connection, state: SuggestState, proposals: Sequence[NewTrial], *, force: bool
 ) -> list[Trial]:
-    """The locked step of ``suggest`` (see the module docstring). Raises :class:`StalePlan`."""
+    """Step 2, under the search's lock (see the module docstring). Raises :class:`StalePlan`."""
+    ask = state.ask
     search = lock_search(c, ask.search_id)
     _check_open(search)
     open_trials = OpenTrials.read(c, ask)
@@ -119,48 +119,18 @@ def suggest_locked(
     issue.reissue_stale(open_trials.reissuable[:room])
     wanted = room - len(issue.issued)
     if wanted > 0:
-        if plan is None:
-            index = load_observations(c, ask.search_id, cache)
-            snapshot = SearchSnapshot(
-                dataclasses.replace(search, trial_count=issue.next_number),
-                index.observations,
-                index,
-            )
-            proposals: Sequence[NewTrial] = call_policy(snapshot, wanted)
-        elif plan.trial_count != search.trial_count or wanted > plan.wanted:
+        moved = search.trial_count != state.trial_count or wanted > state.wanted
+        if moved and not force:
             raise StalePlan()
-        else:
-            assert plan.snapshot is not None
-            snapshot, proposals = plan.snapshot, plan.proposals
-        issue.store_new(snapshot, list(proposals)[:wanted])
+        if state.snapshot is not None:
+            issue.store_new(state.snapshot, list(proposals)[:wanted])
     issue.save_count()
     return issue.issued
 
 
-# Statements built once (building one costs more than running it on SQLite).
-_TRIAL_COLUMNS = tuple(column.key for column in trials.c)
-_INSERT_TRIAL = FastStatement(insert(trials), column_keys=_TRIAL_COLUMNS)
-_SAVE_COUNT = FastStatement(
-    update(searches)
-    .where(searches.c.id == bindparam("search_id"))
-    .values(trial_count=bindparam("trial_count"))
-)
-_OPEN_TRIALS = FastStatement(
-    select(
-        trials.c.number, trials.c.id, trials.c.state, trials.c.worker_id, trials.c.lease_expires_at
-    ).where(
-        trials.c.search_id == bindparam("search_id"),
-        # Two equalities, not IN (...): SQLite plans them alike, and a FastStatement holds no
-        # expanding IN list.
-        or_(trials.c.state == TrialState.ACTIVE.value, trials.c.state == TrialState.STALE.value),
-        trials.c.reissued_as.is_(None),
-    )
-)
-
-
 @dataclass(frozen=True)
 class OpenTrials:
-    """Ids of a search's open trials, by what ``suggest`` does with them (each in number order).
+    """Ids of a search's open trials, by what an ask does with them (each in number order).
 
     ``held``: ACTIVE with a live lease, leased to the asking worker. ``expired``: ACTIVE whose
     lease ran out (they turn STALE now). STALE trials not handed out again yet and the expired
@@ -175,7 +145,9 @@ class OpenTrials:
     def read(cls, c: Connection, ask: Ask) -> OpenTrials:
         # Sorted here, not by ORDER BY: ordering by number makes SQLite walk every trial of
         # the search through the (search_id, number) index instead of the few open ones.
-        rows = sorted(_OPEN_TRIALS.rows(c, {"search_id": ask.search_id}))
+        rows = sorted(
+            c.execute(_OPEN_TRIALS, {"search_id": ask.search_id}).all(), key=lambda row: row.number
+        )
         held: list[str] = []
         expired: list[str] = []
         reissuable: list[str] = []
@@ -188,6 +160,22 @@ class OpenTrials:
             elif worker_id == ask.worker_id:
                 held.append(trial_id)
         return cls(held, expired, reissuable)
+
+
+# Statements of every ask, built once (building one costs more than SQLite takes to run it).
+_OPEN_TRIALS = select(
+    trials.c.number, trials.c.id, trials.c.state, trials.c.worker_id, trials.c.lease_expires_at
+).where(
+    trials.c.search_id == bindparam("search_id"),
+    trials.c.state.in_([TrialState.ACTIVE.value, TrialState.STALE.value]),
+    trials.c.reissued_as.is_(None),
+)
+_INSERT_TRIAL = insert(trials)
+_SAVE_COUNT = (
+    update(searches)
+    .where(searches.c.id == bindparam("search_id"))
+    .values(trial_count=bindparam("trial_count"))
+)
 
 
 def _full_trials(c: Connection, ids: Sequence[str]) -> list[Trial]:
@@ -281,7 +269,10 @@ class Issuer:
             )
 
     def save_count(self) -> None:
-        _SAVE_COUNT.run(self.c, {"search_id": self.search.id, "trial_count": self.next_number})
+        if self.next_number != self.search.trial_count:
+            self.c.execute(
+                _SAVE_COUNT, {"search_id": self.search.id, "trial_count": self.next_number}
+            )
 
     def _insert(
         self,
@@ -308,8 +299,8 @@ class Issuer:
             lease_expires_at=self.now + self.lease_seconds,
             num_params=num_params,
         )
-        _INSERT_TRIAL.run(
-            self.c,
+        self.c.execute(
+            _INSERT_TRIAL,
             {
                 "id": trial.id,
                 "search_id": trial.search_id,

@@ -5,18 +5,21 @@ and returns the frozen records of :mod:`morphnas.core.records`; rows never leave
 Database errors surface as domain errors (:mod:`morphnas.core.errors`): a lost connection is
 :class:`UnavailableError`, a duplicate :class:`AlreadyExistsError`, and so on.
 
-Concurrency. ``suggest`` stores trials in one transaction holding the search's lock
-(``SELECT ... FOR NO KEY UPDATE`` on PostgreSQL; on SQLite every writing unit of work begins
-IMMEDIATE, so writers serialise), from expiring leases to storing the new trials, which makes
-trial numbers unique and gapless per search: the next number is the search's ``trial_count``,
-read and advanced under that lock. On PostgreSQL the policy runs inside that transaction; on
-SQLite, whose lock is database-wide, it runs just before it on an unlocked snapshot that the
-locked step verifies (see :mod:`morphnas.storage._suggest`). Reports and heartbeats lock only
-their trial row.
+Concurrency. No unit of work calls out of storage or holds a lock across a call: an ask is
+two units with the policy between them, run by the service
+(:func:`morphnas.server.service.suggest_trials`). :meth:`Repository.read_suggest_state` reads a
+snapshot with no lock and writes nothing; :meth:`Repository.store_plan` stores the plan in one
+short transaction holding the search's lock (``SELECT ... FOR NO KEY UPDATE`` on PostgreSQL; on
+SQLite every writing unit of work begins IMMEDIATE, so writers serialise), from expiring leases
+to storing the new trials, which makes trial numbers unique and gapless per search: the next
+number is the search's ``trial_count``, read and advanced under that lock. If the search gained
+trials since the snapshot, ``store_plan`` refuses the plan with :class:`StalePlan` and the
+caller plans again (see :mod:`morphnas.storage._suggest`). The same path runs on SQLite and
+PostgreSQL. Reports and heartbeats lock only their trial row.
 
 Leases. A trial handed to a worker is ACTIVE until ``lease_expires_at``; heartbeats and
-measurements renew the lease. Once it has expired, the next ``suggest`` on the search (or
-:meth:`Repository.expire_leases`) marks it STALE, and ``suggest`` hands its architecture out
+measurements renew the lease. Once it has expired, the next ``store_plan`` on the search (or
+:meth:`Repository.expire_leases`) marks it STALE, and ``store_plan`` hands its architecture out
 again, exactly once, as a new trial with the next number and the same initial weights.
 
 Late reports. A worker whose lease ran out may still report: the STALE trial takes the reported
@@ -33,7 +36,6 @@ import hashlib
 import json
 import logging
 import math
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -62,6 +64,7 @@ from morphnas.core.errors import (
     InvalidArgumentError,
 )
 from morphnas.core.records import (
+    FINAL_STATES,
     Measurement,
     NewTrial,
     Search,
@@ -71,7 +74,6 @@ from morphnas.core.records import (
     TrialState,
 )
 from morphnas.storage import _engine
-from morphnas.storage._fast import FastStatement
 from morphnas.storage._migrate import SchemaVersionError, prepare_schema
 from morphnas.storage._observations import ObservationCache, load_observations
 from morphnas.storage._rows import (
@@ -85,14 +87,7 @@ from morphnas.storage._rows import (
     trial_record,
     trial_row,
 )
-from morphnas.storage._suggest import (
-    Ask,
-    CallPolicy,
-    Plan,
-    StalePlan,
-    plan_suggestion,
-    suggest_locked,
-)
+from morphnas.storage._suggest import Ask, StalePlan, SuggestState, read_state, store_plan
 from morphnas.storage._tables import (
     measurements,
     searches,
@@ -102,7 +97,14 @@ from morphnas.storage._tables import (
 )
 from morphnas.storage.training import TrainingStorage
 
-__all__ = ["DEFAULT_URL", "Proposer", "Repository", "SchemaVersionError", "WEIGHT_KINDS"]
+__all__ = [
+    "DEFAULT_URL",
+    "WEIGHT_KINDS",
+    "Repository",
+    "SchemaVersionError",
+    "StalePlan",
+    "SuggestState",
+]
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +112,7 @@ T = TypeVar("T")
 
 DEFAULT_URL = "sqlite:///morphnas.db"
 WEIGHT_KINDS = ("initial", "trained")
-REPORTABLE = (TrialState.COMPLETED, TrialState.FAILED, TrialState.INFEASIBLE)
 _REPORTED_COLUMNS = ("state", "score", "reason", "lease_expires_at", "updated_at", "weights_sha256")
-MAX_PAGE_SIZE = 1000
-MAX_SUGGEST_COUNT = 1000
-OPTIMISTIC_ATTEMPTS = 3
-
-#: A policy: given everything stored about a search, propose up to ``n`` new trials.
-Proposer = Callable[[SearchSnapshot, int], Sequence[NewTrial]]
 
 
 class Repository(TrainingStorage):
@@ -126,18 +121,9 @@ class Repository(TrainingStorage):
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._checkpointer = _engine.background_checkpoints(engine)
-        # The connection of a ``suggest`` running on this thread, while it calls the policy:
-        # repository calls the policy makes (load a parent's weights...) join that transaction
-        # instead of queueing for a second connection behind the lock their own caller holds.
-        self._local = threading.local()
         self._observation_cache = ObservationCache()
-        self._search_guards = tuple(threading.Lock() for _ in range(64))
-        self._quick_searches: dict[str, bool] = {}  # search id -> quick(config), see suggest
 
     def _unit(self, work: Callable[[Connection], T], *, write: bool) -> T:
-        outer: Connection | None = getattr(self._local, "connection", None)
-        if outer is not None:
-            return work(outer)
         return _engine.run(self._engine, work, write=write)
 
     @classmethod
@@ -200,9 +186,10 @@ class Repository(TrainingStorage):
         return self._unit(lambda c: search_row(c, search_id), write=False)
 
     def list_searches(self, page_size: int = 50, page_token: str = "") -> tuple[list[Search], str]:
-        """Searches oldest first (by creation time, then id); returns (page, next token or "")."""
-        size = _page_size(page_size, default=50)
-        query = select(searches).order_by(searches.c.created_at, searches.c.id).limit(size + 1)
+        """Searches oldest first (by creation time, then id); returns (page, next token or "").
+
+        Page sizes are the caller's to bound (the service does)."""
+        query = select(searches).order_by(searches.c.created_at, searches.c.id).limit(page_size + 1)
         if page_token:
             created_at, last_id = _decode_token(page_token, float, str)
             query = query.where(
@@ -212,8 +199,8 @@ class Repository(TrainingStorage):
                 )
             )
         rows = self._unit(lambda c: c.execute(query).all(), write=False)
-        page = [search_record(row) for row in rows[:size]]
-        token = _encode_token(page[-1].created_at, page[-1].id) if len(rows) > size else ""
+        page = [search_record(row) for row in rows[:page_size]]
+        token = _encode_token(page[-1].created_at, page[-1].id) if len(rows) > page_size else ""
         return page, token
 
     def delete_search(self, search_id: str) -> None:
@@ -253,86 +240,49 @@ class Repository(TrainingStorage):
         return self._unit(work, write=True)
 
     # ------------------------------------------------------------------ suggest
-    def suggest(
+    def read_suggest_state(
         self,
         search_id: str,
         worker_id: str,
         count: int,
-        propose: Proposer,
         *,
         lease_seconds: float | None = None,
         now: float | None = None,
-        quick: Callable[[SearchConfig], bool] | None = None,
-    ) -> list[Trial]:
-        """Hand ``worker_id`` up to ``count`` trials, stored in one transaction under the lock.
+    ) -> SuggestState:
+        """Step 1 of an ask: what ``worker_id`` holds, or the snapshot to plan ``count`` trials on.
 
-        1. ACTIVE trials of the search whose lease has expired become STALE.
-        2. If ``worker_id`` (non-empty) still holds ACTIVE trials here, they are returned as they
-           are and nothing new is proposed (a retried call gets the same answer).
-        3. STALE trials not handed out again yet are re-issued first, each exactly once.
-        4. The rest come from ``propose(snapshot, n)``; the snapshot holds every trial's
-           observation (without blobs). Fewer than ``n`` proposals is fine. ``propose`` may
-           call this repository (e.g. :meth:`load_weights`). On SQLite it runs before the
-           locked transaction and may, rarely, be called again if the search changed meanwhile
-           — unless ``quick(config)`` says the policy answers in about a millisecond for this
-           search: then it runs inside the locked transaction, as on PostgreSQL.
+        Takes no lock and writes nothing (leases are expired by :meth:`store_plan`). If the
+        (non-empty) ``worker_id`` still holds ACTIVE trials, they are ``held`` and are the whole
+        answer. Otherwise ``wanted`` new trials (the count, cut to the room left, less the STALE
+        trials ``store_plan`` will re-issue first) are to be proposed on ``snapshot``, which
+        holds every trial's observation (no blobs). ``lease_seconds`` (default: the search's)
+        and ``now`` are those of the trials ``store_plan`` stores.
 
         Raises :class:`FailedPreconditionError` if the search is stopped and
-        :class:`ResourceExhaustedError` once it has ``config.max_trials`` trials (the count is
-        cut to what is left before that).
+        :class:`ResourceExhaustedError` once it has ``config.max_trials`` trials.
         """
-        if not 1 <= count <= MAX_SUGGEST_COUNT:
-            raise InvalidArgumentError(f"count must be in 1..{MAX_SUGGEST_COUNT}, got {count}")
         if lease_seconds is not None and not (math.isfinite(lease_seconds) and lease_seconds > 0):
             raise InvalidArgumentError(f"lease_seconds must be positive, got {lease_seconds}")
         ask = Ask(search_id, worker_id, count, lease_seconds, _now(now))
+        return self._unit(lambda c: read_state(c, ask, self._observation_cache), write=False)
 
-        def call_policy(snapshot: SearchSnapshot, n: int) -> list[NewTrial]:
-            return list(propose(snapshot, n))[:n]
+    def store_plan(
+        self, state: SuggestState, proposals: Sequence[NewTrial], *, force: bool = False
+    ) -> list[Trial]:
+        """Step 2 of an ask: store the trials planned on ``state``, in one locked transaction.
 
-        if self.dialect == "sqlite" and not (quick and self._is_quick(search_id, quick)):
-            return self._suggest_optimistically(ask, call_policy)
-        return self._suggest_locked(ask, call_policy, None)
+        Expires the search's run-out leases; returns what the worker holds if it holds
+        anything now; re-issues STALE trials first, each exactly once (a new trial with the
+        next number, the same architecture and initial weights); then stores ``proposals``
+        (fewer than ``state.wanted`` is fine) with the next numbers.
 
-    def _is_quick(self, search_id: str, quick: Callable[[SearchConfig], bool]) -> bool:
-        """``quick(config)`` of the search, remembered (a search's config never changes)."""
-        known = self._quick_searches.get(search_id)
-        if known is None:
-            known = quick(self.get_search(search_id).config)
-            if len(self._quick_searches) >= 10_000:
-                self._quick_searches.clear()
-            self._quick_searches[search_id] = known
-        return known
-
-    def _suggest_locked(self, ask: Ask, call_policy: CallPolicy, plan: Plan | None) -> list[Trial]:
-        def work(c: Connection) -> list[Trial]:
-            # Repository calls the policy makes join this transaction (see _unit).
-            self._local.connection = c
-            try:
-                return suggest_locked(c, ask, self._observation_cache, call_policy, plan)
-            finally:
-                self._local.connection = None
-
-        return self._unit(work, write=True)
-
-    def _suggest_optimistically(self, ask: Ask, call_policy: CallPolicy) -> list[Trial]:
-        """SQLite: run the policy outside the database-wide write lock (see ``_suggest``)."""
-        # Asks of one search in this process take turns, so they seldom invalidate each
-        # other's plans; other processes are caught by the check in suggest_locked.
-        with self._search_guards[hash(ask.search_id) % len(self._search_guards)]:
-            for _ in range(OPTIMISTIC_ATTEMPTS):
-                plan = self._unit(
-                    lambda c: plan_suggestion(c, ask, self._observation_cache), write=False
-                )
-                if plan.wanted > 0:
-                    assert plan.snapshot is not None
-                    proposals = tuple(call_policy(plan.snapshot, plan.wanted))
-                    plan = dataclasses.replace(plan, proposals=proposals)
-                try:
-                    return self._suggest_locked(ask, call_policy, plan)
-                except StalePlan:
-                    log.info("search %s changed while its policy ran: re-planning", ask.search_id)
-            return self._suggest_locked(ask, call_policy, None)  # the lock-held fallback
+        Raises :class:`StalePlan`, storing nothing, if the search gained trials since ``state``
+        was read or now wants more new trials than were planned; with ``force`` it stores them
+        anyway (up to the number wanted now), numbered after the trials stored meanwhile.
+        Raises :class:`InvalidArgumentError` for a proposal without an architecture or with a
+        parent outside the search, and the errors of :meth:`read_suggest_state`.
+        """
+        return self._unit(lambda c: store_plan(c, state, proposals, force=force), write=True)
 
     def observations(self, search_id: str) -> SearchSnapshot:
         """The snapshot a policy would see now (no lock; for read-only views)."""
@@ -358,7 +308,6 @@ class Repository(TrainingStorage):
         page_token: str = "",
     ) -> tuple[list[Trial], str]:
         """Trials of a search by number, optionally only some states and numbers > newer_than."""
-        size = _page_size(page_size, default=100)
         after = newer_than
         if page_token:
             (last,) = _decode_token(page_token, int)
@@ -367,7 +316,7 @@ class Repository(TrainingStorage):
             select(trials)
             .where(trials.c.search_id == search_id, trials.c.number > after)
             .order_by(trials.c.number)
-            .limit(size + 1)
+            .limit(page_size + 1)
         )
         if states:
             query = query.where(trials.c.state.in_([TrialState(s).value for s in states]))
@@ -377,8 +326,8 @@ class Repository(TrainingStorage):
             return list(c.execute(query).all())
 
         rows = self._unit(work, write=False)
-        page = [trial_record(row) for row in rows[:size]]
-        return page, _encode_token(page[-1].number) if len(rows) > size else ""
+        page = [trial_record(row) for row in rows[:page_size]]
+        return page, _encode_token(page[-1].number) if len(rows) > page_size else ""
 
     def count_trials(self, search_id: str, states: Sequence[TrialState] = ()) -> int:
         query = select(func.count()).select_from(trials).where(trials.c.search_id == search_id)
@@ -461,7 +410,7 @@ class Repository(TrainingStorage):
     def drop_spent_staged_weights(self) -> int:
         """Delete uploads staged for trials that are final now (their report did not use them:
         a report that names staged weights drops its trial's own). Returns how many."""
-        final = [s.value for s in (TrialState.COMPLETED, TrialState.FAILED, TrialState.INFEASIBLE)]
+        final = [s.value for s in FINAL_STATES]
         spent = (  # correlated: walks the (few) staged rows, looks each trial up by id
             select(trials.c.id)
             .where(trials.c.id == staged_weights.c.trial_id, trials.c.state.in_(final))
@@ -492,7 +441,7 @@ class Repository(TrainingStorage):
         A non-empty ``worker_id`` must match the worker an ACTIVE trial was handed to.
         """
         state = TrialState(state)
-        if state not in REPORTABLE:
+        if state not in FINAL_STATES:
             raise InvalidArgumentError(
                 f"a report must be COMPLETED, FAILED or INFEASIBLE, not {state.value}"
             )
@@ -513,18 +462,18 @@ class Repository(TrainingStorage):
             # The usual case in one statement: an open trial (ACTIVE for this worker, or STALE)
             # takes the report. Anything else (unknown id, a repeat, another worker's trial)
             # matches no row and is sorted out below, under the lock, with the full row.
-            row = _REPORT_OPEN.first(
-                c,
+            row = c.execute(
+                _REPORT_OPEN,
                 {
                     "trial_id": trial_id,
                     "reporting_worker": worker_id,
                     "any_worker": not worker_id,
                     **values,
                 },
-            )
+            ).first()
             if row is None:
                 current = trial_record(trial_row(c, trial_id, lock=True))
-                if current.state.is_final and current.state is not TrialState.STALE:
+                if current.state in FINAL_STATES:
                     return _repeat(current, state, score, reason, sha), False
                 # Under the lock an open trial missed by _REPORT_OPEN is another worker's.
                 assert worker_id and current.worker_id and worker_id != current.worker_id
@@ -535,7 +484,7 @@ class Repository(TrainingStorage):
             if weights is not None:
                 put_weights(c, trial_id, "trained", weights, sha)
                 # Staged uploads of this trial are spent (others go in drop_spent_staged_weights).
-                _DROP_STAGED.run(c, {"trial_id": trial_id})
+                c.execute(_DROP_STAGED, {"trial_id": trial_id})
             return trial_record(row), True
 
         return self._unit(work, write=True)
@@ -620,10 +569,9 @@ class Repository(TrainingStorage):
 
 
 # ---------------------------------------------------------------------- trial helpers
-# Statements of the report path, built once.
 #: A report on an open trial: STALE (a late worker), or ACTIVE and leased to the reporting
 #: worker (or to no one, or the report names no worker). Returns the updated row.
-_REPORT_OPEN = FastStatement(
+_REPORT_OPEN = (
     update(trials)
     .where(
         trials.c.id == bindparam("trial_id"),
@@ -643,9 +591,9 @@ _REPORT_OPEN = FastStatement(
     .values({name: bindparam(f"new_{name}") for name in _REPORTED_COLUMNS})
     .returning(*trials.c)
 )
-_DROP_STAGED = FastStatement(
-    delete(staged_weights).where(staged_weights.c.trial_id == bindparam("trial_id"))
-)
+
+
+_DROP_STAGED = delete(staged_weights).where(staged_weights.c.trial_id == bindparam("trial_id"))
 
 
 def _reported_score(state: TrialState, score: float | None) -> float | None:
@@ -706,12 +654,6 @@ def _put_measurement(
 # ---------------------------------------------------------------------- small helpers
 def _now(now: float | None) -> float:
     return time.time() if now is None else float(now)
-
-
-def _page_size(page_size: int, *, default: int) -> int:
-    if page_size <= 0:
-        return default
-    return min(page_size, MAX_PAGE_SIZE)
 
 
 def _encode_token(*values: Any) -> str:

@@ -20,6 +20,7 @@ from morphnas.core.errors import (
     ResourceExhaustedError,
 )
 from morphnas.core.records import NewTrial, Policy, SearchSnapshot, Trial, TrialState
+from morphnas.server.service import suggest_trials as suggest
 from morphnas.storage import Repository
 from tests.storage.conftest import make_config
 
@@ -78,7 +79,7 @@ def test_unknown_ids_are_not_found(repo: Repository) -> None:
     with pytest.raises(NotFoundError):
         repo.delete_search("abc")
     with pytest.raises(NotFoundError):
-        repo.suggest("abc", "w", 1, Proposer())
+        suggest(repo, "abc", "w", 1, Proposer())
     with pytest.raises(NotFoundError):
         repo.heartbeat("abc")
     with pytest.raises(NotFoundError):
@@ -106,8 +107,8 @@ def test_list_searches_pages_in_creation_order(repo: Repository) -> None:
 def test_delete_search_removes_trials_weights_and_measurements(repo: Repository) -> None:
     search = repo.create_search(make_config())
     other = repo.create_search(make_config(name="other"))
-    (trial,) = repo.suggest(search.id, "w", 1, Proposer())
-    (kept,) = repo.suggest(other.id, "w", 1, Proposer())
+    (trial,) = suggest(repo, search.id, "w", 1, Proposer())
+    (kept,) = suggest(repo, other.id, "w", 1, Proposer())
     repo.add_measurement(trial.id, 0, 0.5)
     repo.report(trial.id, state=COMPLETED, score=0.5, weights=b"trained")
     repo.delete_search(search.id)
@@ -133,16 +134,16 @@ def test_stop_search_and_lower_size_cap_persist(repo: Repository) -> None:
     assert repo.stop_search(search.id).stopped
     assert repo.get_search(search.id).stopped
     with pytest.raises(FailedPreconditionError, match="stopped"):
-        repo.suggest(search.id, "w", 1, Proposer())
+        suggest(repo, search.id, "w", 1, Proposer())
 
 
 # ---------------------------------------------------------------------- suggest
 def test_suggest_numbers_trials_gaplessly(repo: Repository) -> None:
     search = repo.create_search(make_config())
     propose = Proposer()
-    got = repo.suggest(search.id, "a", 3, propose)
-    got += repo.suggest(search.id, "b", 2, propose)
-    got += repo.suggest(search.id, "", 1, propose)
+    got = suggest(repo, search.id, "a", 3, propose)
+    got += suggest(repo, search.id, "b", 2, propose)
+    got += suggest(repo, search.id, "", 1, propose)
     assert _numbers(got) == [0, 1, 2, 3, 4, 5]
     assert all(t.state is ACTIVE for t in got)
     assert repo.get_search(search.id).trial_count == 6
@@ -163,35 +164,35 @@ def test_suggest_numbers_trials_gaplessly(repo: Repository) -> None:
 def test_suggest_is_idempotent_per_worker(repo: Repository) -> None:
     search = repo.create_search(make_config())
     propose = Proposer()
-    first = repo.suggest(search.id, "w1", 2, propose, now=1000.0)
-    again = repo.suggest(search.id, "w1", 2, propose, now=1001.0)
+    first = suggest(repo, search.id, "w1", 2, propose, now=1000.0)
+    again = suggest(repo, search.id, "w1", 2, propose, now=1001.0)
     assert again == first and len(propose.calls) == 1
-    assert _numbers(repo.suggest(search.id, "w2", 1, propose, now=1001.0)) == [2]
+    assert _numbers(suggest(repo, search.id, "w2", 1, propose, now=1001.0)) == [2]
     # Anonymous workers always get new trials.
-    assert _numbers(repo.suggest(search.id, "", 1, propose, now=1001.0)) == [3]
-    assert _numbers(repo.suggest(search.id, "", 1, propose, now=1001.0)) == [4]
+    assert _numbers(suggest(repo, search.id, "", 1, propose, now=1001.0)) == [3]
+    assert _numbers(suggest(repo, search.id, "", 1, propose, now=1001.0)) == [4]
     # Once w1's trials are final, it gets new ones.
     for t in first:
         repo.report(t.id, state=COMPLETED, score=0.1)
-    assert _numbers(repo.suggest(search.id, "w1", 1, propose, now=1002.0)) == [5]
+    assert _numbers(suggest(repo, search.id, "w1", 1, propose, now=1002.0)) == [5]
 
 
 def test_expired_lease_goes_stale_and_is_reissued_exactly_once(repo: Repository) -> None:
     search = repo.create_search(make_config(lease_seconds=60.0))
     propose = Proposer()
-    (parent,) = repo.suggest(search.id, "p", 1, propose, now=0.0)
+    (parent,) = suggest(repo, search.id, "p", 1, propose, now=0.0)
     repo.report(parent.id, state=COMPLETED, score=0.5)
     child_policy = Proposer(parent_id=parent.id)
-    (lost,) = repo.suggest(search.id, "w1", 1, child_policy, now=10.0)
+    (lost,) = suggest(repo, search.id, "w1", 1, child_policy, now=10.0)
     assert lost.lease_expires_at == 70.0
 
     # Before expiry: nothing is reissued.
-    (fresh,) = repo.suggest(search.id, "w2", 1, propose, now=69.0)
+    (fresh,) = suggest(repo, search.id, "w2", 1, propose, now=69.0)
     assert fresh.number == 2
     repo.report(fresh.id, state=COMPLETED, score=0.3)
 
     # After expiry: the next suggest marks it STALE and hands out the same architecture again.
-    (copy,) = repo.suggest(search.id, "w3", 1, propose, now=71.0)
+    (copy,) = suggest(repo, search.id, "w3", 1, propose, now=71.0)
     assert repo.get_trial(lost.id).state is STALE
     assert copy.number == 3 and copy.id != lost.id and copy.worker_id == "w3"
     assert (copy.architecture, copy.arch_hash, copy.parent_id, copy.operations) == (
@@ -204,7 +205,7 @@ def test_expired_lease_goes_stale_and_is_reissued_exactly_once(repo: Repository)
     assert len(propose.calls) == 2  # the copy did not ask the policy
 
     # It is not handed out a second time.
-    (next_one,) = repo.suggest(search.id, "w4", 1, propose, now=72.0)
+    (next_one,) = suggest(repo, search.id, "w4", 1, propose, now=72.0)
     assert next_one.architecture != lost.architecture and len(propose.calls) == 3
     assert repo.count_trials(search.id, [STALE]) == 1
 
@@ -212,19 +213,19 @@ def test_expired_lease_goes_stale_and_is_reissued_exactly_once(repo: Repository)
 def test_idempotent_suggest_respects_expiry(repo: Repository) -> None:
     search = repo.create_search(make_config(lease_seconds=10.0))
     propose = Proposer()
-    (first,) = repo.suggest(search.id, "w", 1, propose, now=0.0)
-    (renewed,) = repo.suggest(search.id, "w", 1, propose, now=5.0)
+    (first,) = suggest(repo, search.id, "w", 1, propose, now=0.0)
+    (renewed,) = suggest(repo, search.id, "w", 1, propose, now=5.0)
     assert renewed == first
     # After expiry the same worker gets the reissued copy, not its expired trial.
-    (copy,) = repo.suggest(search.id, "w", 1, propose, now=11.0)
+    (copy,) = suggest(repo, search.id, "w", 1, propose, now=11.0)
     assert copy.id != first.id and copy.architecture == first.architecture
 
 
 def test_expire_leases_sweeps_every_search(repo: Repository) -> None:
     a = repo.create_search(make_config(lease_seconds=10.0))
     b = repo.create_search(make_config(lease_seconds=100.0))
-    repo.suggest(a.id, "w", 2, Proposer(), now=0.0)
-    repo.suggest(b.id, "w", 1, Proposer(), now=0.0)
+    suggest(repo, a.id, "w", 2, Proposer(), now=0.0)
+    suggest(repo, b.id, "w", 1, Proposer(), now=0.0)
     assert repo.expire_leases(now=50.0) == 2
     assert repo.expire_leases(now=50.0) == 0
     assert repo.count_trials(a.id, [STALE]) == 2 and repo.count_trials(b.id, [ACTIVE]) == 1
@@ -233,33 +234,33 @@ def test_expire_leases_sweeps_every_search(repo: Repository) -> None:
 
 def test_suggest_respects_max_trials(repo: Repository) -> None:
     search = repo.create_search(make_config(max_trials=3))
-    assert _numbers(repo.suggest(search.id, "", 2, Proposer())) == [0, 1]
-    assert _numbers(repo.suggest(search.id, "", 5, Proposer())) == [2]  # cut to what is left
+    assert _numbers(suggest(repo, search.id, "", 2, Proposer())) == [0, 1]
+    assert _numbers(suggest(repo, search.id, "", 5, Proposer())) == [2]  # cut to what is left
     with pytest.raises(ResourceExhaustedError, match="3 trials"):
-        repo.suggest(search.id, "", 1, Proposer())
+        suggest(repo, search.id, "", 1, Proposer())
     # At the limit, a worker asking again still gets what it holds.
     full = repo.create_search(make_config(max_trials=1))
-    held = repo.suggest(full.id, "w", 1, Proposer())
-    assert repo.suggest(full.id, "w", 1, Proposer()) == held
+    held = suggest(repo, full.id, "w", 1, Proposer())
+    assert suggest(repo, full.id, "w", 1, Proposer()) == held
 
 
 def test_a_failing_policy_stores_nothing(repo: Repository) -> None:
     search = repo.create_search(make_config())
     with pytest.raises(InvalidArgumentError, match="not a trial of search"):
-        repo.suggest(search.id, "w", 1, Proposer(parent_id="f" * 32))
+        suggest(repo, search.id, "w", 1, Proposer(parent_id="f" * 32))
 
     def broken(snapshot: SearchSnapshot, n: int) -> list[NewTrial]:
         raise InvalidArgumentError("no idea")
 
     with pytest.raises(InvalidArgumentError, match="no idea"):
-        repo.suggest(search.id, "w", 1, broken)
+        suggest(repo, search.id, "w", 1, broken)
     assert repo.count_trials(search.id) == 0
-    assert _numbers(repo.suggest(search.id, "w", 1, Proposer())) == [0]
+    assert _numbers(suggest(repo, search.id, "w", 1, Proposer())) == [0]
 
 
-def test_a_policy_may_read_the_repository_while_suggest_holds_the_lock(repo: Repository) -> None:
+def test_a_policy_may_read_the_repository(repo: Repository) -> None:
     search = repo.create_search(make_config())
-    (parent,) = repo.suggest(search.id, "", 1, Proposer())
+    (parent,) = suggest(repo, search.id, "", 1, Proposer())
     repo.report(parent.id, state=COMPLETED, score=0.9, weights=b"trained!")
     seen: list[bytes | None] = []
     inner = Proposer(parent_id=parent.id)
@@ -268,22 +269,22 @@ def test_a_policy_may_read_the_repository_while_suggest_holds_the_lock(repo: Rep
         seen.append(repo.load_weights(parent.id, "trained"))
         return inner(snapshot, n)
 
-    (child,) = repo.suggest(search.id, "", 1, reading)
+    (child,) = suggest(repo, search.id, "", 1, reading)
     assert seen == [b"trained!"] and child.parent_id == parent.id
 
 
 def test_bad_suggest_arguments(repo: Repository) -> None:
     search = repo.create_search(make_config())
     with pytest.raises(InvalidArgumentError):
-        repo.suggest(search.id, "w", 0, Proposer())
+        suggest(repo, search.id, "w", 0, Proposer())
     with pytest.raises(InvalidArgumentError):
-        repo.suggest(search.id, "w", 1, Proposer(), lease_seconds=-1.0)
+        suggest(repo, search.id, "w", 1, Proposer(), lease_seconds=-1.0)
 
 
 # ---------------------------------------------------------------------- report
 def test_report_rules(repo: Repository) -> None:
     search = repo.create_search(make_config())
-    done, failed, other = repo.suggest(search.id, "w", 3, Proposer(), now=5.0)
+    done, failed, other = suggest(repo, search.id, "w", 3, Proposer(), now=5.0)
     for bad in (math.nan, math.inf, None):
         with pytest.raises(InvalidArgumentError, match="finite score"):
             repo.report(done.id, state=COMPLETED, score=bad)
@@ -324,8 +325,8 @@ def test_report_rules(repo: Repository) -> None:
 def test_a_late_report_on_a_stale_trial_counts(repo: Repository) -> None:
     search = repo.create_search(make_config(lease_seconds=10.0))
     propose = Proposer()
-    (late,) = repo.suggest(search.id, "slow", 1, propose, now=0.0)
-    (copy,) = repo.suggest(search.id, "fast", 1, propose, now=20.0)
+    (late,) = suggest(repo, search.id, "slow", 1, propose, now=0.0)
+    (copy,) = suggest(repo, search.id, "fast", 1, propose, now=20.0)
     assert repo.get_trial(late.id).state is STALE and copy.architecture == late.architecture
     trial, changed = repo.report(late.id, state=COMPLETED, score=0.4, worker_id="slow", now=21.0)
     assert changed and trial.state is COMPLETED and trial.score == 0.4
@@ -336,16 +337,16 @@ def test_a_late_report_on_a_stale_trial_counts(repo: Repository) -> None:
 def test_a_stale_trial_reported_before_reissue_is_not_reissued(repo: Repository) -> None:
     search = repo.create_search(make_config(lease_seconds=10.0))
     propose = Proposer()
-    (late,) = repo.suggest(search.id, "slow", 1, propose, now=0.0)
+    (late,) = suggest(repo, search.id, "slow", 1, propose, now=0.0)
     assert repo.expire_leases(now=20.0) == 1
     repo.report(late.id, state=COMPLETED, score=0.4, now=21.0)
-    (fresh,) = repo.suggest(search.id, "other", 1, propose, now=22.0)
+    (fresh,) = suggest(repo, search.id, "other", 1, propose, now=22.0)
     assert fresh.architecture != late.architecture
 
 
 def test_staged_weights(repo: Repository) -> None:
     search = repo.create_search(make_config())
-    (trial,) = repo.suggest(search.id, "w", 1, Proposer())
+    (trial,) = suggest(repo, search.id, "w", 1, Proposer())
     blob = b"uploaded weights"
     sha = hashlib.sha256(blob).hexdigest()
     assert repo.load_staged_weights(trial.id, sha) is None
@@ -363,7 +364,7 @@ def test_staged_weights(repo: Repository) -> None:
 
 def test_uploads_a_report_did_not_use_are_dropped_by_the_sweep(repo: Repository) -> None:
     search = repo.create_search(make_config())
-    running, failed = repo.suggest(search.id, "w", 2, Proposer())
+    running, failed = suggest(repo, search.id, "w", 2, Proposer())
     blob = b"uploaded, then the trial failed"
     sha = hashlib.sha256(blob).hexdigest()
     for trial in (running, failed):
@@ -379,7 +380,7 @@ def test_uploads_a_report_did_not_use_are_dropped_by_the_sweep(repo: Repository)
 # ---------------------------------------------------------------------- leases, measurements
 def test_heartbeat_renews_an_active_lease(repo: Repository) -> None:
     search = repo.create_search(make_config(lease_seconds=30.0))
-    (trial,) = repo.suggest(search.id, "w", 1, Proposer(), now=0.0)
+    (trial,) = suggest(repo, search.id, "w", 1, Proposer(), now=0.0)
     assert repo.heartbeat(trial.id, now=25.0).lease_expires_at == 55.0
     assert repo.get_trial(trial.id).lease_expires_at == 55.0
     assert repo.expire_leases(now=40.0) == 0
@@ -390,7 +391,7 @@ def test_heartbeat_renews_an_active_lease(repo: Repository) -> None:
 
 def test_measurements_and_should_stop(repo: Repository) -> None:
     search = repo.create_search(make_config(lease_seconds=30.0))
-    (trial, other) = repo.suggest(search.id, "w", 2, Proposer(), now=0.0)
+    (trial, other) = suggest(repo, search.id, "w", 2, Proposer(), now=0.0)
     renewed, stop = repo.add_measurement(trial.id, 0, 0.25, now=10.0)
     assert not stop and renewed.lease_expires_at == 40.0
     assert repo.add_measurement(trial.id, 1, 0.5, now=11.0)[1] is False
@@ -422,7 +423,7 @@ def test_measurements_and_should_stop(repo: Repository) -> None:
 # ---------------------------------------------------------------------- listing
 def test_list_trials_filters_and_pages(repo: Repository) -> None:
     search = repo.create_search(make_config())
-    made = repo.suggest(search.id, "", 7, Proposer())
+    made = suggest(repo, search.id, "", 7, Proposer())
     for t in made[::2]:
         repo.report(t.id, state=COMPLETED, score=float(t.number))
     page, token = repo.list_trials(search.id, page_size=3)
@@ -460,7 +461,7 @@ def test_concurrent_suggest_and_report_keep_numbers_gapless(db_url: str) -> None
         def worker(index: int) -> None:
             try:
                 for cycle in range(CYCLES):
-                    (trial,) = repo.suggest(search.id, f"worker-{index}", 1, propose)
+                    (trial,) = suggest(repo, search.id, f"worker-{index}", 1, propose)
                     _, changed = repo.report(
                         trial.id,
                         state=COMPLETED,
@@ -501,7 +502,7 @@ def test_concurrent_repositories_on_one_database(db_url: str) -> None:
         repo = repos[index]
         try:
             for _ in range(10):
-                for trial in repo.suggest(search.id, "", 2, Proposer()):
+                for trial in suggest(repo, search.id, "", 2, Proposer()):
                     assert repo.report(trial.id, state=COMPLETED, score=0.5)[1]
         except BaseException as error:  # noqa: BLE001
             errors.append(error)
@@ -525,17 +526,17 @@ def test_snapshots_follow_every_state_change(repo: Repository) -> None:
     """The policy's view stays exact across reports, expiry and late reports (cache included)."""
     search = repo.create_search(make_config(lease_seconds=10.0))
     propose = Proposer()
-    a, b, c = repo.suggest(search.id, "", 3, propose, now=0.0)
+    a, b, c = suggest(repo, search.id, "", 3, propose, now=0.0)
     repo.report(a.id, state=COMPLETED, score=0.9, now=1.0)
     repo.report(b.id, state=FAILED, score=None, reason="oom", now=1.0)
-    repo.suggest(search.id, "", 1, propose, now=2.0)  # d; c is still ACTIVE
+    suggest(repo, search.id, "", 1, propose, now=2.0)  # d; c is still ACTIVE
     seen = {o.number: (o.state, o.score) for o in propose.calls[-1][0].observations}
     assert seen == {0: (COMPLETED, 0.9), 1: (FAILED, None), 2: (ACTIVE, None)}
 
-    repo.suggest(search.id, "", 2, propose, now=30.0)  # c and d expire: both copies, no policy
+    suggest(repo, search.id, "", 2, propose, now=30.0)  # c and d expire: both copies, no policy
     assert len(propose.calls) == 2
     repo.report(c.id, state=COMPLETED, score=0.1, now=31.0)  # late report on a STALE trial
-    repo.suggest(search.id, "", 1, propose, now=32.0)
+    suggest(repo, search.id, "", 1, propose, now=32.0)
     seen = {o.number: (o.state, o.score) for o in propose.calls[-1][0].observations}
     assert seen == {
         0: (COMPLETED, 0.9),
@@ -551,7 +552,7 @@ def test_snapshots_follow_every_state_change(repo: Repository) -> None:
 def test_a_slow_policy_does_not_hold_up_reports(repo: Repository) -> None:
     """While a policy thinks, other workers' reports go through (no database-wide lock held)."""
     search = repo.create_search(make_config())
-    (running,) = repo.suggest(search.id, "a", 1, Proposer())
+    (running,) = suggest(repo, search.id, "a", 1, Proposer())
     inner = Proposer()
     finished = threading.Event()
 
@@ -566,5 +567,5 @@ def test_a_slow_policy_does_not_hold_up_reports(repo: Repository) -> None:
         assert finished.is_set(), "a report waited for the policy"
         return inner(snapshot, n)
 
-    (trial,) = repo.suggest(search.id, "b", 1, slow_policy)
+    (trial,) = suggest(repo, search.id, "b", 1, slow_policy)
     assert trial.number == 1 and repo.get_trial(running.id).state is COMPLETED
