@@ -11,7 +11,12 @@ by ``morphnas serve --workers N`` or ``morphnas worker --db URL`` on other machi
    event after every epoch;
 4. report the validation accuracy and the trained weights (or FAILED with the reason: an
    out-of-memory failure lowers the search's size cap);
-5. when the run has all its trials, evaluate the best model on the test split and close the run.
+5. when the run has all its trials, or its compute budget is spent
+   (:mod:`morphnas.server.budget`), evaluate the best model on the test split and close the run.
+
+A trial whose learning curve falls clearly below its parent's and its peers' is stopped early
+(``SearchService.progress`` answers should_stop, :mod:`morphnas.search.stopping`) and reports
+its best epoch so far as COMPLETED, ``stopped_reason`` "pruned".
 
 A worker that dies stops renewing its lease: the trial goes STALE and the next worker retries its
 architecture. Training never runs on a gRPC thread.
@@ -24,7 +29,7 @@ import os
 import socket
 import threading
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 
 from morphnas.core.errors import (
@@ -56,12 +61,17 @@ from morphnas.nn.datasets import (
     load_npz,
     validate_for,
 )
+from morphnas.server.budget import (
+    BUDGET_SPENT,
+    TRIALS_DONE,
+    TrialMeter,
+    run_trials,
+    stopped_by_search,
+)
 from morphnas.server.metrics import record_training
 from morphnas.server.service import SearchService, sha256_hex
 
 log = logging.getLogger(__name__)
-
-MAX_RUN_TRIALS = 10_000
 
 
 @dataclass(frozen=True)
@@ -116,12 +126,17 @@ class TrainingService:
 
     # ------------------------------------------------------------------ runs
     def start_training(
-        self, search_id: str, dataset: str, trials: int, budget: TrainingBudget
+        self,
+        search_id: str,
+        dataset: str,
+        trials: int,
+        budget: TrainingBudget,
+        budget_seconds: float = 0.0,
     ) -> TrainingRun:
-        if not 1 <= trials <= MAX_RUN_TRIALS:
-            raise InvalidArgumentError(
-                f"trials must be between 1 and {MAX_RUN_TRIALS}, got {trials}"
-            )
+        """Start a run of ``trials`` trials, or of as many as ``budget_seconds`` of training
+        allow when ``trials`` is 0 (at most ``MAX_RUN_TRIALS``); with both, the first reached
+        ends the run."""
+        trials = run_trials(trials, budget_seconds)
         if not dataset:
             raise InvalidArgumentError(
                 f"name a dataset: one of {BUILTIN_DATASETS} or an uploaded id"
@@ -135,10 +150,17 @@ class TrainingService:
             ) from None
         validate_for(data, search.config.input_shape, search.config.num_classes)
         run = self.repo.create_training_run(
-            search.id, dataset=dataset, trials=trials, budget=budget
+            search.id, dataset=dataset, trials=trials, budget=budget, budget_seconds=budget_seconds
         )
         self.repo.add_event(
-            search.id, "run_started", {"run_id": run.id, "dataset": dataset, "trials": trials}
+            search.id,
+            "run_started",
+            {
+                "run_id": run.id,
+                "dataset": dataset,
+                "trials": trials,
+                "budget_seconds": budget_seconds,
+            },
         )
         return run
 
@@ -275,6 +297,9 @@ class Worker:
         if run is None:
             return False
         search = self.service.get_search(run.search_id)
+        if run.budget_spent:  # budget: a spent run is handed out only to be closed
+            self._finish_if_done(run, search)
+            return False
         try:
             [trial] = self.service.suggest(search.id, 1, self.name)
         except FailedPreconditionError as err:  # the search was stopped meanwhile
@@ -312,13 +337,14 @@ class Worker:
             graph, weights_from_bytes(self.service.weights(trial.id, "initial"))
         )
         budget = run.budget
+        meter = TrialMeter(self.repo.charge_training_run, run)  # budget: charges this trial
         config = TrainConfig(
             epochs=budget.epochs,
             batch_size=budget.batch_size,
             optimizer=budget.optimizer,
             lr=budget.learning_rate or None,
             patience=budget.patience,
-            max_seconds=budget.max_seconds,
+            max_seconds=meter.max_seconds(budget.max_seconds),
             seed=search.config.seed * 100_003 + trial.number,
             device=self.device or budget.device,
         )
@@ -331,18 +357,23 @@ class Worker:
                 prepared.split,
                 prepared.norm,
                 config,
-                on_epoch=lambda epoch: self._on_epoch(search, trial, epoch, search_stopped),
+                on_epoch=lambda epoch: self._on_epoch(search, trial, epoch, search_stopped, meter),
                 should_stop=lambda: (
-                    lost.is_set() or self.stopping.is_set() or search_stopped.is_set()
+                    lost.is_set()
+                    or self.stopping.is_set()
+                    or search_stopped.is_set()
+                    or meter.exhausted()
                 ),
             )
         except TrainingOutOfMemory as err:
+            meter.charge()
             self._report(
                 search, trial, state=TrialState.FAILED, score=None, reason=f"out of memory: {err}"
             )
             return
         except Exception as err:  # noqa: BLE001 - a failed trial must not kill the worker
             log.exception("trial %d failed", trial.number)
+            meter.charge()
             self._report(
                 search,
                 trial,
@@ -351,11 +382,14 @@ class Worker:
                 reason=f"{type(err).__name__}: {err}",
             )
             return
+        meter.charge()
         if lost.is_set():
             # The lease ran out (this worker stalled): the trial was or will be handed out again,
             # so this result would only compete with the retry.
             log.warning("trial %d: lease lost while training; not reporting", trial.number)
             return
+        if result.stopped_reason == "cancelled" and meter.cause:  # budget spent, or pruned:
+            result = replace(result, stopped_reason=meter.cause)  # report the best so far
         if result.stopped_reason == "cancelled" and not search_stopped.is_set():
             self.repo.release_trial(trial.id)  # this worker is shutting down: retry elsewhere now
             return
@@ -388,18 +422,26 @@ class Worker:
         )
 
     def _on_epoch(
-        self, search: Search, trial: Trial, epoch: object, search_stopped: threading.Event
+        self,
+        search: Search,
+        trial: Trial,
+        epoch: object,
+        search_stopped: threading.Event,
+        meter: TrialMeter,
     ) -> bool:
         values = asdict(epoch)  # type: ignore[call-overload]
-        _, stop = self.service.progress(
+        current, stop = self.service.progress(
             trial.id, values["epoch"], values["val_accuracy"], "val_accuracy"
         )
         self.repo.add_event(
             search.id, "epoch_finished", {"trial_id": trial.id, "number": trial.number, **values}
         )
+        meter.charge()  # budget
         if stop:
-            search_stopped.set()
-        return bool(stop) or self.stopping.is_set()
+            meter.cause = stopped_by_search(self.service, search, current)  # "pruned" or ""
+            if not meter.cause:
+                search_stopped.set()
+        return bool(stop) or self.stopping.is_set() or meter.exhausted()
 
     def _report(
         self,
@@ -438,7 +480,10 @@ class Worker:
             counts.get(s, 0)
             for s in (TrialState.COMPLETED, TrialState.FAILED, TrialState.INFEASIBLE)
         )
-        if final < run.trials or counts.get(TrialState.ACTIVE, 0):
+        if counts.get(TrialState.ACTIVE, 0):
+            return
+        run = self.repo.get_training_run(run.id)  # budget: its seconds spent so far
+        if final < run.trials and not run.budget_spent:
             return
         best_id, test_accuracy = self._evaluate_best(run, search)
         if self.repo.finish_training_run(
@@ -455,6 +500,9 @@ class Worker:
                     "best_score": best.score if best else None,
                     "test_accuracy": test_accuracy,
                     "trials": final,
+                    "reason": BUDGET_SPENT if run.budget_spent else TRIALS_DONE,
+                    "budget_seconds": run.budget_seconds,
+                    "spent_seconds": run.spent_seconds,
                 },
             )
 
