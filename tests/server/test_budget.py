@@ -235,3 +235,23 @@ def test_a_clearly_bad_child_is_stopped_early(client: Client, worker: list[Worke
     trial = next(t for t in search.trials() if t.id == child["trial_id"])
     assert trial.state == "COMPLETED" and trial.parent_id and trial.info.has_trained_weights
     assert json.loads(json.dumps(events[-1].payload))["reason"] == "all trials done"
+
+
+def test_ask_tell_workers_are_told_to_stop_a_clearly_bad_child(client: Client) -> None:
+    search = client.create_search(name="remote", input_shape=(12,), num_classes=3, policy="random")
+    [seed] = search.suggest(worker_id="seed")
+    assert [seed.progress(s, v) for s, v in enumerate([0.5, 0.7, 0.8, 0.85], start=1)] == [
+        False
+    ] * 4  # a seed is never stopped
+    seed.report(score=0.85, weights=seed.initial_weights())
+    for i, values in enumerate(([0.80, 0.85, 0.88], [0.82, 0.86, 0.90], [0.70, 0.80, 0.84])):
+        [peer] = search.suggest(worker_id=f"peer{i}")
+        for step, value in enumerate(values, start=1):
+            peer.progress(step, value)
+        peer.report(score=max(values), weights=peer.initial_weights())
+    [good, bad] = search.suggest(2, worker_id="w")
+    assert bad.parent_id and good.parent_id
+    assert [bad.progress(s, 0.2) for s in (1, 2, 3)] == [False, False, True]
+    assert [good.progress(s, 0.9) for s in (1, 2, 3)] == [False, False, False]
+    bad.report(score=0.2)  # its best so far, as COMPLETED
+    assert bad.refresh().state == "COMPLETED"
