@@ -149,20 +149,10 @@ class TrainingService:
                 f"no dataset {dataset!r}: use one of {BUILTIN_DATASETS} or upload one"
             ) from None
         validate_for(data, search.config.input_shape, search.config.num_classes)
-        run = self.repo.create_training_run(
+        # Writes the run_started event too (before any worker can claim the run).
+        return self.repo.create_training_run(
             search.id, dataset=dataset, trials=trials, budget=budget, budget_seconds=budget_seconds
         )
-        self.repo.add_event(
-            search.id,
-            "run_started",
-            {
-                "run_id": run.id,
-                "dataset": dataset,
-                "trials": trials,
-                "budget_seconds": budget_seconds,
-            },
-        )
-        return run
 
     def stop(self, search_id: str) -> Search:
         self.repo.stop_training(self.service.get_search(search_id).id)

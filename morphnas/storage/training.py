@@ -139,6 +139,7 @@ class TrainingStorage:
         budget_seconds: float = 0.0,
         now: float | None = None,
     ) -> TrainingRun:
+        """A RUNNING run of the search (one at a time), with its ``run_started`` event."""
         at = _now(now)
 
         def work(c: Connection) -> TrainingRun:
@@ -169,6 +170,20 @@ class TrainingStorage:
                 budget_seconds=budget_seconds,
             )
             c.execute(insert(training_runs).values(**_run_row(run)))
+            # In the same transaction: a worker may claim the run at once, and its events must
+            # come after this one.
+            _insert_event(
+                c,
+                search_id,
+                "run_started",
+                {
+                    "run_id": run.id,
+                    "dataset": dataset,
+                    "trials": trials,
+                    "budget_seconds": budget_seconds,
+                },
+                at,
+            )
             return run
 
         return self._unit(work, write=True)  # type: ignore[no-any-return]
@@ -327,18 +342,7 @@ class TrainingStorage:
         self, search_id: str, kind: str, payload: dict[str, Any], now: float | None = None
     ) -> None:
         at = _now(now)
-
-        def work(c: Connection) -> None:
-            c.execute(
-                insert(events).values(
-                    search_id=search_id,
-                    kind=kind,
-                    payload=json.dumps(payload, sort_keys=True),
-                    created_at=at,
-                )
-            )
-
-        self._unit(work, write=True)
+        self._unit(lambda c: _insert_event(c, search_id, kind, payload, at), write=True)
 
     def list_events(self, search_id: str, after_id: int = 0, limit: int = 500) -> list[SearchEvent]:
         def work(c: Connection) -> list[SearchEvent]:
@@ -354,6 +358,19 @@ class TrainingStorage:
             ]
 
         return self._unit(work, write=False)  # type: ignore[no-any-return]
+
+
+def _insert_event(
+    c: Connection, search_id: str, kind: str, payload: dict[str, Any], at: float
+) -> None:
+    c.execute(
+        insert(events).values(
+            search_id=search_id,
+            kind=kind,
+            payload=json.dumps(payload, sort_keys=True),
+            created_at=at,
+        )
+    )
 
 
 def _stale_waiting(c: Connection, run: TrainingRun) -> int:

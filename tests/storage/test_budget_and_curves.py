@@ -25,6 +25,14 @@ def test_a_run_stores_its_budget_and_the_seconds_charged(repo: Repository) -> No
         search.id, dataset="digits", trials=10_000, budget=TrainingBudget(), budget_seconds=10.0
     )
     assert run.budget_seconds == 10.0 and run.spent_seconds == 0.0
+    # Its run_started event is written with it, so no worker's event can come first.
+    [started] = repo.list_events(search.id)
+    assert started.kind == "run_started" and started.payload == {
+        "run_id": run.id,
+        "dataset": "digits",
+        "trials": 10_000,
+        "budget_seconds": 10.0,
+    }
     assert run.seconds_left == 10.0 and not run.budget_spent
     assert repo.charge_training_run(run.id, 2.5).spent_seconds == 2.5
     assert repo.charge_training_run(run.id, 0.0).spent_seconds == 2.5
