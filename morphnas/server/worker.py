@@ -71,7 +71,7 @@ class _Job:
     search_stopped: threading.Event = field(default_factory=threading.Event)
     #: The trial's share of the run's compute budget, set by ``Worker._train`` when the trial's
     #: data and weights are loaded (so their loading is not charged).
-    meter: TrialMeter = field(init=False)
+    meter: TrialMeter = field(init=False, repr=False)
 
 
 class Worker:
