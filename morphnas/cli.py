@@ -1,6 +1,7 @@
 """The ``morphnas`` command.
 
-morphnas run --dataset digits|mnist1d|PATH.npz --trials N [--export best.onnx] [--server ADDR]
+morphnas run --dataset digits|mnist1d|PATH.npz [--budget 2m | --trials N] [--export best.onnx]
+             [--server ADDR]
 morphnas serve [--db URL] [--host H] [--port P] [--workers N]
 morphnas worker --db URL [--device cuda:0]
 morphnas searches [--server ADDR]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -17,7 +18,7 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from morphnas.client import Client, SearchHandle
-from morphnas.core.records import BUILTIN_DATASET_SHAPES
+from morphnas.core.records import BUILTIN_DATASET_SHAPES, MAX_BUDGET_SECONDS
 from morphnas.tables import describe_path, table
 
 
@@ -52,14 +53,64 @@ def _dataset_for(client: Client, dataset: str) -> tuple[str, tuple[int, ...], in
     return info.id, tuple(info.input_shape), info.num_classes
 
 
-def _follow(search: SearchHandle, trials: int, epochs: int, quiet: bool) -> dict[str, Any]:
-    """Show an overall bar and one per trial until the run finishes; returns the final payload."""
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_budget(text: str) -> float:
+    """Seconds of a ``--budget``: ``90s``, ``10m``, ``1.5h`` or plain seconds (``600``).
+
+    Raises ValueError with a message fit for one line of output."""
+    value = text.strip().lower()
+    scale = _UNITS.get(value[-1:], 0.0)
+    number = value[:-1] if scale else value
+    try:
+        seconds = float(number) * (scale or 1.0)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_BUDGET_SECONDS:
+        raise ValueError(
+            f"--budget {text!r}: give a positive time such as 90s, 10m, 1h or plain seconds "
+            "(at most 30 days)"
+        )
+    return seconds
+
+
+def _follow(
+    search: SearchHandle, trials: int, epochs: int, quiet: bool, budget_seconds: float = 0.0
+) -> dict[str, Any]:
+    """Show an overall bar and one per trial until the run finishes; returns the final payload.
+
+    With a compute budget the overall bar counts training seconds spent against the budget (the
+    same seconds the workers charge: each trial's time at its epochs), and the trials done."""
     from tqdm import tqdm
 
-    overall = tqdm(total=trials, desc="search", unit="trial", position=0, disable=quiet)
+    if budget_seconds > 0:
+        overall = tqdm(
+            total=round(budget_seconds),
+            desc="search",
+            unit="s",
+            position=0,
+            disable=quiet,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of budget "
+            "[{elapsed}<{remaining}{postfix}]",
+        )
+    else:
+        overall = tqdm(total=trials, desc="search", unit="trial", position=0, disable=quiet)
     per_trial: dict[str, Any] = {}
+    seconds: dict[str, float] = {}  # per trial: seconds already shown on the budget bar
+    done = 0
     finished: dict[str, Any] = {}
     position = 1
+
+    def spend(trial_id: str, at: float | None) -> None:
+        """Move the budget bar by the trial's seconds since its last event (capped at the
+        budget: a trial may overshoot it by a batch)."""
+        if budget_seconds <= 0 or at is None:
+            return
+        step = max(0.0, at - seconds.get(trial_id, 0.0))
+        seconds[trial_id] = max(at, seconds.get(trial_id, 0.0))
+        overall.update(min(step, max(0.0, overall.total - overall.n)))
+
     try:
         for event in search.watch():
             p = event.payload
@@ -77,13 +128,22 @@ def _follow(search: SearchHandle, trials: int, epochs: int, quiet: bool) -> dict
                 bar = per_trial[p["trial_id"]]
                 bar.update(1)
                 bar.set_postfix(val_acc=f"{p['val_accuracy']:.4f}", refresh=False)
+                spend(p["trial_id"], p.get("seconds"))
             elif event.kind == "trial_finished":
                 bar = per_trial.pop(p["trial_id"], None)
                 if bar is not None:
                     bar.close()
-                overall.update(1)
+                done += 1
+                if budget_seconds > 0:
+                    spend(p["trial_id"], p.get("seconds"))
+                else:
+                    overall.update(1)
+                postfix: dict[str, object] = {"trials": done} if budget_seconds > 0 else {}
                 if p.get("score") is not None:
-                    overall.set_postfix(last=f"{p['score']:.4f}")
+                    postfix["last"] = f"{p['score']:.4f}"
+                if p.get("stopped_reason") == "pruned":
+                    postfix["last"] = "pruned"
+                overall.set_postfix(postfix)
                 if p.get("state") != "COMPLETED":
                     overall.write(f"trial {p['number']} {p['state']}: {p.get('reason', '')}")
             elif event.kind in ("search_finished", "search_stopped"):
@@ -116,12 +176,36 @@ def _leaderboard(search: SearchHandle, top: int = 10) -> str:
     return table(("rank", "trial", "val acc", "params", "parent", "morphs"), rows)
 
 
+def _plan(trials: int, budget_seconds: float) -> str:
+    if not budget_seconds:
+        return f"{trials} trial(s)"
+    limit = f"at most {trials} trial(s)" if trials else "as many trials as fit"
+    return f"{budget_seconds:g} s of training ({limit})"
+
+
+def _budget_note(finished: dict[str, Any]) -> str:
+    """The end of the summary line of a run with a budget ("; budget spent: 121 of 120 s")."""
+    budget = finished.get("budget_seconds") or 0.0
+    if not budget:
+        return ""
+    spent = finished.get("spent_seconds") or 0.0
+    return f"; {finished.get('reason', '')}: {spent:.0f} of {budget:.0f} s of training"
+
+
 def _shorten(text: str, width: int = 70) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    try:  # checked before anything is created
+        budget_seconds = parse_budget(args.budget) if args.budget else 0.0
+    except ValueError as err:
+        raise SystemExit(f"morphnas run: {err}") from None
+    # With a budget and no --trials, as many trials as the budget allows (the server caps them).
+    trials = args.trials if args.trials is not None else (0 if budget_seconds else 10)
+    if trials < 0 or (trials == 0 and not budget_seconds):
+        raise SystemExit("morphnas run: --trials must be positive (or 0 with a --budget)")
     if args.server:
         context: Any = nullcontext(args.server)
     else:
@@ -136,16 +220,18 @@ def run(args: argparse.Namespace) -> int:
             policy=args.policy,
         )
         print(
-            f"search {search.id}: {args.trials} trial(s) on {args.dataset} {shape}, {classes} classes"
+            f"search {search.id}: {_plan(trials, budget_seconds)} on {args.dataset} {shape}, "
+            f"{classes} classes"
         )
         search.train(
             reference,
-            args.trials,
+            trials,
+            budget_seconds=budget_seconds,
             epochs=args.epochs,
             max_seconds=args.max_seconds,
             device=args.device or "auto",
         )
-        finished = _follow(search, args.trials, args.epochs, args.quiet)
+        finished = _follow(search, trials, args.epochs, args.quiet, budget_seconds)
         print()
         print(_leaderboard(search))
         run_info = search.training_run()
@@ -157,7 +243,9 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"\nbest: trial {best.number}, validation accuracy {best.score:.4f}"
             + (f", test accuracy {test:.4f}" if test is not None else "")
-            + f" ({finished.get('trials', args.trials)} trials in {time.perf_counter() - started:.0f} s)"
+            + f" ({finished.get('trials', trials)} trials in {time.perf_counter() - started:.0f} s"
+            + _budget_note(finished)
+            + ")"
         )
         if args.export:
             blob = search.export_onnx(args.export)
@@ -196,7 +284,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dataset", required=True, help="digits, mnist1d, or PATH.npz (arrays x and y)"
     )
     parser.add_argument(
-        "--trials", type=int, default=10, help="trials to train (default %(default)s)"
+        "--trials",
+        type=int,
+        default=None,
+        help="trials to train (default 10; with --budget: as many as the budget allows)",
+    )
+    parser.add_argument(
+        "--budget",
+        metavar="TIME",
+        help="compute budget of the search: training seconds of all its trials together, "
+        "e.g. 90s, 10m, 1h or plain seconds; the search stops cleanly when it is spent",
     )
     parser.add_argument(
         "--epochs", type=int, default=20, help="epochs per trial at most (default %(default)s)"

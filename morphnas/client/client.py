@@ -301,8 +301,9 @@ class SearchHandle:
     def train(
         self,
         dataset: str,
-        trials: int,
+        trials: int = 0,
         *,
+        budget_seconds: float = 0.0,
         epochs: int = 20,
         max_seconds: float = 120.0,
         batch_size: int = 128,
@@ -312,7 +313,12 @@ class SearchHandle:
         device: str = "auto",
     ) -> TrainingRunInfo:
         """Have the server's workers train ``trials`` suggestions on ``dataset`` ("digits",
-        "mnist1d" or an uploaded dataset's id). Returns at once; follow with ``watch``."""
+        "mnist1d" or an uploaded dataset's id). Returns at once; follow with ``watch``.
+
+        ``budget_seconds`` caps the summed training seconds of the run's trials: the run ends
+        (DONE, event ``search_finished`` with reason "budget spent") once they reach it, and a
+        trial's ``max_seconds`` is cut to what is left. With a budget, ``trials`` may be 0: as
+        many trials as the budget allows (at most 10,000)."""
         budget = pb.TrainingBudget(
             epochs=epochs,
             max_seconds=max_seconds,
@@ -323,7 +329,11 @@ class SearchHandle:
             device=device,
         )
         request = pb.StartTrainingRequest(
-            search_id=self.id, dataset=dataset, trials=trials, budget=budget
+            search_id=self.id,
+            dataset=dataset,
+            trials=trials,
+            budget=budget,
+            budget_seconds=budget_seconds,
         )
         return training_run_from_pb(self.client.call("StartTraining", request))
 

@@ -122,6 +122,13 @@ class TrainingRunInfo:
     finished_at: float | None
     best_trial_id: str | None  # set when DONE
     test_accuracy: float | None  # of the best trial on the test split, when DONE
+    budget_seconds: float = 0.0  # the run's compute budget (0: none)
+    spent_seconds: float = 0.0  # training seconds its trials spent so far (charged each epoch)
+
+    @property
+    def budget_spent(self) -> bool:
+        """Whether the run has a compute budget and its trials have spent it."""
+        return self.budget_seconds > 0 and self.spent_seconds >= self.budget_seconds
 
 
 @dataclass(frozen=True)
@@ -226,6 +233,8 @@ def training_run_from_pb(message: pb.TrainingRun) -> TrainingRunInfo:
         finished_at=message.finished_at or None,
         best_trial_id=message.best_trial_id or None,
         test_accuracy=message.test_accuracy if message.HasField("test_accuracy") else None,
+        budget_seconds=message.budget_seconds,
+        spent_seconds=message.spent_seconds,
     )
 
 

@@ -311,7 +311,7 @@ class RunState(StrEnum):
 
     RUNNING = "RUNNING"
     STOPPED = "STOPPED"  # the user stopped it
-    DONE = "DONE"  # every trial it asked for is final
+    DONE = "DONE"  # every trial it asked for is final, or its compute budget is spent
 
 
 @dataclass(frozen=True)
@@ -359,9 +359,17 @@ class TrainingBudget:
             raise InvalidArgumentError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
 
 
+#: Largest compute budget of a training run, in seconds (30 days).
+MAX_BUDGET_SECONDS = 30 * 24 * 3600.0
+
+
 @dataclass(frozen=True)
 class TrainingRun:
-    """A server-side run: train ``trials`` suggestions of a search on a dataset."""
+    """A server-side run: train ``trials`` suggestions of a search on a dataset.
+
+    ``budget_seconds`` (0: none) caps the summed training seconds of the run's trials;
+    ``spent_seconds`` is that sum so far, charged by the workers after every epoch.
+    """
 
     id: str
     search_id: str
@@ -375,6 +383,20 @@ class TrainingRun:
     finished_at: float | None = None
     best_trial_id: str | None = None
     test_accuracy: float | None = None
+    budget_seconds: float = 0.0
+    spent_seconds: float = 0.0
+
+    @property
+    def budget_spent(self) -> bool:
+        """Whether the run has a compute budget and its trials have spent it."""
+        return self.budget_seconds > 0 and self.spent_seconds >= self.budget_seconds
+
+    @property
+    def seconds_left(self) -> float | None:
+        """Training seconds left in the budget (never negative); None without a budget."""
+        if self.budget_seconds <= 0:
+            return None
+        return max(0.0, self.budget_seconds - self.spent_seconds)
 
 
 @dataclass(frozen=True)

@@ -178,6 +178,8 @@ def run_to_pb(run: TrainingRun) -> pb.TrainingRun:
         created_at=run.created_at,
         finished_at=run.finished_at or 0.0,
         best_trial_id=run.best_trial_id or "",
+        budget_seconds=run.budget_seconds,
+        spent_seconds=run.spent_seconds,
     )
     if run.test_accuracy is not None:
         message.test_accuracy = run.test_accuracy

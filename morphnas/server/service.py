@@ -52,6 +52,7 @@ from morphnas.core.weights import (
 )
 from morphnas.search.cache import SearchCache
 from morphnas.search.policy import Proposal, propose
+from morphnas.search.stopping import StoppingRule, should_stop
 from morphnas.storage import Repository, StalePlan
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ class ServiceLimits:
     max_searches: int = 100_000
     #: Largest dataset upload accepted (enforced by the dataset upload stream).
     max_dataset_bytes: int = 2 * 1024**3
+    #: Early stopping across trials (ReportProgress answers should_stop); None turns it off.
+    early_stopping: StoppingRule | None = StoppingRule()
 
 
 class WeightsCache:
@@ -388,10 +391,19 @@ class SearchService:
         return digest
 
     def progress(self, trial_id: str, step: int, value: float, name: str) -> tuple[Trial, bool]:
-        """Store an intermediate value (the repository checks it); returns (trial, should_stop)."""
-        return self.repo.add_measurement(
-            _id(trial_id, "trial_id"), step, value, name or "objective"
-        )
+        """Store an intermediate value (the repository checks it); returns (trial, should_stop).
+
+        Early stopping across trials (:mod:`morphnas.search.stopping`): a child clearly below its
+        parent's and its completed peers' curves at this step is told to stop."""
+        name = name or "objective"
+        trial, stop = self.repo.add_measurement(_id(trial_id, "trial_id"), step, value, name)
+        rule = self.limits.early_stopping
+        if not stop and rule is not None and trial.parent_id and step >= rule.warmup_steps:
+            curves = self.repo.learning_curves(trial.id, name, step)
+            own = curves.pop(trial.id, [])
+            parent = curves.get(trial.parent_id)
+            stop = should_stop(step, own, parent, list(curves.values()), rule)
+        return trial, stop
 
     def heartbeat(self, trial_id: str) -> Trial:
         return self.repo.heartbeat(_id(trial_id, "trial_id"))

@@ -153,6 +153,7 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
             request.dataset,
             request.trials,
             convert.budget_from_pb(request.budget),
+            request.budget_seconds,
         )
         return convert.run_to_pb(run)
 

@@ -41,11 +41,11 @@ from morphnas.nn.datasets import (
     load_npz,
     validate_for,
 )
+from morphnas.server.budget import run_trials
 from morphnas.server.service import SearchService, sha256_hex
 
 log = logging.getLogger(__name__)
 
-MAX_RUN_TRIALS = 10_000
 DATASET_CACHE_SIZE = 8  # parsed datasets kept per TrainingService (datasets never change)
 
 
@@ -108,12 +108,17 @@ class TrainingService:
 
     # ------------------------------------------------------------------ runs
     def start_training(
-        self, search_id: str, dataset: str, trials: int, budget: TrainingBudget
+        self,
+        search_id: str,
+        dataset: str,
+        trials: int,
+        budget: TrainingBudget,
+        budget_seconds: float = 0.0,
     ) -> TrainingRun:
-        if not 1 <= trials <= MAX_RUN_TRIALS:
-            raise InvalidArgumentError(
-                f"trials must be between 1 and {MAX_RUN_TRIALS}, got {trials}"
-            )
+        """Start a run of ``trials`` trials, or of as many as ``budget_seconds`` of training
+        allow when ``trials`` is 0 (at most ``MAX_RUN_TRIALS``); with both, the first reached
+        ends the run."""
+        trials = run_trials(trials, budget_seconds)
         if not dataset:
             raise InvalidArgumentError(
                 f"name a dataset: one of {BUILTIN_DATASETS} or an uploaded id"
@@ -126,13 +131,10 @@ class TrainingService:
                 f"no dataset {dataset!r}: use one of {BUILTIN_DATASETS} or upload one"
             ) from None
         validate_for(data, search.config.input_shape, search.config.num_classes)
-        run = self.repo.create_training_run(
-            search.id, dataset=dataset, trials=trials, budget=budget
+        # Writes the run_started event too (before any worker can claim the run).
+        return self.repo.create_training_run(
+            search.id, dataset=dataset, trials=trials, budget=budget, budget_seconds=budget_seconds
         )
-        self.repo.add_event(
-            search.id, "run_started", {"run_id": run.id, "dataset": dataset, "trials": trials}
-        )
-        return run
 
     def stop(self, search_id: str) -> Search:
         self.repo.stop_training(self.service.get_search(search_id).id)

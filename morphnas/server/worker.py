@@ -11,7 +11,12 @@ Workers are processes started by ``morphnas serve --workers N`` (see
    event after every epoch;
 4. report the validation accuracy and the trained weights (or FAILED with the reason: an
    out-of-memory failure lowers the search's size cap);
-5. when the run has all its trials, evaluate the best model on the test split and close the run.
+5. when the run has all its trials, or its compute budget is spent
+   (:mod:`morphnas.server.budget`), evaluate the best model on the test split and close the run.
+
+A trial whose learning curve falls clearly below its parent's and its peers' is stopped early
+(``SearchService.progress`` answers should_stop, :mod:`morphnas.search.stopping`) and reports
+its best epoch so far as COMPLETED, ``stopped_reason`` "pruned".
 
 A worker that dies stops renewing its lease: the trial goes STALE and the next worker retries its
 architecture. Training never runs on a gRPC thread. The use cases the worker calls (datasets,
@@ -25,13 +30,19 @@ import os
 import socket
 import threading
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from morphnas.core.errors import FailedPreconditionError, UnavailableError
 from morphnas.core.graph import Graph
 from morphnas.core.records import FINAL_STATES, RunState, Search, TrainingRun, Trial, TrialState
 from morphnas.core.weights import check_weights, weights_from_bytes, weights_to_bytes
+from morphnas.server.budget import (
+    BUDGET_SPENT,
+    TRIALS_DONE,
+    TrialMeter,
+    stopped_by_search,
+)
 from morphnas.server.metrics import record_training
 from morphnas.server.service import SearchService
 from morphnas.server.training import PreparedData, TrainingService
@@ -49,15 +60,18 @@ def worker_name() -> str:
 
 @dataclass
 class _Job:
-    """One claimed trial of a run, and the two signals besides the worker's own stop that end
-    its training early: the lease was lost, or the search was stopped (seen in a progress
-    report)."""
+    """One claimed trial of a run, and the signals besides the worker's own stop that end its
+    training early: the lease was lost, the search was stopped (seen in a progress report), or
+    the meter says the run's budget is spent or the trial was pruned."""
 
     run: TrainingRun
     search: Search
     trial: Trial
     lease_lost: threading.Event
     search_stopped: threading.Event = field(default_factory=threading.Event)
+    #: The trial's share of the run's compute budget, set by ``Worker._train`` when the trial's
+    #: data and weights are loaded (so their loading is not charged).
+    meter: TrialMeter = field(init=False, repr=False)
 
 
 class Worker:
@@ -103,6 +117,9 @@ class Worker:
         if run is None:
             return False
         search = self.service.get_search(run.search_id)
+        if run.budget_spent:  # budget: a spent run is handed out only to be closed
+            self._finish_run_if_done(run, search)
+            return False
         try:
             [trial] = self.service.suggest(search.id, 1, self.name)
         except FailedPreconditionError as err:  # the search was stopped meanwhile
@@ -128,15 +145,19 @@ class Worker:
         self._announce_start(job, graph)
         prepared = self.training.prepared(job.run.dataset, job.search)
         weights = self._initial_weights(job, graph)
+        job.meter = TrialMeter(self.repo.charge_training_run, job.run)  # budget: charges this trial
         try:
             result = self._fit(job, graph, weights, prepared)
         except TrainingOutOfMemory as err:
+            job.meter.charge()
             self._report_failed(job, f"out of memory: {err}")
             return
         except Exception as err:  # noqa: BLE001 - a failed trial must not kill the worker
             log.exception("trial %d failed", job.trial.number)
+            job.meter.charge()
             self._report_failed(job, f"{type(err).__name__}: {err}")
             return
+        job.meter.charge()
         self._report_result(job, result)
 
     def _announce_start(self, job: _Job, graph: Graph) -> None:
@@ -161,7 +182,8 @@ class Worker:
         )
 
     def _train_config(self, job: _Job) -> TrainConfig:
-        """How this trial trains: the run's budget, a seed fixed by the search and trial."""
+        """How this trial trains: the run's budget (its ``max_seconds`` cut to what is left of
+        the run's compute budget), a seed fixed by the search and trial."""
         from morphnas.nn.train import TrainConfig
 
         budget = job.run.budget
@@ -171,7 +193,7 @@ class Worker:
             optimizer=budget.optimizer,
             lr=budget.learning_rate or None,
             patience=budget.patience,
-            max_seconds=budget.max_seconds,
+            max_seconds=job.meter.max_seconds(budget.max_seconds),
             seed=job.search.config.seed * 100_003 + job.trial.number,
             device=self.device or budget.device,
         )
@@ -194,12 +216,18 @@ class Worker:
         )
 
     def _should_stop(self, job: _Job) -> bool:
-        return job.lease_lost.is_set() or self.stopping.is_set() or job.search_stopped.is_set()
+        return (
+            job.lease_lost.is_set()
+            or self.stopping.is_set()
+            or job.search_stopped.is_set()
+            or job.meter.exhausted()
+        )
 
     def _on_epoch(self, job: _Job, epoch: EpochResult) -> bool:
-        """Report an epoch's progress (which may stop the search); True stops training."""
+        """Report an epoch's progress (which may stop the search, or prune the trial) and charge
+        it to the run's budget; True stops training."""
         values = asdict(epoch)
-        _, stop = self.service.progress(
+        current, stop = self.service.progress(
             job.trial.id, values["epoch"], values["val_accuracy"], "val_accuracy"
         )
         self.repo.add_event(
@@ -207,18 +235,24 @@ class Worker:
             "epoch_finished",
             {"trial_id": job.trial.id, "number": job.trial.number, **values},
         )
+        job.meter.charge()  # budget
         if stop:
-            job.search_stopped.set()
-        return bool(stop) or self.stopping.is_set()
+            job.meter.cause = stopped_by_search(self.service, job.search, current)  # or ""
+            if not job.meter.cause:  # "pruned" stops only this trial
+                job.search_stopped.set()
+        return bool(stop) or self.stopping.is_set() or job.meter.exhausted()
 
     # ------------------------------------------------------------------ reporting
     def _report_result(self, job: _Job, result: TrainResult) -> None:
-        """Report a finished training as COMPLETED, FAILED (search stopped), or not at all."""
+        """Report a finished training as COMPLETED (also when the budget or pruning stopped it:
+        its best so far), FAILED (search stopped), or not at all."""
         if job.lease_lost.is_set():
             # The lease ran out (this worker stalled): the trial was or will be handed out again,
             # so this result would only compete with the retry.
             log.warning("trial %d: lease lost while training; not reporting", job.trial.number)
             return
+        if result.stopped_reason == "cancelled" and job.meter.cause:  # budget spent, or pruned:
+            result = replace(result, stopped_reason=job.meter.cause)  # report the best so far
         if result.stopped_reason == "cancelled" and not job.search_stopped.is_set():
             self.repo.release_trial(job.trial.id)  # this worker is shutting down: retry elsewhere
             return
@@ -280,10 +314,14 @@ class Worker:
 
     # ------------------------------------------------------------------ the run
     def _finish_run_if_done(self, run: TrainingRun, search: Search) -> None:
-        """Close the run once all its trials are final: evaluate the best, write the event."""
+        """Close the run once all its trials are final, or its budget is spent and none is
+        active: evaluate the best, write the event."""
         counts = self.repo.run_counts(run)
         final = sum(counts.get(s, 0) for s in FINAL_STATES)
-        if final < run.trials or counts.get(TrialState.ACTIVE, 0):
+        if counts.get(TrialState.ACTIVE, 0):
+            return
+        run = self.repo.get_training_run(run.id)  # budget: its seconds spent so far
+        if final < run.trials and not run.budget_spent:
             return
         best_id, test_accuracy = self._evaluate_best(run, search)
         if self.repo.finish_training_run(
@@ -300,6 +338,9 @@ class Worker:
                     "best_score": best.score if best else None,
                     "test_accuracy": test_accuracy,
                     "trials": final,
+                    "reason": BUDGET_SPENT if run.budget_spent else TRIALS_DONE,
+                    "budget_seconds": run.budget_seconds,
+                    "spent_seconds": run.spent_seconds,
                 },
             )
 

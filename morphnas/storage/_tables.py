@@ -167,6 +167,9 @@ training_runs = Table(
     Column("finished_at", Double, nullable=True),
     Column("best_trial_id", ID, nullable=True),
     Column("test_accuracy", Double, nullable=True),
+    Column("budget_seconds", Double, nullable=False, server_default="0"),  # 0: no budget
+    # Training seconds of the run's trials so far, added to by workers after every epoch.
+    Column("spent_seconds", Double, nullable=False, server_default="0"),
     Index(None, "state", "created_at"),
     Index(None, "search_id", "created_at"),
 )

@@ -567,6 +567,34 @@ class Repository(TrainingStorage):
         at = _now(now)
         return self._unit(lambda c: expire(c, at, true()), write=True)
 
+    def learning_curves(
+        self, trial_id: str, name: str, up_to_step: int
+    ) -> dict[str, list[tuple[int, float]]]:
+        """Curves of measurement ``name`` up to a step, for early stopping across trials: trial
+        id → [(step, value)] by step, of the trial itself and of every COMPLETED trial of its
+        search (those without a point at a step ≤ ``up_to_step`` are absent). One read over the
+        measurements' primary key (trial, name, step) of the search's completed trials."""
+
+        def work(c: Connection) -> dict[str, list[tuple[int, float]]]:
+            search_id = select(trials.c.search_id).where(trials.c.id == trial_id).scalar_subquery()
+            rows = c.execute(
+                select(measurements.c.trial_id, measurements.c.step, measurements.c.value)
+                .join(trials, trials.c.id == measurements.c.trial_id)
+                .where(
+                    trials.c.search_id == search_id,
+                    or_(trials.c.state == TrialState.COMPLETED.value, trials.c.id == trial_id),
+                    measurements.c.name == name,
+                    measurements.c.step <= up_to_step,
+                )
+                .order_by(measurements.c.trial_id, measurements.c.step)
+            )
+            curves: dict[str, list[tuple[int, float]]] = {}
+            for row in rows:
+                curves.setdefault(row.trial_id, []).append((row.step, row.value))
+            return curves
+
+        return self._unit(work, write=False)
+
 
 # ---------------------------------------------------------------------- trial helpers
 #: A report on an open trial: STALE (a late worker), or ACTIVE and leased to the reporting

@@ -10,12 +10,19 @@ with its own worker id, which locks the search and numbers the trial. Claiming l
 queueing; SQLite: the IMMEDIATE write lock). A slot is free while fewer than ``trials`` were
 claimed, or while the search has a STALE trial that was not handed out again yet (a worker died:
 its architecture must be retried, and that takes no new slot).
+
+Compute budgets. A run may also have ``budget_seconds``: workers add each trial's training
+seconds to the run's ``spent_seconds`` as they go (:meth:`TrainingStorage.charge_training_run`,
+after every epoch), and once the budget is spent no slot is free. Such a run is handed out once
+more when nothing of it is ACTIVE any longer, so that a worker closes it (DONE), even if the
+worker of its last trial died.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -23,7 +30,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, delete, func, insert, select, update
 
-from morphnas.core.errors import FailedPreconditionError, NotFoundError
+from morphnas.core.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from morphnas.core.records import (
     DatasetInfo,
     RunState,
@@ -129,8 +136,10 @@ class TrainingStorage:
         dataset: str,
         trials: int,
         budget: TrainingBudget,
+        budget_seconds: float = 0.0,
         now: float | None = None,
     ) -> TrainingRun:
+        """A RUNNING run of the search (one at a time), with its ``run_started`` event."""
         at = _now(now)
 
         def work(c: Connection) -> TrainingRun:
@@ -158,8 +167,23 @@ class TrainingStorage:
                 state=RunState.RUNNING,
                 first_number=search.trial_count,
                 created_at=at,
+                budget_seconds=budget_seconds,
             )
             c.execute(insert(training_runs).values(**_run_row(run)))
+            # In the same transaction: a worker may claim the run at once, and its events must
+            # come after this one.
+            _insert_event(
+                c,
+                search_id,
+                "run_started",
+                {
+                    "run_id": run.id,
+                    "dataset": dataset,
+                    "trials": trials,
+                    "budget_seconds": budget_seconds,
+                },
+                at,
+            )
             return run
 
         return self._unit(work, write=True)  # type: ignore[no-any-return]
@@ -199,6 +223,10 @@ class TrainingStorage:
             for row in rows:
                 run = _run_record(row)
                 expire(c, at, and_(trials.c.search_id == run.search_id))
+                if run.budget_spent:
+                    if not _active(c, run):
+                        return run  # nothing left to train: the worker closes it
+                    continue
                 if _stale_waiting(c, run) > 0:
                     return run
                 if run.claimed < run.trials:
@@ -224,6 +252,29 @@ class TrainingStorage:
             return {TrialState(state): count for state, count in rows}
 
         return self._unit(work, write=False)  # type: ignore[no-any-return]
+
+    def charge_training_run(self, run_id: str, seconds: float) -> TrainingRun:
+        """Add ``seconds`` of training to the run's ``spent_seconds``; returns the run after it.
+
+        One atomic ``UPDATE ... SET spent_seconds = spent_seconds + x``, so workers charging the
+        same run at the same time each add their own seconds. Negative or non-finite amounts are
+        refused (a bug in the caller)."""
+        if not math.isfinite(seconds) or seconds < 0:
+            raise InvalidArgumentError(f"seconds to charge must be finite and >= 0, got {seconds}")
+
+        def work(c: Connection) -> TrainingRun:
+            if seconds > 0:
+                c.execute(
+                    update(training_runs)
+                    .where(training_runs.c.id == run_id)
+                    .values(spent_seconds=training_runs.c.spent_seconds + seconds)
+                )
+            row = c.execute(select(training_runs).where(training_runs.c.id == run_id)).first()
+            if row is None:
+                raise NotFoundError(f"no training run {run_id!r}")
+            return _run_record(row)
+
+        return self._unit(work, write=True)  # type: ignore[no-any-return]
 
     def finish_training_run(
         self,
@@ -291,18 +342,7 @@ class TrainingStorage:
         self, search_id: str, kind: str, payload: dict[str, Any], now: float | None = None
     ) -> None:
         at = _now(now)
-
-        def work(c: Connection) -> None:
-            c.execute(
-                insert(events).values(
-                    search_id=search_id,
-                    kind=kind,
-                    payload=json.dumps(payload, sort_keys=True),
-                    created_at=at,
-                )
-            )
-
-        self._unit(work, write=True)
+        self._unit(lambda c: _insert_event(c, search_id, kind, payload, at), write=True)
 
     def list_events(self, search_id: str, after_id: int = 0, limit: int = 500) -> list[SearchEvent]:
         def work(c: Connection) -> list[SearchEvent]:
@@ -320,6 +360,19 @@ class TrainingStorage:
         return self._unit(work, write=False)  # type: ignore[no-any-return]
 
 
+def _insert_event(
+    c: Connection, search_id: str, kind: str, payload: dict[str, Any], at: float
+) -> None:
+    c.execute(
+        insert(events).values(
+            search_id=search_id,
+            kind=kind,
+            payload=json.dumps(payload, sort_keys=True),
+            created_at=at,
+        )
+    )
+
+
 def _stale_waiting(c: Connection, run: TrainingRun) -> int:
     """STALE trials of the run's search not handed out again yet."""
     return int(
@@ -330,6 +383,22 @@ def _stale_waiting(c: Connection, run: TrainingRun) -> int:
                 trials.c.reissued_as.is_(None),
             )
         ).scalar_one()
+    )
+
+
+def _active(c: Connection, run: TrainingRun) -> bool:
+    """Whether a trial of the run is ACTIVE (still training)."""
+    return (
+        c.execute(
+            select(trials.c.id)
+            .where(
+                trials.c.search_id == run.search_id,
+                trials.c.number >= run.first_number,
+                trials.c.state == TrialState.ACTIVE.value,
+            )
+            .limit(1)
+        ).first()
+        is not None
     )
 
 
@@ -367,4 +436,6 @@ def _run_record(row: Row[Any]) -> TrainingRun:
         finished_at=row.finished_at,
         best_trial_id=row.best_trial_id,
         test_accuracy=row.test_accuracy,
+        budget_seconds=row.budget_seconds,
+        spent_seconds=row.spent_seconds,
     )

@@ -342,19 +342,21 @@ class TrainingBudget(_message.Message):
     def __init__(self, epochs: _Optional[int] = ..., max_seconds: _Optional[float] = ..., batch_size: _Optional[int] = ..., optimizer: _Optional[str] = ..., learning_rate: _Optional[float] = ..., patience: _Optional[int] = ..., device: _Optional[str] = ...) -> None: ...
 
 class StartTrainingRequest(_message.Message):
-    __slots__ = ("search_id", "dataset", "trials", "budget")
+    __slots__ = ("search_id", "dataset", "trials", "budget", "budget_seconds")
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     TRIALS_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_SECONDS_FIELD_NUMBER: _ClassVar[int]
     search_id: str
     dataset: str
     trials: int
     budget: TrainingBudget
-    def __init__(self, search_id: _Optional[str] = ..., dataset: _Optional[str] = ..., trials: _Optional[int] = ..., budget: _Optional[_Union[TrainingBudget, _Mapping]] = ...) -> None: ...
+    budget_seconds: float
+    def __init__(self, search_id: _Optional[str] = ..., dataset: _Optional[str] = ..., trials: _Optional[int] = ..., budget: _Optional[_Union[TrainingBudget, _Mapping]] = ..., budget_seconds: _Optional[float] = ...) -> None: ...
 
 class TrainingRun(_message.Message):
-    __slots__ = ("id", "search_id", "dataset", "trials", "claimed", "budget", "state", "first_number", "created_at", "finished_at", "best_trial_id", "test_accuracy")
+    __slots__ = ("id", "search_id", "dataset", "trials", "claimed", "budget", "state", "first_number", "created_at", "finished_at", "best_trial_id", "test_accuracy", "budget_seconds", "spent_seconds")
     ID_FIELD_NUMBER: _ClassVar[int]
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -367,6 +369,8 @@ class TrainingRun(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     BEST_TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     TEST_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SPENT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     id: str
     search_id: str
     dataset: str
@@ -379,7 +383,9 @@ class TrainingRun(_message.Message):
     finished_at: float
     best_trial_id: str
     test_accuracy: float
-    def __init__(self, id: _Optional[str] = ..., search_id: _Optional[str] = ..., dataset: _Optional[str] = ..., trials: _Optional[int] = ..., claimed: _Optional[int] = ..., budget: _Optional[_Union[TrainingBudget, _Mapping]] = ..., state: _Optional[_Union[RunState, str]] = ..., first_number: _Optional[int] = ..., created_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., best_trial_id: _Optional[str] = ..., test_accuracy: _Optional[float] = ...) -> None: ...
+    budget_seconds: float
+    spent_seconds: float
+    def __init__(self, id: _Optional[str] = ..., search_id: _Optional[str] = ..., dataset: _Optional[str] = ..., trials: _Optional[int] = ..., claimed: _Optional[int] = ..., budget: _Optional[_Union[TrainingBudget, _Mapping]] = ..., state: _Optional[_Union[RunState, str]] = ..., first_number: _Optional[int] = ..., created_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., best_trial_id: _Optional[str] = ..., test_accuracy: _Optional[float] = ..., budget_seconds: _Optional[float] = ..., spent_seconds: _Optional[float] = ...) -> None: ...
 
 class GetTrainingRunRequest(_message.Message):
     __slots__ = ("search_id",)

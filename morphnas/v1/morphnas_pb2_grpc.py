@@ -232,7 +232,8 @@ class MorphNasServicer:
 
     def StartTraining(self, request, context):
         """--- Server-side training -------------------------------------------------------------
-        Start training `trials` suggestions of a search on a dataset with the server's workers.
+        Start training `trials` suggestions of a search on a dataset with the server's workers,
+        or as many as `budget_seconds` of training allow.
         Returns at once; follow it with WatchSearch. One running run per search at a time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -19,7 +19,7 @@ from morphnas.client import (
     TrainingRunInfo,
     TrialInfo,
 )
-from morphnas.client.records import search_from_pb, trial_from_pb
+from morphnas.client.records import search_from_pb, training_run_from_pb, trial_from_pb
 from morphnas.v1 import morphnas_pb2 as pb
 
 
@@ -73,6 +73,7 @@ def test_every_answer_is_a_plain_frozen_record(client: Client) -> None:
         None,
     )
     assert run.budget.epochs == 1 and run.budget.device == "cpu"
+    assert (run.budget_seconds, run.spent_seconds, run.budget_spent) == (0.0, 0.0, False)
     assert search.training_run() == run
     search.stop()
     assert search.info.stopped
@@ -87,6 +88,16 @@ def test_every_answer_is_a_plain_frozen_record(client: Client) -> None:
         assert _no_protobuf(record), record
         with pytest.raises(dataclasses.FrozenInstanceError):
             record.id = "changed"  # type: ignore[misc]
+
+
+def test_a_run_carries_its_compute_budget() -> None:
+    run = training_run_from_pb(
+        pb.TrainingRun(id="r", state=pb.DONE, budget_seconds=60.0, spent_seconds=60.5)
+    )
+    assert (run.state, run.budget_seconds, run.spent_seconds) == ("DONE", 60.0, 60.5)
+    assert run.budget_spent and _no_protobuf(run)
+    fresh = training_run_from_pb(pb.TrainingRun(id="r", state=pb.RUNNING, budget_seconds=60.0))
+    assert fresh.spent_seconds == 0.0 and not fresh.budget_spent
 
 
 def test_an_unknown_enum_value_from_the_server_is_refused() -> None:

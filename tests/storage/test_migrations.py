@@ -114,3 +114,41 @@ def test_the_default_url_is_a_sqlite_file(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.chdir(tmp_path)
     Repository.from_url().close()
     assert os.path.exists(tmp_path / "morphnas.db")
+
+
+def test_runs_stored_before_budgets_upgrade_with_no_budget(db_url: str) -> None:
+    """A database at 0003 with a training run in it upgrades to head: the run has no budget
+    (budget_seconds 0: its trial count alone ends it) and has spent 0 seconds."""
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(alembic_config(connection), "0003")
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO searches (id, name, config, created_at, size_cap_params, "
+                    "trial_count, stopped) VALUES ('s1', 'old', :config, 1.0, 100, 0, :no)"
+                ),
+                {
+                    "config": '{"name": "old", "input_shape": [40], "num_classes": 10}',
+                    "no": False,
+                },
+            )
+            connection.execute(
+                sa.text(
+                    "INSERT INTO training_runs (id, search_id, dataset, trials, claimed, budget, "
+                    "state, first_number, created_at) "
+                    "VALUES ('r1', 's1', 'digits', 3, 1, '{}', 'RUNNING', 0, 2.0)"
+                )
+            )
+    finally:
+        engine.dispose()
+    repo = Repository.from_url(db_url)
+    try:
+        run = repo.get_training_run("r1")
+        assert (run.trials, run.claimed, run.budget_seconds, run.spent_seconds) == (3, 1, 0.0, 0.0)
+        assert not run.budget_spent and run.seconds_left is None
+        assert repo.charge_training_run("r1", 1.5).spent_seconds == 1.5
+    finally:
+        repo.close()
+    assert _revision(db_url) == (head_revision(),)
