@@ -292,7 +292,8 @@ class Worker:
         return True
 
     def _train(self, run: TrainingRun, search: Search, trial: Trial, lost: threading.Event) -> None:
-        from morphnas.nn.train import TrainConfig, TrainingOutOfMemory, train_trial
+        from morphnas.nn.recipe import trial_train_config
+        from morphnas.nn.train import TrainingOutOfMemory, train_trial
 
         graph = Graph.from_json(trial.architecture)
         self.repo.add_event(
@@ -311,17 +312,8 @@ class Worker:
         weights = check_weights(
             graph, weights_from_bytes(self.service.weights(trial.id, "initial"))
         )
-        budget = run.budget
-        config = TrainConfig(
-            epochs=budget.epochs,
-            batch_size=budget.batch_size,
-            optimizer=budget.optimizer,
-            lr=budget.learning_rate or None,
-            patience=budget.patience,
-            max_seconds=budget.max_seconds,
-            seed=search.config.seed * 100_003 + trial.number,
-            device=self.device or budget.device,
-        )
+        parent = self.service.get_trial(trial.parent_id) if trial.parent_id else None
+        config = trial_train_config(run, search, trial, parent, device=self.device)
         search_stopped = threading.Event()
         try:
             result = train_trial(
@@ -384,6 +376,7 @@ class Worker:
                 "stopped_reason": result.stopped_reason,
                 "device": result.device,
                 "val_loss": result.val_loss,
+                **parent_comparison(result.val_accuracy, parent),
             },
         )
 
@@ -472,6 +465,15 @@ class Worker:
         weights = check_weights(graph, weights_from_bytes(self.service.weights(best.id, "trained")))
         accuracy, _ = evaluate(graph, weights, prepared.data, prepared.split.test, prepared.norm)
         return best.id, accuracy
+
+
+def parent_comparison(score: float, parent: Trial | None) -> dict[str, float | bool | None]:
+    """``parent_score`` (None for a seed or an unscored parent) and ``beat_parent``."""
+    parent_score = parent.score if parent is not None else None
+    return {
+        "parent_score": parent_score,
+        "beat_parent": parent_score is not None and score > parent_score,
+    }
 
 
 class _Heartbeat:
