@@ -67,6 +67,13 @@ def test_a_run_trains_reports_and_exports(client: Client, worker: Worker) -> Non
     ]
     assert measurements == sorted(measurements)
 
+    scores = {t.id: t.score for t in trials}
+    parents = {t.id: t.parent_id for t in trials}
+    for p in (e.payload for e in events if e.kind == "trial_finished"):
+        parent_score = scores[parents[p["trial_id"]]] if parents[p["trial_id"]] else None
+        assert p["parent_score"] == parent_score
+        assert p["beat_parent"] == (parent_score is not None and p["score"] > parent_score)
+
     finished = events[-1].payload
     best = search.best_trial()
     assert finished["best_trial_id"] == best.id
@@ -294,3 +301,20 @@ def test_concurrent_exports(client: Client) -> None:
     for t in threads:
         t.join()
     assert len(results) == 6 and all(isinstance(r, int) and r > 0 for r in results), results
+
+
+@pytest.mark.slow
+def test_a_default_search_improves_on_its_seed(client: Client, worker: Worker) -> None:
+    """The main job in small: digits, default search and budget, 5 trials. Children inherit
+    trained weights and train with the child recipe; the best trial is not the seed and at
+    least a third of the children beat their parent (issue 15)."""
+    search = client.create_search(name="digits", input_shape=(1, 8, 8), num_classes=10, seed=0)
+    search.train("digits", 5, max_seconds=60, device="cpu")  # as `morphnas run` does
+    events = list(search.watch(timeout=600))
+    assert events[-1].kind == "search_finished"
+    finished = [e.payload for e in events if e.kind == "trial_finished"]
+    assert [p["state"] for p in finished] == ["COMPLETED"] * 5
+    children = [p for p in finished if p["parent_score"] is not None]
+    assert len(children) == 4
+    assert search.best_trial().number != 0
+    assert 3 * sum(p["beat_parent"] for p in children) >= len(children)
