@@ -37,8 +37,18 @@ def one_run(dataset: str, seed: int, trials: int) -> tuple[object, ...]:
             completed, _ = repo.list_trials(
                 search.id, states=(TrialState.COMPLETED,), page_size=10_000
             )
+            events = repo.list_events(search.id, 0, limit=10_000)
         finally:
             repo.close()
+    for event in events:
+        if event.kind == "trial_finished":
+            p = event.payload
+            print(
+                f"  trial {p['number']}: {p['state']} score {p['score']} parent "
+                f"{p.get('parent_score')} best epoch {p.get('best_epoch')}/{p.get('epochs')} "
+                f"{p.get('stopped_reason')} {p.get('seconds', 0):.0f} s",
+                flush=True,
+            )
     scores = {t.id: t.score for t in completed}
     best = max(completed, key=lambda t: (t.score, -t.number))
     seed_score = next(t.score for t in completed if t.number == 0)
