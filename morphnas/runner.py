@@ -199,7 +199,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--trials", type=int, default=10, help="trials to train (default %(default)s)"
     )
     parser.add_argument(
-        "--epochs", type=int, default=20, help="epochs per trial at most (default %(default)s)"
+        "--epochs", type=int, default=8, help="epochs per trial at most (default %(default)s)"
     )
     parser.add_argument(
         "--max-seconds",
