@@ -305,12 +305,13 @@ def test_concurrent_exports(client: Client) -> None:
 
 @pytest.mark.slow
 def test_a_default_search_improves_on_its_seed(client: Client, worker: Worker) -> None:
-    """The main job in small: digits, default search and budget, 5 trials. Children inherit
-    trained weights and train with the child recipe; the best trial is not the seed and at
-    least a third of the children beat their parent (issue 15)."""
-    search = client.create_search(name="digits", input_shape=(1, 8, 8), num_classes=10, seed=0)
-    search.train("digits", 5, epochs=8, max_seconds=600, device="cpu")  # `morphnas run`'s defaults
-    events = list(search.watch(timeout=600))
+    """The main job in small: MNIST-1D, default search and `morphnas run`'s budget, 5 trials.
+    Children inherit trained weights and train with the child recipe; the best trial is not the
+    seed and at least a third of the children beat their parent (issue 15). (Digits is no test
+    of this: its seed already scores 268 of 270 validation examples.)"""
+    search = client.create_search(name="mnist1d", input_shape=(1, 40), num_classes=10, seed=0)
+    search.train("mnist1d", 5, epochs=8, max_seconds=600, device="cpu")  # `morphnas run`'s
+    events = list(search.watch(timeout=900))
     assert events[-1].kind == "search_finished"
     finished = [e.payload for e in events if e.kind == "trial_finished"]
     assert [p["state"] for p in finished] == ["COMPLETED"] * 5
