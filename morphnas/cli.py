@@ -109,7 +109,8 @@ def cmd_trials(args: argparse.Namespace) -> int:
 
 
 def _beat_parent(trials: Sequence, trial: Any) -> str:
-    """ "yes" when the trial scored above its parent, "no" when not, "-" when either has no score."""
+    """The "beat" cell: yes when the trial scored above its parent, no when not, - when either
+    has no score."""
     parent = next((t for t in trials if t.id == trial.parent_id), None)
     if parent is None or parent.score is None or trial.score is None:
         return "-"
