@@ -59,11 +59,33 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     with client_from_args(args, timeout=300) as client:
         if args.trial:
-            blob = client.export_onnx(args.output, trial_id=args.trial, softmax=args.softmax)
+            blob = client.export_onnx(
+                args.output,
+                trial_id=args.trial,
+                softmax=args.softmax,
+                trained_weights=args.trained_weights,
+            )
         else:
-            blob = client.get_search(args.search).export_onnx(args.output, softmax=args.softmax)
-    print(f"wrote {args.output} ({len(blob):,} bytes)")
+            blob = client.get_search(args.search).export_onnx(
+                args.output, softmax=args.softmax, trained_weights=args.trained_weights
+            )
+    meta = _onnx_metadata(blob)
+    test = meta.get("test_accuracy")
+    print(
+        f"wrote {args.output} ({len(blob):,} bytes; {meta.get('weights', 'trained')} weights"
+        + (f", test accuracy {float(test):.4f}" if test else "")
+        + ")"
+    )
     return 0
+
+
+def _onnx_metadata(blob: bytes) -> dict[str, str]:
+    """The ONNX file's metadata, or nothing where onnx is not installed (a client-only SDK)."""
+    try:
+        import onnx
+    except ImportError:
+        return {}
+    return {p.key: p.value for p in onnx.load_from_string(blob).metadata_props}
 
 
 def cmd_searches(args: argparse.Namespace) -> int:
@@ -260,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", required=True, help="ONNX file to write")
     export.add_argument("--trial", help="export this trial instead of the best")
     export.add_argument("--softmax", action="store_true", help="output probabilities, not logits")
+    export.add_argument(
+        "--trained-weights",
+        action="store_true",
+        help="export the trial's own trained weights even when a final fit stored final ones",
+    )
     export.add_argument(
         "--server", default=DEFAULT_SERVER, help="server address (default %(default)s)"
     )

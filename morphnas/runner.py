@@ -1,8 +1,10 @@
 """``morphnas run``: a whole search on a dataset, trained by the server, watched live.
 
 Without ``--server`` it starts an embedded server on a SQLite file in the current folder plus
-training worker processes, runs the search, prints a leaderboard and the best model's test
-accuracy, writes the ONNX file, and shuts everything down.
+training worker processes, runs the search, has the worker do the final fit of the best
+architecture on training + validation data (``--final-fit``, see ``docs/final-fit.md``), prints
+a leaderboard and the test accuracy of the best trial and of the final model, writes the ONNX
+file (the final model when there is one), and shuts everything down.
 """
 
 from __future__ import annotations
@@ -146,6 +148,8 @@ def _follow(
                 overall.set_postfix(postfix)
                 if p.get("state") != "COMPLETED":
                     overall.write(f"trial {p['number']} {p['state']}: {p.get('reason', '')}")
+            elif event.kind == "final_fit_finished":
+                overall.write(_final_fit_line(p))
             elif event.kind in ("search_finished", "search_stopped"):
                 finished = dict(p, kind=event.kind)
                 break
@@ -154,6 +158,17 @@ def _follow(
             bar.close()
         overall.close()
     return finished
+
+
+def _final_fit_line(p: dict[str, Any]) -> str:
+    if p.get("error"):
+        return f"final fit ({p['mode']}) failed: {p['error']}"
+    test = p.get("test_accuracy")
+    return (
+        f"final fit of trial {p['number']} ({p['mode']}, {p['epochs']} epochs on training + "
+        f"validation data) in {p['seconds']:.0f} s"
+        + (f": test accuracy {test:.4f}" if test is not None else "")
+    )
 
 
 def _leaderboard(search: SearchHandle, top: int = 10) -> str:
@@ -230,6 +245,7 @@ def run(args: argparse.Namespace) -> int:
             epochs=args.epochs,
             max_seconds=args.max_seconds,
             device=args.device or "auto",
+            final_fit=args.final_fit,
         )
         finished = _follow(search, trials, args.epochs, args.quiet, budget_seconds)
         print()
@@ -240,9 +256,15 @@ def run(args: argparse.Namespace) -> int:
             print("no trial completed", file=sys.stderr)
             return 1
         test = run_info.test_accuracy
+        final_test = run_info.final_test_accuracy
         print(
             f"\nbest: trial {best.number}, validation accuracy {best.score:.4f}"
             + (f", test accuracy {test:.4f}" if test is not None else "")
+            + (
+                f"; final model ({run_info.final_fit}) test accuracy {final_test:.4f}"
+                if final_test is not None
+                else ""
+            )
             + f" ({finished.get('trials', trials)} trials in {time.perf_counter() - started:.0f} s"
             + _budget_note(finished)
             + ")"
@@ -272,7 +294,9 @@ def _verify_export(blob: bytes, dataset: str, seed: int, best: Any) -> str:
     x, y = data.x[test], data.y[test]
     accuracy = float((run_onnx(blob, x).argmax(1) == y).mean())
     norm = Normalisation.from_dict(json.loads(onnx_metadata(blob)["normalisation"]))
-    agreement, diff = check_onnx_matches(blob, best.graph, best.trained_weights(), norm, x)
+    kind = onnx_metadata(blob).get("weights", "trained")  # "final" after a final fit
+    weights = best.client.download_weights(best.id, kind)
+    agreement, diff = check_onnx_matches(blob, best.graph, weights, norm, x)
     return (
         f"onnxruntime on the {len(test)} test examples: accuracy {accuracy:.4f}; "
         f"argmax agreement with torch {100 * agreement:.1f}%, max |logit difference| {diff:.1e}"
@@ -307,7 +331,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", choices=["bayesian", "random"], default="bayesian")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", help="search name (default: dataset and time)")
-    parser.add_argument("--export", metavar="PATH", help="write the best model as ONNX here")
+    parser.add_argument(
+        "--final-fit",
+        choices=["continue", "retrain", "none"],
+        default="continue",
+        help="after the search, train the best architecture on training + validation data, "
+        "from its weights (continue) or from scratch (retrain); within --budget "
+        "(default %(default)s; see docs/final-fit.md)",
+    )
+    parser.add_argument(
+        "--export",
+        metavar="PATH",
+        help="write the final model (the best trial's, with --final-fit none) as ONNX here",
+    )
     parser.add_argument("--server", help="use this server instead of an embedded one")
     parser.add_argument("--db", default="morphnas.db", help="SQLite file of the embedded server")
     parser.add_argument(

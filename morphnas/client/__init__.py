@@ -12,6 +12,7 @@ from morphnas.client.client import Client, SearchHandle, TrialHandle, to_numpy_w
 from morphnas.client.errors import ServerError
 from morphnas.client.records import (
     DatasetInfo,
+    FinalFitInfo,
     SearchEvent,
     SearchInfo,
     TrainingBudgetInfo,
@@ -37,6 +38,7 @@ __all__ = [
     "Client",
     "DatasetInfo",
     "FailedPreconditionError",
+    "FinalFitInfo",
     "InvalidArgumentError",
     "InvalidGraphError",
     "MorphnasError",

@@ -29,6 +29,7 @@ from morphnas.client.records import (
     POLICIES,
     TRIAL_STATES,
     DatasetInfo,
+    FinalFitInfo,
     SearchEvent,
     SearchInfo,
     TrainingRunInfo,
@@ -154,10 +155,12 @@ class Client:
 
     # ------------------------------------------------------------------ weights
     def download_weights(self, trial_id: str, kind: str = "initial") -> dict[str, np.ndarray]:
-        """A trial's ``"initial"`` or ``"trained"`` weights as numpy arrays (checked by sha256)."""
-        request = pb.DownloadWeightsRequest(
-            trial_id=trial_id, kind=pb.INITIAL if kind == "initial" else pb.TRAINED
-        )
+        """A trial's ``"initial"``, ``"trained"`` or ``"final"`` weights (a final fit's, see
+        ``SearchHandle.final_fit``) as numpy arrays (checked by sha256)."""
+        kinds = {"initial": pb.INITIAL, "trained": pb.TRAINED, "final": pb.FINAL}
+        if kind not in kinds:
+            raise ValueError(f"kind must be one of {sorted(kinds)}, got {kind!r}")
+        request = pb.DownloadWeightsRequest(trial_id=trial_id, kind=kinds[kind])
         try:
             chunks = list(self.stub.DownloadWeights(request, timeout=self.timeout))
         except grpc.RpcError as error:
@@ -218,9 +221,19 @@ class Client:
         search_id: str = "",
         trial_id: str = "",
         softmax: bool = False,
+        trained_weights: bool = False,
     ) -> bytes:
-        """The ONNX file of a trial (default: the search's best); written to ``path`` if given."""
-        request = pb.ExportModelRequest(search_id=search_id, trial_id=trial_id, softmax=softmax)
+        """The ONNX file of a trial (default: the search's best); written to ``path`` if given.
+
+        It holds the trial's final-fit weights when it has them, else its trained ones;
+        ``trained_weights=True`` exports its own trained weights regardless. The file's metadata
+        ``weights`` says which, ``test_accuracy`` that model's (when the run measured it)."""
+        request = pb.ExportModelRequest(
+            search_id=search_id,
+            trial_id=trial_id,
+            softmax=softmax,
+            trained_weights=trained_weights,
+        )
         try:
             chunks = list(self.stub.ExportModel(request, timeout=max(self.timeout, 300)))
         except grpc.RpcError as error:
@@ -311,6 +324,7 @@ class SearchHandle:
         learning_rate: float = 0.0,
         patience: int = 5,
         device: str = "auto",
+        final_fit: str = "none",
     ) -> TrainingRunInfo:
         """Have the server's workers train ``trials`` suggestions on ``dataset`` ("digits",
         "mnist1d" or an uploaded dataset's id). Returns at once; follow with ``watch``.
@@ -318,7 +332,12 @@ class SearchHandle:
         ``budget_seconds`` caps the summed training seconds of the run's trials: the run ends
         (DONE, event ``search_finished`` with reason "budget spent") once they reach it, and a
         trial's ``max_seconds`` is cut to what is left. With a budget, ``trials`` may be 0: as
-        many trials as the budget allows (at most 10,000)."""
+        many trials as the budget allows (at most 10,000).
+
+        ``final_fit`` "continue" or "retrain": after the search, the worker trains the best
+        architecture on training + validation data, from its trained weights or from scratch
+        (event ``final_fit_finished``; ``export_onnx`` then exports that model); with a budget,
+        its estimated seconds are reserved out of ``budget_seconds``."""
         budget = pb.TrainingBudget(
             epochs=epochs,
             max_seconds=max_seconds,
@@ -334,8 +353,60 @@ class SearchHandle:
             trials=trials,
             budget=budget,
             budget_seconds=budget_seconds,
+            final_fit=final_fit,
         )
         return training_run_from_pb(self.client.call("StartTraining", request))
+
+    def final_fit(
+        self,
+        mode: str = "continue",
+        *,
+        dataset: str | None = None,
+        epochs: int = 8,
+        batch_size: int = 128,
+        optimizer: str = "adamw",
+        learning_rate: float = 0.0,
+        device: str = "auto",
+        timeout: float | None = None,
+    ) -> FinalFitInfo:
+        """Train the current best trial's architecture on training + validation data and wait.
+
+        ``mode``: "continue" from its trained weights, or "retrain" from scratch. The server runs
+        it as a training run of no trials (one at a time per search) on ``dataset`` (default:
+        the latest run's); the number of epochs comes from the best epochs along the best
+        trial's lineage, ``epochs`` only stands in for trials trained outside the server. The
+        weights are stored as the trial's ``"final"`` weights, which ``export_onnx`` exports."""
+        if dataset is None:
+            dataset = self.training_run().dataset
+        budget = pb.TrainingBudget(
+            epochs=epochs,
+            max_seconds=120.0,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            learning_rate=learning_rate,
+            patience=5,
+            device=device,
+        )
+        request = pb.StartTrainingRequest(
+            search_id=self.id, dataset=dataset, trials=0, budget=budget, final_fit=mode
+        )
+        run = training_run_from_pb(self.client.call("StartTraining", request))
+        return self._await_final_fit(run.id, timeout)
+
+    def _await_final_fit(self, run_id: str, timeout: float | None) -> FinalFitInfo:
+        """The ``final_fit_finished`` event of run ``run_id`` (watching from its start)."""
+        after, started, found = 0, False, None
+        while True:
+            for event in self.watch(after, timeout=timeout):
+                after = event.id
+                if event.kind == "run_started" and event.payload.get("run_id") == run_id:
+                    started = True
+                elif started and event.kind == "final_fit_finished":
+                    found = FinalFitInfo.from_payload(event.payload)
+                elif started and event.kind in ("search_finished", "search_stopped"):
+                    if found is None:
+                        raise RuntimeError(f"run {run_id} ended without a final fit")
+                    return found
 
     def training_run(self) -> TrainingRunInfo:
         """The latest training run of this search."""
@@ -356,9 +427,14 @@ class SearchHandle:
         self.info = search_from_pb(self.client.call("StopSearch", request))
         return self
 
-    def export_onnx(self, path: str | None = None, *, softmax: bool = False) -> bytes:
-        """The best trial as ONNX (normalisation baked in); written to ``path`` if given."""
-        return self.client.export_onnx(path, search_id=self.id, softmax=softmax)
+    def export_onnx(
+        self, path: str | None = None, *, softmax: bool = False, trained_weights: bool = False
+    ) -> bytes:
+        """The best trial as ONNX (normalisation baked in); written to ``path`` if given. Its
+        final-fit weights when it has them, unless ``trained_weights`` (see Client.export_onnx)."""
+        return self.client.export_onnx(
+            path, search_id=self.id, softmax=softmax, trained_weights=trained_weights
+        )
 
 
 @dataclass

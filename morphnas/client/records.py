@@ -124,11 +124,49 @@ class TrainingRunInfo:
     test_accuracy: float | None  # of the best trial on the test split, when DONE
     budget_seconds: float = 0.0  # the run's compute budget (0: none)
     spent_seconds: float = 0.0  # training seconds its trials spent so far (charged each epoch)
+    final_fit: str = "none"  # "none", "continue" or "retrain"
+    final_test_accuracy: float | None = None  # of the final fit's model, when DONE with one
+    reserved_seconds: float = 0.0  # of budget_seconds, held back for the final fit
 
     @property
     def budget_spent(self) -> bool:
-        """Whether the run has a compute budget and its trials have spent it."""
-        return self.budget_seconds > 0 and self.spent_seconds >= self.budget_seconds
+        """Whether the run has a compute budget and its trials have spent it (all but what is
+        reserved for the final fit)."""
+        return (
+            self.budget_seconds > 0
+            and self.spent_seconds + self.reserved_seconds >= self.budget_seconds
+        )
+
+
+@dataclass(frozen=True)
+class FinalFitInfo:
+    """A final fit: the best trial's architecture trained on training + validation data.
+
+    ``test_accuracy`` is the final model's, ``best_trial_test_accuracy`` the best trial's own
+    (both None without a test split); ``error`` is set when the fit failed."""
+
+    trial_id: str
+    trial_number: int
+    mode: str  # "continue" or "retrain"
+    epochs: int
+    seconds: float
+    test_accuracy: float | None
+    best_trial_test_accuracy: float | None
+    error: str = ""
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> FinalFitInfo:
+        """From a ``final_fit_finished`` event's payload."""
+        return cls(
+            trial_id=payload["trial_id"],
+            trial_number=int(payload["number"]),
+            mode=payload["mode"],
+            epochs=int(payload["epochs"]),
+            seconds=float(payload["seconds"]),
+            test_accuracy=payload.get("test_accuracy"),
+            best_trial_test_accuracy=payload.get("best_trial_test_accuracy"),
+            error=payload.get("error", ""),
+        )
 
 
 @dataclass(frozen=True)
@@ -235,6 +273,11 @@ def training_run_from_pb(message: pb.TrainingRun) -> TrainingRunInfo:
         test_accuracy=message.test_accuracy if message.HasField("test_accuracy") else None,
         budget_seconds=message.budget_seconds,
         spent_seconds=message.spent_seconds,
+        final_fit=message.final_fit or "none",
+        final_test_accuracy=(
+            message.final_test_accuracy if message.HasField("final_test_accuracy") else None
+        ),
+        reserved_seconds=message.reserved_seconds,
     )
 
 

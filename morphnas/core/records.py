@@ -359,6 +359,9 @@ class TrainingBudget:
             raise InvalidArgumentError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
 
 
+#: What a run does after its search (see ``StartTrainingRequest.final_fit``).
+FINAL_FIT_OPTIONS = ("none", "continue", "retrain")
+
 #: Largest compute budget of a training run, in seconds (30 days).
 MAX_BUDGET_SECONDS = 30 * 24 * 3600.0
 
@@ -369,6 +372,8 @@ class TrainingRun:
 
     ``budget_seconds`` (0: none) caps the summed training seconds of the run's trials;
     ``spent_seconds`` is that sum so far, charged by the workers after every epoch.
+    ``final_fit`` ("none", "continue" or "retrain"): train the best architecture on training +
+    validation data after the search.
     """
 
     id: str
@@ -385,18 +390,32 @@ class TrainingRun:
     test_accuracy: float | None = None
     budget_seconds: float = 0.0
     spent_seconds: float = 0.0
+    final_fit: str = "none"
+    final_test_accuracy: float | None = None  # of the final fit's model, when it ran
+    #: Budget seconds held back for the final fit (see :mod:`morphnas.server.budget`).
+    reserved_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.final_fit not in FINAL_FIT_OPTIONS:
+            raise InvalidArgumentError(
+                f"final_fit must be one of {FINAL_FIT_OPTIONS}, got {self.final_fit!r}"
+            )
 
     @property
     def budget_spent(self) -> bool:
-        """Whether the run has a compute budget and its trials have spent it."""
-        return self.budget_seconds > 0 and self.spent_seconds >= self.budget_seconds
+        """Whether the run has a compute budget and its trials have spent it (all but what is
+        reserved for the final fit)."""
+        return (
+            self.budget_seconds > 0
+            and self.spent_seconds + self.reserved_seconds >= self.budget_seconds
+        )
 
     @property
     def seconds_left(self) -> float | None:
         """Training seconds left in the budget (never negative); None without a budget."""
         if self.budget_seconds <= 0:
             return None
-        return max(0.0, self.budget_seconds - self.spent_seconds)
+        return max(0.0, self.budget_seconds - self.reserved_seconds - self.spent_seconds)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,15 @@ with 2 workers on a loaded machine). A trial the budget stops reports its best e
 far as COMPLETED with ``stopped_reason`` "budget"; no trial starts once the budget is spent, and
 the last worker closes the run (DONE, ``search_finished`` with reason "budget spent").
 
+**The final fit's share.** A run with a budget and a final fit holds back an estimate of the
+final fit's seconds (``reserved_seconds``): the trials stop once ``spent + reserved`` reaches
+the budget, then the final fit runs uncut and its seconds are charged to the run too. The
+estimate (:func:`final_fit_reserve`), refreshed after every trial for the current best trial:
+its seconds per epoch × the final fit's epochs × (train + validation) / train examples, at most
+half the budget (so the search keeps at least half). Before the first trial finishes nothing is
+reserved; the overshoot is the final fit's actual seconds minus the reservation (see
+``bench/results/final_fit.md``).
+
 The meter also records why the search, rather than the trial's own training loop, ended a trial
 early: "budget", or "pruned" (early stopping across trials, :mod:`morphnas.search.stopping`).
 """
@@ -59,6 +68,27 @@ def run_trials(trials: int, budget_seconds: float) -> int:
     return trials
 
 
+#: At most this share of a run's budget is reserved for its final fit.
+MAX_FINAL_FIT_SHARE = 0.5
+
+
+def final_fit_reserve(
+    *,
+    trial_seconds: float,
+    trial_epochs: int,
+    final_epochs: int,
+    train_examples: int,
+    val_examples: int,
+    budget_seconds: float,
+) -> float:
+    """Seconds to hold back for a final fit of ``final_epochs`` on training + validation data,
+    from a trial that trained ``trial_epochs`` epochs in ``trial_seconds`` on the training part
+    (its seconds include its validation passes: a slight over-estimate). See the docstring."""
+    per_epoch = trial_seconds / max(1, trial_epochs)
+    scale = (train_examples + val_examples) / max(1, train_examples)
+    return min(MAX_FINAL_FIT_SHARE * budget_seconds, per_epoch * final_epochs * scale)
+
+
 class TrialMeter:
     """One trial's share of its run's budget (see the module docstring). Not thread-safe except
     :meth:`exhausted`, which only reads."""
@@ -72,7 +102,9 @@ class TrialMeter:
         self._charge = charge
         self._clock = clock
         self.run_id = run.id
-        self.budget = run.budget_seconds
+        self.limited = run.budget_seconds > 0
+        # Trials may spend the budget less what is reserved for the final fit.
+        self.budget = run.budget_seconds - run.reserved_seconds
         self.spent = run.spent_seconds  # the run's total as of the last charge
         self.started = clock()
         self.charged = 0.0  # of this trial's seconds
@@ -81,7 +113,7 @@ class TrialMeter:
 
     def max_seconds(self, per_trial: float) -> float:
         """The trial's wall-clock limit: its own, cut to what is left of the run's budget."""
-        if self.budget <= 0:
+        if not self.limited:
             return per_trial
         return max(1e-3, min(per_trial, self.budget - self.spent))
 
@@ -95,7 +127,7 @@ class TrialMeter:
 
     def exhausted(self) -> bool:
         """Whether the run's budget is spent, counting this trial's uncharged seconds."""
-        if self.budget <= 0:
+        if not self.limited:
             return False
         uncharged = self._clock() - self.started - self.charged
         if self.spent + uncharged < self.budget:

@@ -180,9 +180,13 @@ def run_to_pb(run: TrainingRun) -> pb.TrainingRun:
         best_trial_id=run.best_trial_id or "",
         budget_seconds=run.budget_seconds,
         spent_seconds=run.spent_seconds,
+        final_fit=run.final_fit,
+        reserved_seconds=run.reserved_seconds,
     )
     if run.test_accuracy is not None:
         message.test_accuracy = run.test_accuracy
+    if run.final_test_accuracy is not None:
+        message.final_test_accuracy = run.final_test_accuracy
     return message
 
 

@@ -21,6 +21,7 @@ _WEIGHT_KINDS = {
     pb.WEIGHTS_KIND_UNSPECIFIED: "initial",
     pb.INITIAL: "initial",
     pb.TRAINED: "trained",
+    pb.FINAL: "final",
 }
 
 
@@ -154,6 +155,7 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
             request.trials,
             convert.budget_from_pb(request.budget),
             request.budget_seconds,
+            request.final_fit or "none",
         )
         return convert.run_to_pb(run)
 
@@ -192,7 +194,12 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
     def ExportModel(
         self, request: pb.ExportModelRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.ExportChunk]:
-        blob = self.training.export_onnx(request.search_id, request.trial_id, request.softmax)
+        blob = self.training.export_onnx(
+            request.search_id,
+            request.trial_id,
+            request.softmax,
+            weights="trained" if request.trained_weights else "auto",
+        )
         yield from _chunks(blob, pb.ExportChunk, context)
 
     @handles_errors

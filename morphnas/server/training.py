@@ -22,6 +22,7 @@ from morphnas.core.errors import (
 from morphnas.core.graph import Graph
 from morphnas.core.records import (
     BUILTIN_DATASETS,
+    FINAL_FIT_OPTIONS,
     DatasetInfo,
     Search,
     SearchEvent,
@@ -114,11 +115,24 @@ class TrainingService:
         trials: int,
         budget: TrainingBudget,
         budget_seconds: float = 0.0,
+        final_fit: str = "none",
     ) -> TrainingRun:
         """Start a run of ``trials`` trials, or of as many as ``budget_seconds`` of training
         allow when ``trials`` is 0 (at most ``MAX_RUN_TRIALS``); with both, the first reached
-        ends the run."""
-        trials = run_trials(trials, budget_seconds)
+        ends the run. ``final_fit``: "none", or how the worker that closes the run trains the
+        best architecture on training + validation data ("continue" or "retrain").
+
+        ``trials`` 0 without a budget but with a final fit: a run that only does the final fit
+        of the search's current best trial (``SearchHandle.final_fit``)."""
+        if final_fit not in FINAL_FIT_OPTIONS:
+            raise InvalidArgumentError(
+                f"final_fit must be one of {FINAL_FIT_OPTIONS}, got {final_fit!r}"
+            )
+        fit_only = trials == 0 and budget_seconds == 0 and final_fit != "none"
+        if fit_only:
+            self.best_trial(search_id)  # FailedPrecondition when there is nothing to fit
+        else:
+            trials = run_trials(trials, budget_seconds)
         if not dataset:
             raise InvalidArgumentError(
                 f"name a dataset: one of {BUILTIN_DATASETS} or an uploaded id"
@@ -133,7 +147,12 @@ class TrainingService:
         validate_for(data, search.config.input_shape, search.config.num_classes)
         # Writes the run_started event too (before any worker can claim the run).
         return self.repo.create_training_run(
-            search.id, dataset=dataset, trials=trials, budget=budget, budget_seconds=budget_seconds
+            search.id,
+            dataset=dataset,
+            trials=trials,
+            budget=budget,
+            budget_seconds=budget_seconds,
+            final_fit=final_fit,
         )
 
     def stop(self, search_id: str) -> Search:
@@ -168,8 +187,17 @@ class TrainingService:
             )
         return best
 
-    def export_onnx(self, search_id: str, trial_id: str, softmax: bool) -> bytes:
-        """ONNX bytes of a trial (default: the search's best) with its normalisation baked in."""
+    def export_onnx(
+        self, search_id: str, trial_id: str, softmax: bool, weights: str = "auto"
+    ) -> bytes:
+        """ONNX bytes of a trial (default: the search's best) with its normalisation baked in.
+
+        ``weights``: "auto" exports the trial's ``final`` weights (a final fit on training +
+        validation data) when it has them, else its ``trained`` ones; "trained" always the
+        trial's own trained weights. The metadata says which (``weights``) and, when the run
+        measured it, that model's ``test_accuracy``."""
+        if weights not in ("auto", "trained"):
+            raise InvalidArgumentError(f"weights must be 'auto' or 'trained', got {weights!r}")
         from morphnas.nn.onnx_export import export_onnx
 
         if trial_id:
@@ -184,9 +212,10 @@ class TrainingService:
             raise FailedPreconditionError(f"trial {trial.number} has no trained weights to export")
         search = self.service.get_search(trial.search_id)
         graph = Graph.from_json(trial.architecture)
-        weights = check_weights(
-            graph, weights_from_bytes(self.service.weights(trial.id, "trained"))
-        )
+        final = self.repo.load_weights(trial.id, "final") if weights == "auto" else None
+        kind = "trained" if final is None else "final"
+        blob = final if final is not None else self.service.weights(trial.id, "trained")
+        tensors = check_weights(graph, weights_from_bytes(blob))
         run = self.repo.latest_training_run(search.id)
         norm = (
             self.prepared(run.dataset, search).norm
@@ -202,10 +231,13 @@ class TrainingService:
             "trial_number": str(trial.number),
             "score": repr(trial.score),
             "dataset": run.dataset if run else "",
+            "weights": kind,
         }
-        if run is not None and run.test_accuracy is not None and run.best_trial_id == trial.id:
-            metadata["test_accuracy"] = repr(run.test_accuracy)
-        return export_onnx(graph, weights, norm, softmax=softmax, metadata=metadata)
+        if run is not None and run.best_trial_id == trial.id:
+            measured = run.final_test_accuracy if kind == "final" else run.test_accuracy
+            if measured is not None:
+                metadata["test_accuracy"] = repr(measured)
+        return export_onnx(graph, tensors, norm, softmax=softmax, metadata=metadata)
 
 
 class _DatasetCache:

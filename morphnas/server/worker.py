@@ -12,7 +12,13 @@ Workers are processes started by ``morphnas serve --workers N`` (see
 4. report the validation accuracy and the trained weights (or FAILED with the reason: an
    out-of-memory failure lowers the search's size cap);
 5. when the run has all its trials, or its compute budget is spent
-   (:mod:`morphnas.server.budget`), evaluate the best model on the test split and close the run.
+   (:mod:`morphnas.server.budget`), evaluate the best model on the test split and close the run;
+6. if the run asks for a final fit, the worker that closed it trains the best architecture on
+   training + validation data (:func:`morphnas.nn.recipe.final_fit`), stores the result as the
+   best trial's ``final`` weights, evaluates it on the test split (event ``final_fit_finished``)
+   and then writes ``search_finished`` with both test accuracies. With a compute budget, an
+   estimate of the final fit's seconds is reserved out of it after every trial
+   (:func:`morphnas.server.budget.final_fit_reserve`), so the trials stop early enough.
 
 A trial whose learning curve falls clearly below its parent's and its peers' is stopped early
 (``SearchService.progress`` answers should_stop, :mod:`morphnas.search.stopping`) and reports
@@ -29,6 +35,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -41,6 +48,7 @@ from morphnas.server.budget import (
     BUDGET_SPENT,
     TRIALS_DONE,
     TrialMeter,
+    final_fit_reserve,
     stopped_by_search,
 )
 from morphnas.server.metrics import record_training
@@ -119,7 +127,8 @@ class Worker:
         if run is None:
             return False
         search = self.service.get_search(run.search_id)
-        if run.budget_spent:  # budget: a spent run is handed out only to be closed
+        # A spent run, or one of a final fit only, is handed out only to be closed.
+        if run.budget_spent or run.trials == 0:
             self._finish_run_if_done(run, search)
             return False
         try:
@@ -135,6 +144,7 @@ class Worker:
             self._train(_Job(run, search, trial, beat.lost))
         finally:
             beat.stop()
+        self._reserve_final_fit(run, search)
         self._finish_run_if_done(run, search)
         return True
 
@@ -321,25 +331,32 @@ class Worker:
         if final < run.trials and not run.budget_spent:
             return
         best_id, test_accuracy = self._evaluate_best(run, search)
-        if self.repo.finish_training_run(
+        if not self.repo.finish_training_run(
             run.id, state=RunState.DONE, best_trial_id=best_id, test_accuracy=test_accuracy
         ):
-            best = self.service.get_trial(best_id) if best_id else None
-            self.repo.add_event(
-                search.id,
-                "search_finished",
-                {
-                    "run_id": run.id,
-                    "best_trial_id": best_id,
-                    "best_number": best.number if best else None,
-                    "best_score": best.score if best else None,
-                    "test_accuracy": test_accuracy,
-                    "trials": final,
-                    "reason": BUDGET_SPENT if run.budget_spent else TRIALS_DONE,
-                    "budget_seconds": run.budget_seconds,
-                    "spent_seconds": run.spent_seconds,
-                },
-            )
+            return  # another worker closed it
+        final_test = None
+        if run.final_fit != "none" and best_id is not None:
+            final_test = self._final_fit(run, search, best_id, test_accuracy)
+        closed = self.repo.get_training_run(run.id)  # with the final fit's seconds charged
+        best = self.service.get_trial(best_id) if best_id else None
+        self.repo.add_event(
+            search.id,
+            "search_finished",
+            {
+                "run_id": run.id,
+                "best_trial_id": best_id,
+                "best_number": best.number if best else None,
+                "best_score": best.score if best else None,
+                "test_accuracy": test_accuracy,
+                "trials": final,
+                "reason": BUDGET_SPENT if run.budget_spent else TRIALS_DONE,
+                "budget_seconds": closed.budget_seconds,
+                "spent_seconds": closed.spent_seconds,
+                "final_fit": run.final_fit,
+                "final_test_accuracy": final_test,
+            },
+        )
 
     def _evaluate_best(self, run: TrainingRun, search: Search) -> tuple[str | None, float | None]:
         """The best trial's id and its accuracy on the test split (None without one)."""
@@ -357,6 +374,106 @@ class Worker:
         accuracy, _ = evaluate(graph, weights, prepared.data, prepared.split.test, prepared.norm)
         return best.id, accuracy
 
+    # ------------------------------------------------------------------ the final fit
+    def _finished_payloads(self, search: Search) -> dict[str, dict]:
+        """The latest ``trial_finished`` payload of each trial of the search, by trial id."""
+        events = self.repo.list_events(search.id, 0, limit=1_000_000)
+        return {e.payload["trial_id"]: e.payload for e in events if e.kind == "trial_finished"}
+
+    def _lineage_best_epochs(self, run: TrainingRun, search: Search, best: Trial) -> list[int]:
+        """The best epoch of each trial from the seed down to ``best`` (the seed's first), from
+        their ``trial_finished`` events; a trial trained outside the server (ask/tell) counts
+        as the run's epochs a trial."""
+        payloads = self._finished_payloads(search)
+        lineage = [best]
+        while lineage[-1].parent_id:
+            lineage.append(self.service.get_trial(lineage[-1].parent_id))
+        return [
+            int(payloads.get(t.id, {}).get("best_epoch", run.budget.epochs))
+            for t in reversed(lineage)
+        ]
+
+    def _reserve_final_fit(self, run: TrainingRun, search: Search) -> None:
+        """Hold back the current best trial's final-fit estimate out of the run's budget."""
+        if run.final_fit == "none" or run.budget_seconds <= 0:
+            return
+        from morphnas.nn.recipe import final_fit_epochs
+
+        try:
+            best = self.training.best_trial(search.id)
+        except FailedPreconditionError:
+            return
+        payload = self._finished_payloads(search).get(best.id)
+        if payload is None or not payload.get("seconds"):
+            return
+        prepared = self.training.prepared(run.dataset, search)
+        epochs = final_fit_epochs(self._lineage_best_epochs(run, search, best), run.final_fit)
+        reserve = final_fit_reserve(
+            trial_seconds=float(payload["seconds"]),
+            trial_epochs=int(payload.get("epochs") or 1),
+            final_epochs=epochs,
+            train_examples=len(prepared.split.train),
+            val_examples=len(prepared.split.val),
+            budget_seconds=run.budget_seconds,
+        )
+        self.repo.reserve_training_seconds(run.id, reserve)
+
+    def _final_fit(
+        self, run: TrainingRun, search: Search, best_id: str, best_test: float | None
+    ) -> float | None:
+        """Train the best trial's architecture on training + validation data; store the
+        weights as its ``final`` ones, write ``final_fit_finished``; the final model's test
+        accuracy (None without a test split, or when the fit failed)."""
+        from morphnas.nn.recipe import final_fit, final_fit_epochs, recipe_config
+
+        best = self.service.get_trial(best_id)
+        payload: dict[str, object] = {
+            "trial_id": best.id,
+            "number": best.number,
+            "mode": run.final_fit,
+            "epochs": None,
+            "best_trial_test_accuracy": best_test,
+            "reserved_seconds": run.reserved_seconds,
+        }
+        started = time.perf_counter()
+        test_accuracy = None
+        try:
+            graph = Graph.from_json(best.architecture)
+            prepared = self.training.prepared(run.dataset, search)
+            epochs = final_fit_epochs(self._lineage_best_epochs(run, search, best), run.final_fit)
+            payload["epochs"] = epochs
+            config = replace(
+                recipe_config(
+                    run.budget, seed=final_fit_seed(search), inherited=False, device=self.device
+                ),
+                max_seconds=None,  # its seconds are reserved out of a budget, not cut
+            )
+            weights = check_weights(
+                graph, weights_from_bytes(self.service.weights(best.id, "trained"))
+            )
+            fit = final_fit(
+                graph,
+                weights,
+                prepared.data,
+                prepared.split,
+                prepared.norm,
+                epochs=epochs,
+                mode=run.final_fit,
+                config=config,
+            )
+            self.repo.store_final_weights(best.id, weights_to_bytes(fit.weights))
+            test_accuracy = fit.test_accuracy
+            self.repo.set_final_test_accuracy(run.id, test_accuracy)
+        except Exception as err:  # noqa: BLE001 - the search's result stands without it
+            log.exception("final fit of trial %d failed", best.number)
+            payload["error"] = f"{type(err).__name__}: {err}"
+        seconds = time.perf_counter() - started
+        if run.budget_seconds > 0:
+            self.repo.charge_training_run(run.id, seconds)
+        payload.update(seconds=seconds, test_accuracy=test_accuracy)
+        self.repo.add_event(search.id, "final_fit_finished", payload)
+        return test_accuracy
+
 
 def parent_comparison(score: float, parent: Trial | None) -> dict[str, float | bool | None]:
     """``parent_score`` (None for a seed or an unscored parent) and ``beat_parent``."""
@@ -365,6 +482,11 @@ def parent_comparison(score: float, parent: Trial | None) -> dict[str, float | b
         "parent_score": parent_score,
         "beat_parent": parent_score is not None and score > parent_score,
     }
+
+
+def final_fit_seed(search: Search) -> int:
+    """The final fit's training seed: fixed by the search's, apart from every trial's."""
+    return search.config.seed * 100_003 + 100_002  # a trial's is seed * 100_003 + its number
 
 
 class _Heartbeat:

@@ -91,7 +91,7 @@ trial_weights = Table(
         ForeignKey("trials.id", ondelete="CASCADE"),
         primary_key=True,
     ),
-    Column("kind", String(16), primary_key=True),  # "initial" | "trained"
+    Column("kind", String(16), primary_key=True),  # "initial" | "trained" | "final"
     Column("sha256", String(64), nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("data", LargeBinary, nullable=False),
@@ -170,6 +170,11 @@ training_runs = Table(
     Column("budget_seconds", Double, nullable=False, server_default="0"),  # 0: no budget
     # Training seconds of the run's trials so far, added to by workers after every epoch.
     Column("spent_seconds", Double, nullable=False, server_default="0"),
+    # What the run does after its search: "none" | "continue" | "retrain" (a final fit).
+    Column("final_fit", String(16), nullable=False, server_default="none"),
+    Column("final_test_accuracy", Double, nullable=True),  # of the final fit's model
+    # Of budget_seconds, held back for the final fit (trials stop at spent + reserved).
+    Column("reserved_seconds", Double, nullable=False, server_default="0"),
     Index(None, "state", "created_at"),
     Index(None, "search_id", "created_at"),
 )

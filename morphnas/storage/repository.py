@@ -111,7 +111,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_URL = "sqlite:///morphnas.db"
-WEIGHT_KINDS = ("initial", "trained")
+WEIGHT_KINDS = ("initial", "trained", "final")
 _REPORTED_COLUMNS = ("state", "score", "reason", "lease_expires_at", "updated_at", "weights_sha256")
 
 
@@ -352,7 +352,9 @@ class Repository(TrainingStorage):
         return {TrialState(state): int(n) for state, n in rows}
 
     def load_weights(self, trial_id: str, kind: str) -> bytes | None:
-        """A trial's ``"initial"`` or ``"trained"`` weights (safetensors), or None."""
+        """A trial's ``"initial"``, ``"trained"`` or ``"final"`` weights (safetensors), or None.
+        ``"final"``: the weights of a run's final fit of its best trial (see
+        :meth:`store_final_weights`)."""
         if kind not in WEIGHT_KINDS:
             raise InvalidArgumentError(f"weights kind must be one of {WEIGHT_KINDS}, got {kind!r}")
 
@@ -367,6 +369,24 @@ class Repository(TrainingStorage):
             return None if data is None else bytes(data)
 
         return self._unit(work, write=False)
+
+    def store_final_weights(self, trial_id: str, data: bytes) -> None:
+        """Store (or replace) a trial's ``"final"`` weights: those of a final fit of its
+        architecture on training + validation data. A trial's initial and trained weights never
+        change; its final ones are replaced by a later final fit."""
+        digest = hashlib.sha256(data).hexdigest()
+
+        def work(c: Connection) -> None:
+            require_trial(c, trial_id, lock=True)
+            key = and_(trial_weights.c.trial_id == trial_id, trial_weights.c.kind == "final")
+            c.execute(delete(trial_weights).where(key))
+            c.execute(
+                insert(trial_weights).values(
+                    trial_id=trial_id, kind="final", sha256=digest, size=len(data), data=data
+                )
+            )
+
+        self._unit(work, write=True)
 
     def stage_weights(
         self, trial_id: str, sha256: str, data: bytes, now: float | None = None

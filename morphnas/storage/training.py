@@ -137,6 +137,7 @@ class TrainingStorage:
         trials: int,
         budget: TrainingBudget,
         budget_seconds: float = 0.0,
+        final_fit: str = "none",
         now: float | None = None,
     ) -> TrainingRun:
         """A RUNNING run of the search (one at a time), with its ``run_started`` event."""
@@ -168,6 +169,7 @@ class TrainingStorage:
                 first_number=search.trial_count,
                 created_at=at,
                 budget_seconds=budget_seconds,
+                final_fit=final_fit,
             )
             c.execute(insert(training_runs).values(**_run_row(run)))
             # In the same transaction: a worker may claim the run at once, and its events must
@@ -181,6 +183,7 @@ class TrainingStorage:
                     "dataset": dataset,
                     "trials": trials,
                     "budget_seconds": budget_seconds,
+                    "final_fit": final_fit,
                 },
                 at,
             )
@@ -223,7 +226,7 @@ class TrainingStorage:
             for row in rows:
                 run = _run_record(row)
                 expire(c, at, and_(trials.c.search_id == run.search_id))
-                if run.budget_spent:
+                if run.budget_spent or run.trials == 0:  # 0: a run of a final fit only
                     if not _active(c, run):
                         return run  # nothing left to train: the worker closes it
                     continue
@@ -304,6 +307,29 @@ class TrainingStorage:
             return bool(result.rowcount)
 
         return self._unit(work, write=True)  # type: ignore[no-any-return]
+
+    def reserve_training_seconds(self, run_id: str, seconds: float) -> None:
+        """Hold back ``seconds`` of the run's budget for its final fit (replaces the previous
+        reservation: it is an estimate that the workers refine after each trial)."""
+        self._unit(
+            lambda c: c.execute(
+                update(training_runs)
+                .where(training_runs.c.id == run_id)
+                .values(reserved_seconds=max(0.0, seconds))
+            ),
+            write=True,
+        )
+
+    def set_final_test_accuracy(self, run_id: str, accuracy: float | None) -> None:
+        """Record the test accuracy of the final fit's model of a (DONE) run."""
+        self._unit(
+            lambda c: c.execute(
+                update(training_runs)
+                .where(training_runs.c.id == run_id)
+                .values(final_test_accuracy=accuracy)
+            ),
+            write=True,
+        )
 
     def stop_training(self, search_id: str, now: float | None = None) -> int:
         """Mark the search's running runs STOPPED; returns how many."""
@@ -438,4 +464,7 @@ def _run_record(row: Row[Any]) -> TrainingRun:
         test_accuracy=row.test_accuracy,
         budget_seconds=row.budget_seconds,
         spent_seconds=row.spent_seconds,
+        final_fit=row.final_fit,
+        final_test_accuracy=row.final_test_accuracy,
+        reserved_seconds=row.reserved_seconds,
     )

@@ -27,6 +27,7 @@ class WeightsKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WEIGHTS_KIND_UNSPECIFIED: _ClassVar[WeightsKind]
     INITIAL: _ClassVar[WeightsKind]
     TRAINED: _ClassVar[WeightsKind]
+    FINAL: _ClassVar[WeightsKind]
 
 class RunState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -46,6 +47,7 @@ STALE: TrialState
 WEIGHTS_KIND_UNSPECIFIED: WeightsKind
 INITIAL: WeightsKind
 TRAINED: WeightsKind
+FINAL: WeightsKind
 RUN_STATE_UNSPECIFIED: RunState
 RUNNING: RunState
 STOPPED: RunState
@@ -342,21 +344,23 @@ class TrainingBudget(_message.Message):
     def __init__(self, epochs: _Optional[int] = ..., max_seconds: _Optional[float] = ..., batch_size: _Optional[int] = ..., optimizer: _Optional[str] = ..., learning_rate: _Optional[float] = ..., patience: _Optional[int] = ..., device: _Optional[str] = ...) -> None: ...
 
 class StartTrainingRequest(_message.Message):
-    __slots__ = ("search_id", "dataset", "trials", "budget", "budget_seconds")
+    __slots__ = ("search_id", "dataset", "trials", "budget", "budget_seconds", "final_fit")
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     TRIALS_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     BUDGET_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIT_FIELD_NUMBER: _ClassVar[int]
     search_id: str
     dataset: str
     trials: int
     budget: TrainingBudget
     budget_seconds: float
-    def __init__(self, search_id: _Optional[str] = ..., dataset: _Optional[str] = ..., trials: _Optional[int] = ..., budget: _Optional[_Union[TrainingBudget, _Mapping]] = ..., budget_seconds: _Optional[float] = ...) -> None: ...
+    final_fit: str
+    def __init__(self, search_id: _Optional[str] = ..., dataset: _Optional[str] = ..., trials: _Optional[int] = ..., budget: _Optional[_Union[TrainingBudget, _Mapping]] = ..., budget_seconds: _Optional[float] = ..., final_fit: _Optional[str] = ...) -> None: ...
 
 class TrainingRun(_message.Message):
-    __slots__ = ("id", "search_id", "dataset", "trials", "claimed", "budget", "state", "first_number", "created_at", "finished_at", "best_trial_id", "test_accuracy", "budget_seconds", "spent_seconds")
+    __slots__ = ("id", "search_id", "dataset", "trials", "claimed", "budget", "state", "first_number", "created_at", "finished_at", "best_trial_id", "test_accuracy", "budget_seconds", "spent_seconds", "final_fit", "final_test_accuracy", "reserved_seconds")
     ID_FIELD_NUMBER: _ClassVar[int]
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -371,6 +375,9 @@ class TrainingRun(_message.Message):
     TEST_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     BUDGET_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SPENT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIT_FIELD_NUMBER: _ClassVar[int]
+    FINAL_TEST_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     id: str
     search_id: str
     dataset: str
@@ -385,7 +392,10 @@ class TrainingRun(_message.Message):
     test_accuracy: float
     budget_seconds: float
     spent_seconds: float
-    def __init__(self, id: _Optional[str] = ..., search_id: _Optional[str] = ..., dataset: _Optional[str] = ..., trials: _Optional[int] = ..., claimed: _Optional[int] = ..., budget: _Optional[_Union[TrainingBudget, _Mapping]] = ..., state: _Optional[_Union[RunState, str]] = ..., first_number: _Optional[int] = ..., created_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., best_trial_id: _Optional[str] = ..., test_accuracy: _Optional[float] = ..., budget_seconds: _Optional[float] = ..., spent_seconds: _Optional[float] = ...) -> None: ...
+    final_fit: str
+    final_test_accuracy: float
+    reserved_seconds: float
+    def __init__(self, id: _Optional[str] = ..., search_id: _Optional[str] = ..., dataset: _Optional[str] = ..., trials: _Optional[int] = ..., claimed: _Optional[int] = ..., budget: _Optional[_Union[TrainingBudget, _Mapping]] = ..., state: _Optional[_Union[RunState, str]] = ..., first_number: _Optional[int] = ..., created_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., best_trial_id: _Optional[str] = ..., test_accuracy: _Optional[float] = ..., budget_seconds: _Optional[float] = ..., spent_seconds: _Optional[float] = ..., final_fit: _Optional[str] = ..., final_test_accuracy: _Optional[float] = ..., reserved_seconds: _Optional[float] = ...) -> None: ...
 
 class GetTrainingRunRequest(_message.Message):
     __slots__ = ("search_id",)
@@ -422,14 +432,16 @@ class SearchEvent(_message.Message):
     def __init__(self, id: _Optional[int] = ..., search_id: _Optional[str] = ..., kind: _Optional[str] = ..., payload_json: _Optional[str] = ..., created_at: _Optional[float] = ...) -> None: ...
 
 class ExportModelRequest(_message.Message):
-    __slots__ = ("search_id", "trial_id", "softmax")
+    __slots__ = ("search_id", "trial_id", "softmax", "trained_weights")
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     SOFTMAX_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     search_id: str
     trial_id: str
     softmax: bool
-    def __init__(self, search_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., softmax: _Optional[bool] = ...) -> None: ...
+    trained_weights: bool
+    def __init__(self, search_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., softmax: _Optional[bool] = ..., trained_weights: _Optional[bool] = ...) -> None: ...
 
 class ExportChunk(_message.Message):
     __slots__ = ("total_size", "sha256", "data")

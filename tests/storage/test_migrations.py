@@ -152,3 +152,46 @@ def test_runs_stored_before_budgets_upgrade_with_no_budget(db_url: str) -> None:
     finally:
         repo.close()
     assert _revision(db_url) == (head_revision(),)
+
+
+def test_runs_stored_before_final_fits_upgrade_with_none(db_url: str) -> None:
+    """A database at 0004 with a training run upgrades to head: the run has no final fit, no
+    final test accuracy and nothing reserved; a trial's final weights can be stored after."""
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(alembic_config(connection), "0004")
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO searches (id, name, config, created_at, size_cap_params, "
+                    "trial_count, stopped) VALUES ('s1', 'old', :config, 1.0, 100, 0, :no)"
+                ),
+                {
+                    "config": '{"name": "old", "input_shape": [40], "num_classes": 10}',
+                    "no": False,
+                },
+            )
+            connection.execute(
+                sa.text(
+                    "INSERT INTO training_runs (id, search_id, dataset, trials, claimed, budget, "
+                    "state, first_number, created_at, budget_seconds, spent_seconds) "
+                    "VALUES ('r1', 's1', 'digits', 3, 1, '{}', 'RUNNING', 0, 2.0, 10.0, 9.0)"
+                )
+            )
+    finally:
+        engine.dispose()
+    repo = Repository.from_url(db_url)
+    try:
+        run = repo.get_training_run("r1")
+        assert (run.final_fit, run.final_test_accuracy, run.reserved_seconds) == (
+            "none",
+            None,
+            0.0,
+        )
+        assert not run.budget_spent
+        repo.reserve_training_seconds("r1", 1.0)
+        assert repo.get_training_run("r1").budget_spent  # 9 spent + 1 reserved of 10
+    finally:
+        repo.close()
+    assert _revision(db_url) == (head_revision(),)
