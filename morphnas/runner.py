@@ -334,7 +334,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--final-fit",
         choices=["continue", "retrain", "none"],
-        default="continue",
+        default="retrain",
         help="after the search, train the best architecture on training + validation data, "
         "from its weights (continue) or from scratch (retrain); within --budget "
         "(default %(default)s; see docs/final-fit.md)",

@@ -23,10 +23,13 @@ the last worker closes the run (DONE, ``search_finished`` with reason "budget sp
 final fit's seconds (``reserved_seconds``): the trials stop once ``spent + reserved`` reaches
 the budget, then the final fit runs uncut and its seconds are charged to the run too. The
 estimate (:func:`final_fit_reserve`), refreshed after every trial for the current best trial:
-its seconds per epoch × the final fit's epochs × (train + validation) / train examples, at most
-half the budget (so the search keeps at least half). Before the first trial finishes nothing is
-reserved; the overshoot is the final fit's actual seconds minus the reservation (see
-``bench/results/final_fit.md``).
+the final fit's epochs × (train + validation) examples / the best trial's measured training
+throughput (samples per second of its training steps), × 1.25, at most half the budget (so the
+search keeps at least half). Until a trial has finished, a quarter of the budget is reserved.
+(The best trial's wall seconds per epoch were tried first: they include its validation passes,
+progress reports and events and over-estimated a MNIST-1D final fit six-fold, 25 s reserved for
+a 4 s fit.) The overshoot is the final fit's actual seconds minus the reservation, when the
+trials used all the rest (see ``bench/results/final_fit.md``).
 
 The meter also records why the search, rather than the trial's own training loop, ended a trial
 early: "budget", or "pruned" (early stopping across trials, :mod:`morphnas.search.stopping`).
@@ -72,21 +75,27 @@ def run_trials(trials: int, budget_seconds: float) -> int:
 MAX_FINAL_FIT_SHARE = 0.5
 
 
+#: Share of a run's budget reserved for its final fit before any trial was measured.
+INITIAL_FINAL_FIT_SHARE = 0.25
+#: Margin of the estimate over the training steps alone (set-up, the test pass, a loaded machine).
+FINAL_FIT_MARGIN = 1.25
+
+
 def final_fit_reserve(
     *,
-    trial_seconds: float,
-    trial_epochs: int,
+    samples_per_second: float,
     final_epochs: int,
-    train_examples: int,
-    val_examples: int,
+    examples: int,
     budget_seconds: float,
 ) -> float:
-    """Seconds to hold back for a final fit of ``final_epochs`` on training + validation data,
-    from a trial that trained ``trial_epochs`` epochs in ``trial_seconds`` on the training part
-    (its seconds include its validation passes: a slight over-estimate). See the docstring."""
-    per_epoch = trial_seconds / max(1, trial_epochs)
-    scale = (train_examples + val_examples) / max(1, train_examples)
-    return min(MAX_FINAL_FIT_SHARE * budget_seconds, per_epoch * final_epochs * scale)
+    """Seconds to hold back for a final fit of ``final_epochs`` over ``examples`` (training +
+    validation) examples, at the training throughput a trial of the same architecture measured
+    (``samples_per_second``, training steps only), with a margin; at most
+    ``MAX_FINAL_FIT_SHARE`` of the budget. See the module docstring."""
+    cap = MAX_FINAL_FIT_SHARE * budget_seconds
+    if samples_per_second <= 0:
+        return cap
+    return min(cap, FINAL_FIT_MARGIN * final_epochs * examples / samples_per_second)
 
 
 class TrialMeter:

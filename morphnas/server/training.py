@@ -42,7 +42,7 @@ from morphnas.nn.datasets import (
     load_npz,
     validate_for,
 )
-from morphnas.server.budget import run_trials
+from morphnas.server.budget import INITIAL_FINAL_FIT_SHARE, run_trials
 from morphnas.server.service import SearchService, sha256_hex
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,10 @@ class TrainingService:
             budget=budget,
             budget_seconds=budget_seconds,
             final_fit=final_fit,
+            # Until a trial measures the architecture's speed (see morphnas.server.budget).
+            reserved_seconds=(
+                INITIAL_FINAL_FIT_SHARE * budget_seconds if final_fit != "none" else 0.0
+            ),
         )
 
     def stop(self, search_id: str) -> Search:

@@ -404,16 +404,14 @@ class Worker:
         except FailedPreconditionError:
             return
         payload = self._finished_payloads(search).get(best.id)
-        if payload is None or not payload.get("seconds"):
+        if payload is None or not payload.get("samples_per_second"):
             return
         prepared = self.training.prepared(run.dataset, search)
         epochs = final_fit_epochs(self._lineage_best_epochs(run, search, best), run.final_fit)
         reserve = final_fit_reserve(
-            trial_seconds=float(payload["seconds"]),
-            trial_epochs=int(payload.get("epochs") or 1),
+            samples_per_second=float(payload["samples_per_second"]),
             final_epochs=epochs,
-            train_examples=len(prepared.split.train),
-            val_examples=len(prepared.split.val),
+            examples=len(prepared.split.train) + len(prepared.split.val),
             budget_seconds=run.budget_seconds,
         )
         self.repo.reserve_training_seconds(run.id, reserve)

@@ -138,6 +138,7 @@ class TrainingStorage:
         budget: TrainingBudget,
         budget_seconds: float = 0.0,
         final_fit: str = "none",
+        reserved_seconds: float = 0.0,
         now: float | None = None,
     ) -> TrainingRun:
         """A RUNNING run of the search (one at a time), with its ``run_started`` event."""
@@ -170,6 +171,7 @@ class TrainingStorage:
                 created_at=at,
                 budget_seconds=budget_seconds,
                 final_fit=final_fit,
+                reserved_seconds=reserved_seconds,
             )
             c.execute(insert(training_runs).values(**_run_row(run)))
             # In the same transaction: a worker may claim the run at once, and its events must

@@ -20,7 +20,13 @@ from morphnas.core.records import TrainingRun
 from morphnas.nn.datasets import Normalisation, builtin_dataset, dataset_split
 from morphnas.nn.onnx_export import check_onnx_matches, onnx_metadata
 from morphnas.server.app import RunningServer
-from morphnas.server.budget import MAX_FINAL_FIT_SHARE, TrialMeter, final_fit_reserve
+from morphnas.server.budget import (
+    FINAL_FIT_MARGIN,
+    INITIAL_FINAL_FIT_SHARE,
+    MAX_FINAL_FIT_SHARE,
+    TrialMeter,
+    final_fit_reserve,
+)
 from morphnas.server.training import TrainingService
 from morphnas.server.worker import Worker
 
@@ -140,25 +146,28 @@ def test_a_budget_reserves_the_final_fit_and_charges_it(client: Client, worker: 
     assert fit["reserved_seconds"] == run.reserved_seconds
 
 
-def test_final_fit_reserve_scales_the_best_trial_and_is_capped() -> None:
+def test_final_fit_reserve_scales_the_measured_throughput_and_is_capped() -> None:
     reserve = final_fit_reserve(
-        trial_seconds=10.0,
-        trial_epochs=5,
-        final_epochs=3,
-        train_examples=800,
-        val_examples=200,
-        budget_seconds=100.0,
+        samples_per_second=1000.0, final_epochs=4, examples=2000, budget_seconds=100.0
     )
-    assert reserve == pytest.approx(2.0 * 3 * 1.25)
+    assert reserve == pytest.approx(FINAL_FIT_MARGIN * 4 * 2000 / 1000)
     capped = final_fit_reserve(
-        trial_seconds=100.0,
-        trial_epochs=1,
-        final_epochs=10,
-        train_examples=800,
-        val_examples=200,
-        budget_seconds=100.0,
+        samples_per_second=10.0, final_epochs=4, examples=2000, budget_seconds=100.0
     )
     assert capped == MAX_FINAL_FIT_SHARE * 100.0
+    assert final_fit_reserve(
+        samples_per_second=0.0, final_epochs=4, examples=2000, budget_seconds=100.0
+    ) == pytest.approx(MAX_FINAL_FIT_SHARE * 100.0)
+
+
+def test_a_run_with_a_budget_and_a_final_fit_starts_with_a_share_reserved(
+    client: Client,
+) -> None:
+    search = _search(client)
+    run = search.train("digits", 0, budget_seconds=100, final_fit="continue")
+    assert run.reserved_seconds == pytest.approx(INITIAL_FINAL_FIT_SHARE * 100)
+    other = _search(client, seed=1).train("digits", 0, budget_seconds=100)
+    assert other.reserved_seconds == 0.0
 
 
 def test_a_trial_meter_leaves_the_reservation_to_the_final_fit() -> None:
@@ -209,3 +218,26 @@ def test_an_unknown_final_fit_option_is_refused_by_the_record() -> None:
             created_at=0.0,
             final_fit="maybe",
         )
+
+
+@pytest.mark.slow
+def test_morphnas_run_does_a_final_fit_by_default_and_exports_it(tmp_path) -> None:
+    """`morphnas run` end to end: the default final fit, both test accuracies in the summary,
+    and the exported file holds the final model."""
+    import os
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "morphnas.cli", "run", "--dataset", "digits"]
+    command += ["--trials", "2", "--epochs", "2", "--quiet", "--export", "m.onnx"]
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    assert "final fit of trial" in done.stdout and "(retrain," in done.stdout
+    summary = next(line for line in done.stdout.splitlines() if line.startswith("best: trial"))
+    assert "test accuracy" in summary and "final model (retrain) test accuracy" in summary
+    meta = onnx_metadata((tmp_path / "m.onnx").read_bytes())
+    assert meta["weights"] == "final"
+    assert f"{float(meta['test_accuracy']):.4f}" in summary.split("final model")[1]
