@@ -8,6 +8,7 @@ their fresh values (fresh BN is the identity, which would hide a wrong channel m
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from morphnas.grpc_io import prefer_low_latency_io
@@ -81,6 +82,18 @@ def trained_weights(graph: Graph, seed: int = 0, steps: int = 5) -> Weights:
             low, high = _BN_RANGES[suffix]
             weights[name] = rng.uniform(low, high, array.shape).astype(np.float32)
     return weights
+
+
+@pytest.fixture(scope="session", autouse=True)
+def architectures_match_the_schema() -> Iterator[None]:
+    """Every architecture the session serialises must pass protos/.../architecture.schema.json
+    (checked once, at the end: an error in the last test's teardown names the first few)."""
+    from tests.contract.recorder import invalid_architectures, record_architectures
+
+    with record_architectures() as seen:
+        yield
+    bad = invalid_architectures(seen)
+    assert not bad, f"{len(bad)}+ of {len(seen)} architectures break the schema:\n" + "\n".join(bad)
 
 
 @pytest.fixture(scope="session", params=sorted(SEED_SHAPES))
