@@ -36,26 +36,37 @@ MAX_WEIGHTS = 3 * MIB
 MAX_DATASET = 2 * MIB
 
 
-def documented_limits() -> set[tuple[str, str]]:
-    """(message, field) of every field whose comment (the lines above it and its own line)
-    states a limit."""
-    found: set[tuple[str, str]] = set()
+def field_comments() -> dict[tuple[str, str], str]:
+    """(message, field) -> the field's comment: the comment lines right above it and its own."""
+    found: dict[tuple[str, str], str] = {}
     message, comments = None, []
     for line in PROTO.read_text().splitlines():
         text = line.strip()
-        if match := re.match(r"message (\w+) \{", text):
-            message, comments = match.group(1), []
-            continue
-        if text.startswith("}"):
-            message = None
+        if match := re.match(r"message (\w+) \{(.*)", text):
+            message, comments, text = match.group(1), [], match.group(2).strip()
         if text.startswith("//"):
             comments.append(text)
             continue
         field = re.match(r"(?:optional |repeated )?[\w.]+ (\w+) = \d+;(.*)", text)
-        if message and field and LIMIT.search(" ".join(comments) + field.group(2)):
-            found.add((message, field.group(1)))
+        if message and field:
+            own = field.group(2).partition("//")[2]
+            found[(message, field.group(1))] = " ".join([*comments, own]).strip()
+        if text.endswith("}"):
+            message = None
         comments = []
     return found
+
+
+def documented_limits() -> set[tuple[str, str]]:
+    """(message, field) of every field whose comment states a limit."""
+    return {key for key, comment in field_comments().items() if LIMIT.search(comment)}
+
+
+def test_every_field_is_documented() -> None:
+    comments = field_comments()
+    messages = pb.DESCRIPTOR.message_types_by_name.values()
+    assert set(comments) == {(m.name, f.name) for m in messages for f in m.fields}  # parsed all
+    assert [key for key, comment in comments.items() if not comment.strip("/ ")] == []
 
 
 @dataclass
