@@ -34,7 +34,6 @@ from morphnas.core.errors import (
     UnavailableError,
 )
 from morphnas.core.graph import Graph
-from morphnas.core.ids import check_id
 from morphnas.core.records import (
     BUILTIN_DATASETS,
     DatasetInfo,
@@ -107,7 +106,7 @@ class TrainingService:
         """A built-in dataset by name, or an uploaded one by id (cached: datasets never change)."""
         if ref in BUILTIN_DATASETS:
             return _builtin(ref)
-        info = self.repo.get_dataset(check_id(ref, "dataset (a built-in name or a dataset id)"))
+        info = self.repo.get_dataset(ref)
         return _uploaded(self.repo, info.id, info.sha256, self.max_dataset_bytes)
 
     def prepared(self, ref: str, search: Search) -> PreparedData:

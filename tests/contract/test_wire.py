@@ -81,12 +81,6 @@ ID_CALLS: list[tuple[str, Callable[[Any, str], Any]]] = [
         lambda s, i: s.UploadWeights(iter([pb.UploadWeightsRequest(trial_id=i, data=b"x")])),
     ),
     ("DeleteDataset", lambda s, i: s.DeleteDataset(pb.DeleteDatasetRequest(dataset_id=i))),
-    (
-        "StartTraining(dataset)",
-        lambda s, i: s.StartTraining(
-            pb.StartTrainingRequest(search_id=s.search_id, dataset=i, trials=1)
-        ),
-    ),
 ]
 
 
@@ -97,10 +91,17 @@ def test_one_code_per_kind_of_bad_id(client: Client, name: str, call: Callable[.
         "ids", input_shape=(8,), num_classes=3, policy="random"
     ).id
     for malformed in MALFORMED:
-        if name == "StartTraining(dataset)" and malformed == "":
-            continue  # an empty dataset is "name one" (INVALID_ARGUMENT too, tested elsewhere)
         assert _code(lambda m=malformed: call(stub, m)) == BAD, (name, malformed)
     assert _code(lambda: call(stub, UNKNOWN)) == MISSING, name
+
+
+def test_a_dataset_reference_that_names_no_dataset_is_not_found(client: Client) -> None:
+    """StartTrainingRequest.dataset is a built-in name or a dataset id, so any other string
+    names nothing (it is not a malformed id)."""
+    search = client.create_search("ds", input_shape=(8,), num_classes=3, policy="random")
+    for ref in ["nope", UNKNOWN, "A" * 32]:
+        request = pb.StartTrainingRequest(search_id=search.id, dataset=ref, trials=1)
+        assert _code(lambda r=request: client.stub.StartTraining(r)) == MISSING, ref
 
 
 @pytest.fixture
