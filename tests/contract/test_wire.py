@@ -216,3 +216,13 @@ def test_health_names_the_service_and_the_server(server: RunningServer) -> None:
         for name in ("", "morphnas.v1.MorphNas"):
             answer = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=10)
             assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_max_trials_is_a_capacity(client: Client) -> None:
+    search = client.create_search(
+        "cap", input_shape=(8,), num_classes=3, policy="random", max_trials=2
+    )
+    request = pb.SuggestTrialsRequest(search_id=search.id, count=3, worker_id="a")
+    assert len(client.stub.SuggestTrials(request).trials) == 2  # fewer than asked
+    more = pb.SuggestTrialsRequest(search_id=search.id, count=1, worker_id="b")
+    assert _code(lambda: client.stub.SuggestTrials(more)) == grpc.StatusCode.RESOURCE_EXHAUSTED
