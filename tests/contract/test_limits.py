@@ -292,6 +292,17 @@ CHECKS: dict[tuple[str, str], Callable[[Context], None]] = {
             for n in (0, 10_001)
         ],
     ),
+    ("StartTrainingRequest", "budget_seconds"): lambda ctx: _refused(
+        ctx,
+        "StartTraining",
+        BAD,
+        *[
+            pb.StartTrainingRequest(
+                search_id=ctx.search_id, dataset="digits", trials=1, budget_seconds=b
+            )
+            for b in (-1.0, 30 * 86_400 + 1.0, float("nan"))
+        ],
+    ),
     ("UploadDatasetRequest", "name"): lambda ctx: (
         _refused(
             ctx,
