@@ -160,6 +160,9 @@ class Observation:
     score: float | None
     parent_id: str | None
     has_trained_weights: bool = False  # a report stored the trained weights
+    #: Seconds from suggestion to the final report of a COMPLETED trial (what it cost to
+    #: train); None when not known. The cost model of :mod:`morphnas.search.cost` learns from it.
+    seconds: float | None = None
 
 
 #: States a trial never leaves (STALE is not one: a late worker may still report it).
