@@ -11,7 +11,7 @@ Notation (scores z-scored, higher is better; ``Q`` candidates):
     expected improvement over y* (Φ, φ: standard normal cdf and pdf).
 ``log EI = log s + log h(u)``
     computed without underflow: ``h(u) = φ(u) (1 + u √(π/2) erfcx(−u/√2))`` and, far in the
-    tail (u < −20), ``log h(u) ≈ log φ(u) − 2 log|u|``.
+    tail (u < −1000, where that sum cancels), ``log h(u) ≈ log φ(u) − 2 log|u| + log(1 − 3/u²)``.
 ``α(x) = log EI(x) − κ · log(ĉ(x) / ĉ_ref)``
     **the acquisition**: EI per unit of predicted cost raised to κ (:data:`COST_EXPONENT`), in
     logs (``ĉ`` from :mod:`morphnas.search.cost`). It is maximised by the tree search, which
@@ -42,6 +42,9 @@ COST_EXPONENT = 1.0
 #: Standard deviations below this count as this (z-scored units): EI stays finite and ordered.
 MIN_STD = 1e-9
 
+#: Below this u the asymptotic series of log h is used (its error there is about 15/u⁴).
+TAIL = -1000.0
+
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
@@ -49,12 +52,12 @@ def log_h(u: np.ndarray) -> np.ndarray:
     """``log(u Φ(u) + φ(u))`` elementwise, accurate for any u (see the module docstring)."""
     u = np.asarray(u, np.float64)
     log_phi = -0.5 * u * u - _LOG_SQRT_2PI
-    tail = u < -20.0
-    safe = np.where(tail, -20.0, u)
+    tail = u < TAIL
+    safe = np.where(tail, TAIL, u)
     inner = 1.0 + safe * math.sqrt(math.pi / 2) * erfcx(-safe / math.sqrt(2))
     body = log_phi + np.log(np.maximum(inner, 1e-300))
-    far = np.where(tail, u, -20.0)  # (avoids log 0 in the branch not taken)
-    return np.where(tail, log_phi - 2.0 * np.log(np.abs(far)), body)
+    far = np.where(tail, u, TAIL)  # (avoids log 0 in the branch not taken)
+    return np.where(tail, log_phi - 2.0 * np.log(-far) + np.log1p(-3.0 / (far * far)), body)
 
 
 def log_expected_improvement(mean: np.ndarray, std: np.ndarray, best: float) -> np.ndarray:
