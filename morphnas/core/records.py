@@ -50,7 +50,7 @@ class SearchConfig:
     num_classes: int
     seed: int = 0
     policy: Policy = Policy.BAYESIAN
-    beta: float = 2.576
+    beta: float = 2.576  # UCB's weight; unused since the bayesian policy maximises EI per cost
     seed_width: int = 64
     seed_depth: int = 3
     max_params: int = 20_000_000
