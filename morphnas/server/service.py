@@ -62,7 +62,7 @@ class ServiceLimits:
     #: None: scaled with the search's measured trial seconds (``morphnas.search.cost``).
     suggest_expansions: int | None = None
     #: Safety net on a suggest call's wall time (past it, proposals depend on the machine's
-    #: speed). None: 10x the planned expansions' estimated time, at least 2 s per proposal.
+    #: speed). None: 20x the planned expansions' estimated time, at least 5 s per proposal.
     suggest_time_budget_s: float | None = None
     #: Memory for parsed weights of completed parents (a cache; 0 turns it off).
     weights_cache_bytes: int = 256 * 1024**2
