@@ -120,7 +120,7 @@ def table(
 
 def summary(results: dict[tuple[str, Policy], list[Run]]) -> str:
     lines = [
-        "objective          policy    best (mean)  per seed               path  params(med)  s/search"
+        "objective          policy    best (mean)  per seed               path  params(med) params(mean)  s/search"
     ]
     for (name, policy), runs in results.items():
         paths = [p for r in runs for p in r.path_lengths]
@@ -128,7 +128,7 @@ def summary(results: dict[tuple[str, Policy], list[Run]]) -> str:
         lines.append(
             f"{name:18} {policy.value:9} {np.mean([r.best for r in runs]):11.4f}  "
             + " ".join(f"{r.best:.4f}" for r in runs)
-            + f"  {np.mean(paths):5.2f}  {int(np.median(params)):10,d}"
+            + f"  {np.mean(paths):5.2f}  {int(np.median(params)):10,d}  {int(np.mean(params)):10,d}"
             + f"  {np.mean([r.seconds for r in runs]):8.1f}"
         )
     return "\n".join(lines)
