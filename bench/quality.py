@@ -218,7 +218,8 @@ def run_search(
         TrainingBudget,
     )
     from morphnas.server.service import SearchService
-    from morphnas.server.training import TrainingService, Worker
+    from morphnas.server.training import TrainingService
+    from morphnas.server.worker import Worker
     from morphnas.storage.repository import Repository
 
     input_shape, num_classes = BUILTIN_DATASET_SHAPES[dataset]

@@ -43,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from morphnas.server.training import run_worker
+    from morphnas.server.worker import run_worker
 
     run_worker(args.db, name=args.name, device=args.device)
     return 0
@@ -76,7 +76,7 @@ def cmd_searches(args: argparse.Namespace) -> int:
                     s.name,
                     "x".join(str(n) for n in s.info.input_shape),
                     s.info.num_classes,
-                    {1: "bayesian", 2: "random"}.get(s.info.policy, "?"),
+                    s.info.policy,
                     s.info.trial_count,
                     best.score if best else None,
                     "stopped" if s.info.stopped else "open",

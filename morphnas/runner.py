@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         if best is None:
             print("no trial completed", file=sys.stderr)
             return 1
-        test = run_info.test_accuracy if run_info.HasField("test_accuracy") else None
+        test = run_info.test_accuracy
         print(
             f"\nbest: trial {best.number}, validation accuracy {best.score:.4f}"
             + (f", test accuracy {test:.4f}" if test is not None else "")

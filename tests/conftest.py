@@ -1,4 +1,7 @@
-"""Shared fixtures: small seed architectures with *trained* weights.
+"""Shared fixtures: the test databases, and small seed architectures with *trained* weights.
+
+``db_url`` runs a test on SQLite and on PostgreSQL; ``postgres_url`` is the one PostgreSQL
+fixture (an empty schema of the test's own, see :mod:`tests.dbs`).
 
 Function-preservation tests must start from weights a search would really morph: trained conv
 and dense kernels and BN layers whose running statistics and affine parameters are far from
@@ -8,7 +11,9 @@ their fresh values (fresh BN is the identity, which would hide a wrong channel m
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from morphnas.grpc_io import prefer_low_latency_io
 
@@ -24,9 +29,32 @@ from morphnas.core.graph import Graph
 from morphnas.core.seeds import seed_graph
 from morphnas.core.weights import Weights, init_weights
 from morphnas.nn.module import build_module, module_weights
+from tests.dbs import DATABASES, fresh_postgres_database, fresh_schema
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """URL of the database created for this test session (dropped afterwards)."""
+    yield from fresh_postgres_database()
+
+
+@pytest.fixture
+def postgres_url(postgres_database: str) -> Iterator[str]:
+    """An empty PostgreSQL schema for this test (tests using it carry ``@pytest.mark.postgres``)."""
+    yield from fresh_schema(postgres_database)
+
+
+@pytest.fixture(params=DATABASES)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database (no tables yet): a SQLite file, or a PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'morphnas.db'}"
+        return
+    yield request.getfixturevalue("postgres_url")
+
 
 #: Small seeds, one per input rank, so a test can afford many forward passes.
 SEED_SHAPES: dict[str, tuple[tuple[int, ...], int, int]] = {

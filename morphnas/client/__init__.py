@@ -10,6 +10,14 @@ prefer_low_latency_io()  # before the imports below load grpc
 
 from morphnas.client.client import Client, SearchHandle, TrialHandle, to_numpy_weights
 from morphnas.client.errors import ServerError
+from morphnas.client.records import (
+    DatasetInfo,
+    SearchEvent,
+    SearchInfo,
+    TrainingBudgetInfo,
+    TrainingRunInfo,
+    TrialInfo,
+)
 from morphnas.core.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -27,6 +35,7 @@ from morphnas.core.errors import (
 __all__ = [
     "AlreadyExistsError",
     "Client",
+    "DatasetInfo",
     "FailedPreconditionError",
     "InvalidArgumentError",
     "InvalidGraphError",
@@ -34,9 +43,14 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "ResourceExhaustedError",
+    "SearchEvent",
     "SearchHandle",
+    "SearchInfo",
     "ServerError",
+    "TrainingBudgetInfo",
+    "TrainingRunInfo",
     "TrialHandle",
+    "TrialInfo",
     "UnauthenticatedError",
     "UnavailableError",
     "WeightsError",

@@ -25,6 +25,20 @@ import numpy as np
 
 from morphnas.client.credentials import make_channel
 from morphnas.client.errors import from_rpc_error
+from morphnas.client.records import (
+    POLICIES,
+    TRIAL_STATES,
+    DatasetInfo,
+    SearchEvent,
+    SearchInfo,
+    TrainingRunInfo,
+    TrialInfo,
+    dataset_from_pb,
+    event_from_pb,
+    search_from_pb,
+    training_run_from_pb,
+    trial_from_pb,
+)
 from morphnas.core.graph import Graph
 from morphnas.core.records import Policy
 from morphnas.core.weights import weights_from_bytes, weights_to_bytes
@@ -34,15 +48,6 @@ from morphnas.v1 import morphnas_pb2_grpc as pb_grpc
 #: Weights up to this size go inline in ReportTrial; larger ones are streamed first.
 INLINE_WEIGHTS_BYTES = 2 * 1024**2
 CHUNK_BYTES = 1024 * 1024
-_STATES = {
-    "ACTIVE": pb.ACTIVE,
-    "COMPLETED": pb.COMPLETED,
-    "FAILED": pb.FAILED,
-    "INFEASIBLE": pb.INFEASIBLE,
-    "STALE": pb.STALE,
-}
-_STATE_NAMES = {v: k for k, v in _STATES.items()}
-_POLICIES = {"bayesian": pb.POLICY_BAYESIAN, "random": pb.POLICY_RANDOM}
 
 
 class Client:
@@ -119,18 +124,19 @@ class Client:
             input_shape=list(input_shape),
             num_classes=num_classes,
             seed=seed,
-            policy=_POLICIES[policy_value],
+            policy=POLICIES[policy_value],
             **options,
         )
-        return SearchHandle(self, self.call("CreateSearch", request))
+        return SearchHandle(self, search_from_pb(self.call("CreateSearch", request)))
 
     def get_search(self, search_id: str) -> SearchHandle:
-        return SearchHandle(self, self.call("GetSearch", pb.GetSearchRequest(search_id=search_id)))
+        request = pb.GetSearchRequest(search_id=search_id)
+        return SearchHandle(self, search_from_pb(self.call("GetSearch", request)))
 
     def list_searches(self, page_size: int = 100) -> list[SearchHandle]:
         """Every search (all pages)."""
         return [
-            SearchHandle(self, s)
+            SearchHandle(self, search_from_pb(s))
             for s in _all_pages(
                 lambda token: self.call(
                     "ListSearches", pb.ListSearchesRequest(page_size=page_size, page_token=token)
@@ -143,7 +149,8 @@ class Client:
         self.call("DeleteSearch", pb.DeleteSearchRequest(search_id=search_id))
 
     def get_trial(self, trial_id: str) -> TrialHandle:
-        return TrialHandle(self, self.call("GetTrial", pb.GetTrialRequest(trial_id=trial_id)))
+        request = pb.GetTrialRequest(trial_id=trial_id)
+        return TrialHandle(self, trial_from_pb(self.call("GetTrial", request)))
 
     # ------------------------------------------------------------------ weights
     def download_weights(self, trial_id: str, kind: str = "initial") -> dict[str, np.ndarray]:
@@ -177,7 +184,7 @@ class Client:
             raise from_rpc_error(error) from None
 
     # ------------------------------------------------------------------ datasets
-    def upload_dataset(self, path_or_bytes: str | bytes, name: str | None = None) -> pb.Dataset:
+    def upload_dataset(self, path_or_bytes: str | bytes, name: str | None = None) -> DatasetInfo:
         """Upload an .npz file (arrays x and y, optionally x_test and y_test) in chunks."""
         if isinstance(path_or_bytes, bytes):
             blob, label = path_or_bytes, name or "upload"
@@ -192,12 +199,14 @@ class Client:
                 yield pb.UploadDatasetRequest(data=blob[start : start + CHUNK_BYTES])
 
         try:
-            return self.stub.UploadDataset(messages(), timeout=max(self.timeout, 600))
+            message = self.stub.UploadDataset(messages(), timeout=max(self.timeout, 600))
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
+        return dataset_from_pb(message)
 
-    def list_datasets(self) -> list[pb.Dataset]:
-        return list(self.call("ListDatasets", pb.ListDatasetsRequest()).datasets)
+    def list_datasets(self) -> list[DatasetInfo]:
+        response = self.call("ListDatasets", pb.ListDatasetsRequest())
+        return [dataset_from_pb(d) for d in response.datasets]
 
     def delete_dataset(self, dataset_id: str) -> None:
         self.call("DeleteDataset", pb.DeleteDatasetRequest(dataset_id=dataset_id))
@@ -225,16 +234,6 @@ class Client:
         return blob
 
 
-@dataclass(frozen=True)
-class Event:
-    """One event of a search (see WatchSearch in the proto for the payload of each kind)."""
-
-    id: int
-    kind: str
-    payload: dict[str, Any]
-    created_at: float
-
-
 def _all_pages(fetch: Callable[[str], Any], field: str) -> Iterator[Any]:
     token = ""
     while True:
@@ -247,10 +246,10 @@ def _all_pages(fetch: Callable[[str], Any], field: str) -> Iterator[Any]:
 
 @dataclass
 class SearchHandle:
-    """A search on the server. ``info`` is the last fetched ``morphnas.v1.Search`` message."""
+    """A search on the server. ``info`` is what was last fetched of it."""
 
     client: Client
-    info: pb.Search
+    info: SearchInfo
 
     @property
     def id(self) -> str:
@@ -261,7 +260,8 @@ class SearchHandle:
         return self.info.name
 
     def refresh(self) -> SearchHandle:
-        self.info = self.client.call("GetSearch", pb.GetSearchRequest(search_id=self.id))
+        request = pb.GetSearchRequest(search_id=self.id)
+        self.info = search_from_pb(self.client.call("GetSearch", request))
         return self
 
     def suggest(self, count: int = 1, worker_id: str = "") -> list[TrialHandle]:
@@ -269,7 +269,7 @@ class SearchHandle:
             "SuggestTrials",
             pb.SuggestTrialsRequest(search_id=self.id, count=count, worker_id=worker_id),
         )
-        return [TrialHandle(self.client, t) for t in response.trials]
+        return [TrialHandle(self.client, trial_from_pb(t)) for t in response.trials]
 
     def trials(
         self, states: Sequence[str] = (), newer_than: int | None = None, page_size: int = 500
@@ -279,7 +279,7 @@ class SearchHandle:
         def fetch(token: str) -> Any:
             request = pb.ListTrialsRequest(
                 search_id=self.id,
-                states=[_STATES[s.upper()] for s in states],
+                states=[TRIAL_STATES[s.upper()] for s in states],
                 page_size=page_size,
                 page_token=token,
             )
@@ -287,7 +287,7 @@ class SearchHandle:
                 request.newer_than = newer_than
             return self.client.call("ListTrials", request)
 
-        return [TrialHandle(self.client, t) for t in _all_pages(fetch, "trials")]
+        return [TrialHandle(self.client, trial_from_pb(t)) for t in _all_pages(fetch, "trials")]
 
     def best_trial(self) -> TrialHandle | None:
         """The completed trial with the highest score (the earliest on ties), or None."""
@@ -310,7 +310,7 @@ class SearchHandle:
         learning_rate: float = 0.0,
         patience: int = 5,
         device: str = "auto",
-    ) -> pb.TrainingRun:
+    ) -> TrainingRunInfo:
         """Have the server's workers train ``trials`` suggestions on ``dataset`` ("digits",
         "mnist1d" or an uploaded dataset's id). Returns at once; follow with ``watch``."""
         budget = pb.TrainingBudget(
@@ -325,25 +325,25 @@ class SearchHandle:
         request = pb.StartTrainingRequest(
             search_id=self.id, dataset=dataset, trials=trials, budget=budget
         )
-        return self.client.call("StartTraining", request)
+        return training_run_from_pb(self.client.call("StartTraining", request))
 
-    def training_run(self) -> pb.TrainingRun:
+    def training_run(self) -> TrainingRunInfo:
         """The latest training run of this search."""
-        return self.client.call("GetTrainingRun", pb.GetTrainingRunRequest(search_id=self.id))
+        request = pb.GetTrainingRunRequest(search_id=self.id)
+        return training_run_from_pb(self.client.call("GetTrainingRun", request))
 
-    def watch(self, after_event_id: int = 0, timeout: float | None = None) -> Iterator[Event]:
+    def watch(self, after_event_id: int = 0, timeout: float | None = None) -> Iterator[SearchEvent]:
         """Events as they happen, until the search finishes or is stopped."""
         request = pb.WatchSearchRequest(search_id=self.id, after_event_id=after_event_id)
         try:
             for message in self.client.stub.WatchSearch(request, timeout=timeout):
-                yield Event(
-                    message.id, message.kind, json.loads(message.payload_json), message.created_at
-                )
+                yield event_from_pb(message)
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
 
     def stop(self) -> SearchHandle:
-        self.info = self.client.call("StopSearch", pb.StopSearchRequest(search_id=self.id))
+        request = pb.StopSearchRequest(search_id=self.id)
+        self.info = search_from_pb(self.client.call("StopSearch", request))
         return self
 
     def export_onnx(self, path: str | None = None, *, softmax: bool = False) -> bytes:
@@ -353,10 +353,11 @@ class SearchHandle:
 
 @dataclass
 class TrialHandle:
-    """A trial on the server: its architecture, lineage, and the calls a worker makes."""
+    """A trial on the server: its architecture, lineage, and the calls a worker makes.
+    ``info`` is what was last fetched of it."""
 
     client: Client
-    info: pb.Trial
+    info: TrialInfo
 
     @property
     def id(self) -> str:
@@ -368,15 +369,15 @@ class TrialHandle:
 
     @property
     def state(self) -> str:
-        return _STATE_NAMES.get(self.info.state, "UNSPECIFIED")
+        return self.info.state
 
     @property
     def parent_id(self) -> str | None:
-        return self.info.parent_id or None
+        return self.info.parent_id
 
     @property
     def score(self) -> float | None:
-        return self.info.score if self.info.HasField("score") else None
+        return self.info.score
 
     @property
     def architecture(self) -> dict[str, Any]:
@@ -390,7 +391,7 @@ class TrialHandle:
     @property
     def operations(self) -> list[dict[str, Any]]:
         """The morphs that made this architecture from its parent's."""
-        return json.loads(self.info.operations_json or "[]")  # type: ignore[no-any-return]
+        return list(self.info.operations)
 
     def initial_weights(self) -> dict[str, np.ndarray]:
         return self.client.download_weights(self.id, "initial")
@@ -421,7 +422,7 @@ class TrialHandle:
         """Tell the outcome. ``weights``: a torch ``state_dict()`` of the built model, or a mapping
         of numpy arrays named as in the architecture. Safe to repeat with the same content."""
         request = pb.ReportTrialRequest(
-            trial_id=self.id, state=_STATES[state.upper()], reason=reason, worker_id=worker_id
+            trial_id=self.id, state=TRIAL_STATES[state.upper()], reason=reason, worker_id=worker_id
         )
         if score is not None:
             request.score = score
@@ -431,7 +432,7 @@ class TrialHandle:
                 request.weights = blob
             else:
                 request.weights_sha256 = self.client.upload_weights(self.id, blob)
-        self.info = self.client.call("ReportTrial", request)
+        self.info = trial_from_pb(self.client.call("ReportTrial", request))
         return self
 
     def fail(self, reason: str, *, infeasible: bool = False) -> TrialHandle:
@@ -443,15 +444,17 @@ class TrialHandle:
             "ReportProgress",
             pb.ReportProgressRequest(trial_id=self.id, step=step, value=value, name=name),
         )
-        self.info = response.trial
+        self.info = trial_from_pb(response.trial)
         return bool(response.should_stop)
 
     def heartbeat(self) -> TrialHandle:
-        self.info = self.client.call("Heartbeat", pb.HeartbeatRequest(trial_id=self.id)).trial
+        response = self.client.call("Heartbeat", pb.HeartbeatRequest(trial_id=self.id))
+        self.info = trial_from_pb(response.trial)
         return self
 
     def refresh(self) -> TrialHandle:
-        self.info = self.client.call("GetTrial", pb.GetTrialRequest(trial_id=self.id))
+        request = pb.GetTrialRequest(trial_id=self.id)
+        self.info = trial_from_pb(self.client.call("GetTrial", request))
         return self
 
 

@@ -24,7 +24,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import InitVar, dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 from morphnas.core.errors import (
@@ -247,8 +247,9 @@ _PARSE_CACHE_MAX_CHARS = 200_000
 
 #: A layer's weight shapes by suffix, its trainable values and all its values (buffers too).
 _Weights = tuple[dict[str, Shape], int, int]
-_WEIGHTS_OF: dict[tuple[Any, ...], _Weights] = {}
-_WEIGHTS_OF_MAX = 65_536
+
+# The memos of this module are pure functions of their arguments, bounded and thread-safe
+# (functools.lru_cache); ``memo_stats()`` reports their hits for the server's metrics.
 
 
 def _weights_of(layer: Layer, shapes: list[Shape]) -> _Weights:
@@ -257,20 +258,23 @@ def _weights_of(layer: Layer, shapes: list[Shape]) -> _Weights:
     A pure function of the kind, the attributes and the input shapes; validation has made the
     attributes plain ints and a float, so equal keys mean equal arguments.
     """
-    key = (layer.kind, layer.units, layer.kernel, layer.stride, layer.rate, *shapes)
-    found = _WEIGHTS_OF.get(key)
-    if found is None:
-        kind = layer_kind(layer)
-        weights = kind.weight_shapes(layer, shapes)
-        found = (
-            weights,
-            sum(math.prod(weights[name]) for name in kind.trainable),
-            sum(math.prod(shape) for shape in weights.values()),
-        )
-        if len(_WEIGHTS_OF) >= _WEIGHTS_OF_MAX:
-            _WEIGHTS_OF.clear()  # a cache only
-        _WEIGHTS_OF[key] = found
-    return found
+    return _weights_by_attributes(
+        layer.kind, layer.units, layer.kernel, layer.stride, layer.rate, tuple(shapes)
+    )
+
+
+@lru_cache(maxsize=65_536)
+def _weights_by_attributes(
+    kind_name: str, units: int, kernel: int, stride: int, rate: float, shapes: tuple[Shape, ...]
+) -> _Weights:
+    kind = LAYER_KINDS[kind_name]
+    layer = Layer("w", kind_name, ("input",), units=units, kernel=kernel, stride=stride, rate=rate)
+    weights = kind.weight_shapes(layer, list(shapes))
+    return (
+        weights,
+        sum(math.prod(weights[name]) for name in kind.trainable),
+        sum(math.prod(shape) for shape in weights.values()),
+    )
 
 
 def _parse(text: str | bytes) -> Graph:
@@ -284,6 +288,7 @@ def _parse(text: str | bytes) -> Graph:
 _PARSED: OrderedDict[str, Graph] = OrderedDict()
 _PARSED_MAX = 4096
 _PARSED_LOCK = threading.Lock()
+_PARSED_COUNTS = [0, 0]  # hits, misses (under _PARSED_LOCK)
 
 
 def _parse_cached(text: str) -> Graph:
@@ -291,7 +296,9 @@ def _parse_cached(text: str) -> Graph:
         graph = _PARSED.get(text)
         if graph is not None:
             _PARSED.move_to_end(text)
+            _PARSED_COUNTS[0] += 1
             return graph
+        _PARSED_COUNTS[1] += 1
     graph = _parse(text)
     _remember(text, graph)
     return graph
@@ -303,6 +310,21 @@ def _remember(text: str, graph: Graph) -> None:
         _PARSED.move_to_end(text)
         while len(_PARSED) > _PARSED_MAX:
             _PARSED.popitem(last=False)
+
+
+def memo_stats() -> dict[str, tuple[int, int, int, int]]:
+    """(hits, misses, entries, bound) of each memo of this module, by name."""
+    with _PARSED_LOCK:
+        hits, misses = _PARSED_COUNTS
+        stats = {"graph_parse": (hits, misses, len(_PARSED), _PARSED_MAX)}
+    for name, memo in (
+        ("graph_layer_weights", _weights_by_attributes),
+        ("graph_layer_json", _layer_json),
+        ("graph_layer_digests", _digest_of),
+    ):
+        info = memo.cache_info()
+        stats[name] = (info.hits, info.misses, info.currsize, info.maxsize or 0)
+    return stats
 
 
 def build_graph(
@@ -478,19 +500,12 @@ def _compact(value: Any) -> str:
 
 
 _FORMAT_JSON = json.dumps(FORMAT)
-_LAYER_JSON: dict[Layer, str] = {}
-_LAYER_JSON_MAX = 200_000
 
 
+@lru_cache(maxsize=200_000)
 def _layer_json(layer: Layer) -> str:
     """A layer's canonical JSON text, remembered (bounded; only a cache)."""
-    text = _LAYER_JSON.get(layer)
-    if text is None:
-        text = _compact(_layer_to_dict(layer))
-        if len(_LAYER_JSON) >= _LAYER_JSON_MAX:
-            _LAYER_JSON.clear()
-        _LAYER_JSON[layer] = text
-    return text
+    return _compact(_layer_to_dict(layer))
 
 
 def _as_int(value: Any, what: str) -> int:
@@ -529,23 +544,18 @@ def _layer_from_dict(item: Any) -> Layer:
     )
 
 
-# A layer's digest is a function of its attributes and its sources' digests; a morph's child
-# repeats most of its parent's, so they are remembered (bounded; only a cache).
-_DIGESTS: dict[tuple[Any, ...], str] = {}
-_DIGESTS_MAX = 200_000
-
-
 def _layer_digest(layer: Layer, sources: list[str]) -> str:
-    key = (layer.kind, layer.units, layer.kernel, layer.stride, layer.rate, *sources)
-    digest = _DIGESTS.get(key)
-    if digest is None:
-        attrs = _layer_to_dict(layer)
-        del attrs["name"], attrs["inputs"]
-        digest = _sha(json.dumps([attrs, sources], sort_keys=True))
-        if len(_DIGESTS) >= _DIGESTS_MAX:
-            _DIGESTS.clear()
-        _DIGESTS[key] = digest
-    return digest
+    """A layer's digest: a function of its attributes and its sources' digests; a morph's child
+    repeats most of its parent's, so they are remembered (bounded; only a cache)."""
+    return _digest_of(layer.kind, layer.units, layer.kernel, layer.stride, layer.rate, *sources)
+
+
+@lru_cache(maxsize=200_000)
+def _digest_of(kind: str, units: int, kernel: int, stride: int, rate: float, *sources: str) -> str:
+    layer = Layer("d", kind, ("input",), units=units, kernel=kernel, stride=stride, rate=rate)
+    attrs = _layer_to_dict(layer)
+    del attrs["name"], attrs["inputs"]
+    return _sha(json.dumps([attrs, list(sources)], sort_keys=True))
 
 
 def _sha(text: str) -> str:

@@ -26,7 +26,8 @@ network (where the GP is least reliable and weight inheritance helps least).
 
 Children over the size caps, and architectures already observed, pending or proposed
 (``excluded`` holds their structural keys), are never pushed (nor returned). Materialised
-children are cached by (parent node key, morph): a cache only.
+children are cached by (parent node key, morph) in the search's
+:class:`~morphnas.search.cache.SearchCache`: a cache only.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ import numpy as np
 from morphnas.core.errors import InvalidArgumentError
 from morphnas.core.graph import Graph
 from morphnas.core.morphs import Morph, neighbourhood_args
-from morphnas.search.descriptors import LRU, Descriptor, descriptor, structural_key
+from morphnas.search.cache import SearchCache
+from morphnas.search.descriptors import Descriptor, descriptor, structural_key
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +110,9 @@ def text_key(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
 
-def architecture_key(architecture: str) -> str:
+def architecture_key(architecture: str, cache: SearchCache) -> str:
     """The node key of a stored architecture (cached: the same texts come back on every ask)."""
-    return _ARCHITECTURE_KEYS.get_or(architecture, lambda: text_key(architecture))  # type: ignore[no-any-return]
+    return cache.architecture_keys.get_or(architecture, lambda: text_key(architecture))
 
 
 @dataclass(frozen=True)
@@ -122,18 +124,9 @@ class Found:
     expansions: int
 
 
-_NEIGHBOURS: LRU = LRU(20_000)
-_CHILDREN: LRU = LRU(100_000)
-_ARCHITECTURE_KEYS: LRU = LRU(20_000)
-
-
-def clear() -> None:
-    _NEIGHBOURS.clear()
-    _CHILDREN.clear()
-    _ARCHITECTURE_KEYS.clear()
-
-
-def child_morphs(graph: Graph, key: str, seed: int, limit: int = MAX_CHILDREN) -> tuple[Morph, ...]:
+def child_morphs(
+    graph: Graph, key: str, seed: int, cache: SearchCache, limit: int = MAX_CHILDREN
+) -> tuple[Morph, ...]:
     """The morphs to try from ``graph``: all, or a fixed random subset of ``limit``.
 
     The subset is stratified by morph kind (round-robin over kinds, random within a kind), as
@@ -146,7 +139,7 @@ def child_morphs(graph: Graph, key: str, seed: int, limit: int = MAX_CHILDREN) -
         groups = [(cls, args) for cls, args in neighbourhood_args(graph) if args]
         if sum(len(args) for _, args in groups) <= limit:
             return tuple(cls(*a) for cls, args in groups for a in args)
-        rng = np.random.default_rng([seed, int(structural_key(graph)[:15], 16)])
+        rng = np.random.default_rng([seed, int(structural_key(graph, cache=cache)[:15], 16)])
         orders = [rng.permutation(len(args)).tolist() for _, args in groups]
         taken = [0] * len(groups)
         picked: list[Morph] = []
@@ -157,10 +150,12 @@ def child_morphs(graph: Graph, key: str, seed: int, limit: int = MAX_CHILDREN) -
                     taken[g] += 1
         return tuple(picked)
 
-    return _NEIGHBOURS.get_or((key, seed, limit), build)  # type: ignore[no-any-return]
+    return cache.neighbours.get_or((key, seed, limit), build)
 
 
-def materialise(graph: Graph, key: str, op: Morph, batch_size: int) -> Child | None:
+def materialise(
+    graph: Graph, key: str, op: Morph, batch_size: int, cache: SearchCache
+) -> Child | None:
     """``op.apply(graph)`` with its descriptor and costs (cached); None if the morph is illegal."""
 
     def build() -> Child | None:
@@ -171,13 +166,13 @@ def materialise(graph: Graph, key: str, op: Morph, batch_size: int) -> Child | N
         return Child(
             child,
             text_key(f"{key}/{op!r}"),
-            descriptor(child, graph),
+            descriptor(child, graph, cache),
             child.num_params,
             child.training_memory_bytes(batch_size),
             child.flops,
         )
 
-    return _CHILDREN.get_or((key, op, batch_size), build)  # type: ignore[no-any-return]
+    return cache.children.get_or((key, op, batch_size), build)
 
 
 def tree_search(
@@ -192,12 +187,15 @@ def tree_search(
     max_expansions: int | None = None,
     cost_penalty: Callable[[np.ndarray], np.ndarray] | None = None,
     cooling: float = COOLING,
+    cache: SearchCache | None = None,
 ) -> Found | None:
     """Best new architecture by acquisition reachable from ``roots`` (node, α) — see module doc.
 
     ``acquisition(children, parent)`` gives α of a batch of one-step morphs of ``parent``;
     ``cost_penalty(flops)`` (Q,) → (Q,), if given, is added to it.
+    ``cache``: the search's cache (a fresh one when not given).
     """
+    cache = cache if cache is not None else SearchCache()
     limit = MAX_CHILDREN if max_children is None else max_children
     queue: list[tuple[float, int, Node]] = []
     counter = 0
@@ -223,10 +221,10 @@ def tree_search(
         if len(node.operations) >= MAX_PATH:
             continue  # a leaf: proposals stay within MAX_PATH morphs of a trained ancestor
         fresh: list[tuple[Morph, Child]] = []
-        for op in child_morphs(node.graph, node.key, seed, limit):
+        for op in child_morphs(node.graph, node.key, seed, cache, limit):
             if fresh and best is not None and time.perf_counter() >= deadline:
                 break  # evaluate what we have; the loop ends below
-            child = materialise(node.graph, node.key, op, constraints.batch_size)
+            child = materialise(node.graph, node.key, op, constraints.batch_size, cache)
             if child is None or child.descriptor.key in seen:
                 continue
             seen.add(child.descriptor.key)

@@ -13,80 +13,102 @@ A :class:`Descriptor` reduces a :class:`~morphnas.core.graph.Graph` to two small
     of ``start`` from the input (the main-chain rank for main-chain layers, 0 for the input) and
     ``δ = depth(primary input) − u``.
 
-Descriptors are cached by structural key (a cache only: they are a pure function of the graph).
-The byte signatures ``layer_key`` / ``skip_key`` let distance rows be shared between different
-architectures with the same main chain or the same skips.
+``token_ids`` (L,) int64
+    one code per main-chain token, a pure function of the token (:func:`encode_tokens`): the
+    same token has the same code in every process and thread, whatever order tokens were met
+    in, so distances never depend on that order (ids handed out on first sight could, and did,
+    race between threads).
+
+Descriptors are a pure function of the graph; :class:`~morphnas.search.cache.SearchCache`
+remembers them by structural key (a cache only). The byte signatures ``layer_key`` /
+``skip_key`` let distance rows be shared between different architectures with the same main
+chain or the same skips.
 """
 
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
-from functools import cached_property
+from functools import lru_cache
 from operator import attrgetter
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from morphnas.core.graph import INPUT, Graph, common_prefix
-from morphnas.core.layers import LAYER_KINDS, Layer
+from morphnas.core.layers import LAYER_KINDS, MAX_KERNEL, MAX_UNITS, Layer
+
+if TYPE_CHECKING:
+    from morphnas.search.cache import SearchCache
 
 #: Layer attributes compared by the layer distance, in token column order (after the kind id).
 ATTRS = ("units", "kernel", "stride")
 SKIP_TYPES = {"add": 0.0, "concat": 1.0}
 _attrs = attrgetter(*ATTRS)
 
-_KIND_IDS: dict[str, int] = {}
-_WEIGHTS: list[np.ndarray] = []
+# Bits of each token field in a token code: kind | kernel | stride | units.
+_UNITS_BITS = max(MAX_UNITS, 1).bit_length()
+_KERNEL_BITS = max(MAX_KERNEL, 1).bit_length()
+_KIND_BITS = 8
+
+
+@lru_cache(maxsize=4)
+def _kinds(count: int) -> tuple[dict[str, int], np.ndarray]:
+    """Kind ids and attribute weights for the first ``count`` registered kinds (the registry
+    only grows, so these are a pure function of ``count``)."""
+    names = list(LAYER_KINDS)[:count]
+    weights = np.zeros((count, len(ATTRS)))
+    for index, name in enumerate(names):
+        used = [i for i, attr in enumerate(ATTRS) if attr in LAYER_KINDS[name].attrs]
+        if used:
+            weights[index, used] = 1.0 / len(used)
+    weights.setflags(write=False)
+    return {name: index for index, name in enumerate(names)}, weights
 
 
 def kind_id(kind: str) -> int:
-    """A small integer per layer kind, stable within the process (registry order first)."""
-    if kind not in _KIND_IDS:
-        _KIND_IDS[kind] = len(_KIND_IDS)
-    return _KIND_IDS[kind]
-
-
-for _name in LAYER_KINDS:
-    kind_id(_name)
+    """A small integer per layer kind: its position in the registry (the same in every process)."""
+    found = _kinds(len(LAYER_KINDS))[0].get(kind)
+    if found is None:
+        raise ValueError(f"unknown layer kind {kind!r}")
+    return found
 
 
 def attr_weights() -> np.ndarray:
-    """(n_kinds, 3): weight of each attribute column in a same-kind layer distance.
+    """(n_kinds, 3): weight of each attribute column in a same-kind layer distance (read-only).
 
     Each kind averages the relative differences of the attributes it uses (1/count each), so a
     kind without units/kernel/stride (ReLU, BN, ...) costs 0 against its own kind.
     """
-    if _WEIGHTS and len(_WEIGHTS[0]) == len(_KIND_IDS):
-        return _WEIGHTS[0]
-    weights = np.zeros((len(_KIND_IDS), len(ATTRS)))
-    for name, index in _KIND_IDS.items():
-        kind = LAYER_KINDS.get(name)
-        used = [i for i, attr in enumerate(ATTRS) if kind is not None and attr in kind.attrs]
-        if used:
-            weights[index, used] = 1.0 / len(used)
-    _WEIGHTS[:] = [weights]
-    return weights
-
-
-#: Every distinct main-chain token seen in this process, by id (ids are stable in a process;
-#: the layer distance looks substitution costs up by id).
-TOKENS: list[np.ndarray] = []
-_TOKEN_IDS: dict[tuple[float, ...], int] = {}
+    return _kinds(len(LAYER_KINDS))[1]
 
 
 def encode_tokens(tokens: np.ndarray) -> np.ndarray:
-    """Token ids (L,) of a token array (L, 4)."""
-    ids = []
-    for row in tokens.tolist():
-        key = tuple(row)
-        found = _TOKEN_IDS.get(key)
-        if found is None:
-            found = _TOKEN_IDS[key] = len(TOKENS)
-            TOKENS.append(np.array(row, dtype=np.float64))
-        ids.append(found)
-    return np.array(ids, dtype=np.intp)
+    """Token codes (L,) int64 of a token array (L, 4): the fields packed into one integer, so
+    equal tokens have equal codes and :func:`decode_tokens` gives the token back."""
+    t = tokens.astype(np.int64).reshape(-1, 1 + len(ATTRS))
+    kind, units, kernel, stride = t[:, 0], t[:, 1], t[:, 2], t[:, 3]
+    if t.size and (
+        t.min() < 0
+        or kind.max() >= 1 << _KIND_BITS
+        or units.max() >= 1 << _UNITS_BITS
+        or max(kernel.max(), stride.max()) >= 1 << _KERNEL_BITS
+    ):
+        raise ValueError("a token is outside the layer size limits")
+    code = (kind << _KERNEL_BITS | kernel) << _KERNEL_BITS | stride
+    return np.asarray((code << _UNITS_BITS) | units, dtype=np.int64)
+
+
+def decode_tokens(codes: np.ndarray) -> np.ndarray:
+    """Tokens (..., 4) float64 of token codes (...) (the inverse of :func:`encode_tokens`)."""
+    codes = np.asarray(codes, dtype=np.int64)
+    mask = (1 << _KERNEL_BITS) - 1
+    units = codes & ((1 << _UNITS_BITS) - 1)
+    rest = codes >> _UNITS_BITS
+    stride = rest & mask
+    kernel = (rest >> _KERNEL_BITS) & mask
+    kind = rest >> (2 * _KERNEL_BITS)
+    return np.stack([kind, units, kernel, stride], axis=-1).astype(np.float64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,15 +118,9 @@ class Descriptor:
     key: str  # structural_key of the graph
     tokens: np.ndarray  # (L, 4)
     skips: np.ndarray  # (M, 3)
-    token_ids: np.ndarray  # (L,) ids into TOKENS
-
-    @cached_property
-    def layer_key(self) -> bytes:
-        return self.tokens.tobytes()
-
-    @cached_property
-    def skip_key(self) -> bytes:
-        return self.skips.tobytes()
+    token_ids: np.ndarray  # (L,) token codes (encode_tokens)
+    layer_key: bytes  # tokens.tobytes(): the main chain's signature
+    skip_key: bytes  # skips.tobytes(): the skip set's signature
 
 
 def _depths(graph: Graph) -> dict[str, int]:
@@ -139,29 +155,35 @@ def _skips(graph: Graph, depth: dict[str, int]) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64).reshape(-1, 3)
 
 
-def structural_key(graph: Graph, parent: Graph | None = None) -> str:
+def structural_key(
+    graph: Graph, parent: Graph | None = None, cache: SearchCache | None = None
+) -> str:
     """A structural digest with the invariances of ``Graph.content_hash`` (names ignored, Add
     inputs unordered), several times cheaper to compute; the search's own identity for graphs.
 
     Each tensor's digest hashes its layer's kind and attributes with its inputs' digests.
     ``parent``: a graph sharing layer objects with this one (a morph's input); a shared layer
     reading the same digests there has the same digest (a speed hint: same key without it).
-    The parent keeps its digests, for its other children.
+    ``cache`` keeps the parent's digests, for its other children.
     """
-    digests = graph.__dict__.get("_structural_digests")
+    digests = cache.digests.get(graph) if cache is not None else None
     if digests is None:
-        digests = _digests(graph, parent)
-    return digests[graph.output.name]  # type: ignore[no-any-return]
+        digests = _digests(graph, parent, cache)
+    return digests[graph.output.name]
 
 
-def _digests(graph: Graph, parent: Graph | None = None) -> dict[str, str]:
+def _digests(
+    graph: Graph, parent: Graph | None = None, cache: SearchCache | None = None
+) -> dict[str, str]:
     known: dict[str, str] = {}
     shared: dict[str, Layer] = {}
     done = 0
     digests = {INPUT: hashlib.sha1(repr(graph.input_shape).encode()).hexdigest()}
     if parent is not None:
-        known = parent.__dict__.get("_structural_digests") or _digests(parent)
-        parent.__dict__["_structural_digests"] = known  # like functools.cached_property does
+        if cache is None:
+            known = _digests(parent)
+        else:
+            known = cache.digests.get_or(parent, lambda: _digests(parent))
         shared = parent.by_name
         if known[INPUT] == digests[INPUT]:
             done = common_prefix(graph.layers, parent)  # the same layers reading the same inputs
@@ -185,62 +207,33 @@ def describe(graph: Graph, key: str | None = None) -> Descriptor:
     tokens = np.array(
         [(kind_id(layer.kind), *_attrs(layer)) for layer in chain], dtype=np.float64
     ).reshape(len(chain), 1 + len(ATTRS))
+    skips = _skips(graph, _depths(graph))
     return Descriptor(
-        key or structural_key(graph), tokens, _skips(graph, _depths(graph)), encode_tokens(tokens)
+        key or structural_key(graph),
+        tokens,
+        skips,
+        encode_tokens(tokens),
+        tokens.tobytes(),
+        skips.tobytes(),
     )
 
 
-class LRU(OrderedDict):  # type: ignore[type-arg]
-    """A small least-recently-used mapping (a cache: evicting an entry only costs time).
-
-    Shared by the server's handler threads: a lookup and its move to the end, and an insert and
-    its evictions, each happen under a lock (another thread's eviction could otherwise remove
-    the key between the two). ``make`` runs outside it: two threads may both build a missing
-    value, and the later one is kept.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        super().__init__()
-        self.capacity = capacity
-        self._lock = threading.Lock()
-
-    def get_or(self, key: object, make):  # type: ignore[no-untyped-def]
-        with self._lock:
-            if key in self:
-                self.move_to_end(key)
-                return self[key]
-        value = make()
-        self.put(key, value)
-        return value
-
-    def put(self, key: object, value: object) -> None:
-        with self._lock:
-            self[key] = value
-            self.move_to_end(key)
-            while len(self) > self.capacity:
-                self.popitem(last=False)
+def descriptor(
+    graph: Graph, parent: Graph | None = None, cache: SearchCache | None = None
+) -> Descriptor:
+    """:func:`describe`, remembered in ``cache`` by :func:`structural_key` (``parent``: its
+    speed hint)."""
+    key = structural_key(graph, parent, cache)
+    if cache is None:
+        return describe(graph, key)
+    return cache.descriptors.get_or(key, lambda: describe(graph, key))
 
 
-_DESCRIPTORS: LRU = LRU(200_000)
-_GRAPHS: LRU = LRU(20_000)
-
-
-def descriptor(graph: Graph, parent: Graph | None = None) -> Descriptor:
-    """Cached :func:`describe`, keyed by :func:`structural_key` (``parent``: its speed hint)."""
-    key = structural_key(graph, parent)
-    return _DESCRIPTORS.get_or(key, lambda: describe(graph, key))  # type: ignore[no-any-return]
-
-
-def parse(architecture: str) -> tuple[Graph, Descriptor]:
-    """Graph and descriptor of a stored architecture, cached by its text."""
+def parse(architecture: str, cache: SearchCache | None = None) -> tuple[Graph, Descriptor]:
+    """Graph and descriptor of a stored architecture, remembered in ``cache`` by its text."""
 
     def build() -> tuple[Graph, Descriptor]:
         graph = Graph.from_json(architecture)
-        return graph, descriptor(graph)
+        return graph, descriptor(graph, cache=cache)
 
-    return _GRAPHS.get_or(architecture, build)  # type: ignore[no-any-return]
-
-
-def clear() -> None:
-    _DESCRIPTORS.clear()
-    _GRAPHS.clear()
+    return build() if cache is None else cache.parsed.get_or(architecture, build)

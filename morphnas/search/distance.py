@@ -22,11 +22,21 @@ architecture reuse its DP rows, skip pair costs are computed once per distinct s
 so a new observation costs one row against the others and architectures sharing a main chain
 share their layer-distance rows. Values are rounded to 8 decimals when cached, so float
 summation order (which batch, which side) never shows.
+
+Main chains are compared as token codes (:func:`~morphnas.search.descriptors.encode_tokens`), a
+pure function of each token: substitution costs are computed from the decoded tokens, so no
+table of tokens met so far is shared (or raced for) between threads.
+
+Every memo here lives in a :class:`DistanceCache` (part of the search's one
+:class:`~morphnas.search.cache.SearchCache`); the functions take its tables as optional
+arguments and compute everything afresh without them.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -35,13 +45,18 @@ from morphnas.core.graph import Graph
 from morphnas.core.layers import Layer
 from morphnas.search.descriptors import (
     ATTRS,
-    LRU,
-    TOKENS,
     Descriptor,
     attr_weights,
+    decode_tokens,
     descriptor,
     kind_id,
 )
+from morphnas.search.memo import LRU, CacheStats
+
+#: Column sets (token-code sequences, forward or reversed, or skip sets) by signature.
+Columns = LRU[tuple[Any, ...], Any]
+#: DP rows of expanded nodes: (token codes, the others' signature) -> (forward, backward rows).
+KnownRows = LRU[tuple[bytes, tuple[bytes, ...]], tuple[list[np.ndarray], list[np.ndarray]]]
 
 # ----------------------------------------------------------------------------- single pairs
 
@@ -108,16 +123,19 @@ def _substitution_costs(ta: np.ndarray, tb: np.ndarray) -> tuple[np.ndarray, np.
     return costs, inverse.reshape(-1)
 
 
-_COSTS: list[np.ndarray] = [np.zeros((0, 0))]
-
-
-def _cost_table() -> np.ndarray:
-    """(V, V) substitution costs between all tokens seen so far (a cache; grows with TOKENS)."""
-    if len(_COSTS[0]) < len(TOKENS):
-        every = np.asarray(TOKENS)  # (V, 4)
-        costs, inverse = _substitution_costs(every, every[None])
-        _COSTS[0] = costs[inverse, 0]
-    return _COSTS[0]
+def _token_costs(code: int, tokens: np.ndarray) -> np.ndarray:
+    """Substitution costs (U,) of the token with this code against ``tokens`` (U, 4): the
+    arithmetic of :func:`_substitution_costs`, for one token."""
+    token = decode_tokens(np.array(code))
+    kid = int(token[0])
+    weights = attr_weights()
+    cost = np.zeros(len(tokens))
+    for c in np.flatnonzero(weights[kid]):
+        a, b = token[1 + c], tokens[:, 1 + c]
+        top = np.maximum(a, b)
+        rel = np.divide(np.abs(a - b), top, out=np.zeros_like(b), where=top > 0)
+        cost += weights[kid, c] * rel
+    return np.where(tokens[:, 0] == kid, cost, 1.0)
 
 
 #: Rows per block of the running minimum (DP heights are padded to a multiple of it).
@@ -125,12 +143,13 @@ _BLOCK = 8
 
 
 class _Columns:
-    """Token-id sequences as the columns of a batched DP.
+    """Token-code sequences as the columns of a batched DP.
 
-    ``padded`` (H − 1, n): ids of each sequence down a column (reversed within its length when
+    ``padded`` (H − 1, n): codes of each sequence down a column (reversed within its length when
     ``reverse``; the padding is never read back), with ``H`` the DP height: the longest length
     plus one, rounded up to a multiple of :data:`_BLOCK`; ``lengths`` (n,). :meth:`costs`
-    gathers one token's substitution costs against every entry, once per token.
+    computes one token's substitution costs against the distinct tokens of the columns and
+    gathers them for every entry, once per token.
     """
 
     def __init__(self, others: Sequence[np.ndarray], reverse: bool = False) -> None:
@@ -139,7 +158,9 @@ class _Columns:
         self.padded = np.zeros((height - 1, len(others)), np.intp)
         for i, x in enumerate(others):
             self.padded[: len(x), i] = x[::-1] if reverse else x
-        self._table = _cost_table()
+        distinct, inverse = np.unique(self.padded, return_inverse=True)
+        self._distinct = decode_tokens(distinct)  # (U, 4)
+        self._inverse = inverse.reshape(self.padded.shape)  # (H − 1, n) into distinct
         self._costs: dict[int, np.ndarray] = {}
 
     def start(self, width: int = 1) -> np.ndarray:
@@ -150,20 +171,19 @@ class _Columns:
         """``sub(token, b_j) − 2`` for every padded entry (H − 1, n) (see layers_distances)."""
         found = self._costs.get(token)
         if found is None:
-            if token >= len(self._table):  # a token newer than the table (it only grows)
-                self._table = _cost_table()
-            found = self._costs[token] = self._table[token][self.padded] - 2.0
+            found = self._costs[token] = _token_costs(token, self._distinct)[self._inverse] - 2.0
         return found
 
 
-#: Recent column sets (token-id sequences, forward or reversed, or skip sets): the same
-#: landmarks are the columns of most batches of a search. A cache only.
-_COLUMNS: LRU = LRU(6)
-
-
-def _columns(others: Sequence[np.ndarray], reverse: bool = False) -> _Columns:
+def _columns(
+    others: Sequence[np.ndarray], reverse: bool = False, memo: Columns | None = None
+) -> _Columns:
+    """The columns of ``others``, from ``memo`` when given (the same landmarks are the columns
+    of most batches of a search)."""
+    if memo is None:
+        return _Columns(others, reverse)
     key = ("layers", reverse, tuple(x.tobytes() for x in others))
-    return _COLUMNS.get_or(key, lambda: _Columns(others, reverse))  # type: ignore[no-any-return]
+    return memo.get_or(key, lambda: _Columns(others, reverse))  # type: ignore[no-any-return]
 
 
 def _cummin(x: np.ndarray) -> np.ndarray:
@@ -231,8 +251,10 @@ def batch_layers_distance(ids_a: np.ndarray, others: Sequence[np.ndarray]) -> np
     return layers_distances([ids_a], others)[0]
 
 
-def layers_distances(items: Sequence[np.ndarray], others: Sequence[np.ndarray]) -> np.ndarray:
-    """``D_l`` (Q, n) from each token-id sequence of ``items`` to each of ``others``.
+def layers_distances(
+    items: Sequence[np.ndarray], others: Sequence[np.ndarray], columns: Columns | None = None
+) -> np.ndarray:
+    """``D_l`` (Q, n) from each token-code sequence of ``items`` to each of ``others``.
 
     Row i of the DP table ``A[j] = d(a[:i], b[:j])`` for every pair with one sequence a at once,
     kept as ``U[j] = A[j] − i − j`` in an (H, n) array — column-major, so the running minimum
@@ -241,17 +263,18 @@ def layers_distances(items: Sequence[np.ndarray], others: Sequence[np.ndarray]) 
     ``B[0] = i``, becomes ``S[j] = min(U_prev[j], U_prev[j−1] + sub − 2)``, ``S[0] = 0``;
     the insertions along the row, ``A[j] = min_{k≤j} B[k] + (j − k)``, become a running
     minimum ``U = cummin(S)``. Finally ``d(a, b) = U[len b] + len a + len b``.
+    ``columns``: memo of column sets (speed only).
     """
     out = np.zeros((len(items), len(others)))
     if not others:
         return out
-    columns = _columns(others)
+    dp = _columns(others, memo=columns)
     every = np.arange(len(others))
     for q, ids in enumerate(items):
-        row = columns.start()
+        row = dp.start()
         for token in ids.tolist():
-            row = _step(row, (columns.costs(token),))
-        out[q] = row[columns.lengths, every] + (len(ids) + columns.lengths)
+            row = _step(row, (dp.costs(token),))
+        out[q] = row[dp.lengths, every] + (len(ids) + dp.lengths)
     return out
 
 
@@ -267,14 +290,12 @@ def _common_ends(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
     return p, s
 
 
-#: DP rows of recent children (token ids, the others' token ids) -> (forward rows 0..k, backward
-#: rows 0..k'): a tree search expands a child of the node it just expanded, whose rows share a
-#: prefix with the parent's forward rows and a suffix with its backward rows. A cache only.
-_KNOWN_ROWS: LRU = LRU(32)
-
-
 def layers_distances_from_parent(
-    parent: np.ndarray, children: Sequence[np.ndarray], others: Sequence[np.ndarray]
+    parent: np.ndarray,
+    children: Sequence[np.ndarray],
+    others: Sequence[np.ndarray],
+    columns: Columns | None = None,
+    known_rows: KnownRows | None = None,
 ) -> np.ndarray:
     """``D_l`` (C, n) from each child to each of ``others``, reusing the parent's DP.
 
@@ -284,22 +305,25 @@ def layers_distances_from_parent(
     ``d(C, b) = min_j (F_p ⊕ block)[j] + G_{La−s}[len b − j]`` (Hirschberg's split). In the
     rows ``U`` of :func:`layers_distances` (``U_F`` after ``len C − s`` tokens, ``U_G`` after
     ``s``) that is ``len C + len b + min_j U_F[j] + U_G[len b − j]``. The parent's rows that
-    were known as a child's (:data:`_KNOWN_ROWS`) are not computed again.
+    were known as a child's (in ``known_rows``: DP rows of recent children (token codes, the
+    others' signature) -> (forward rows 0..k, backward rows 0..k'); a tree search expands a
+    child of the node it just expanded) are not computed again. ``columns``: memo of column
+    sets. Both memos only save time.
     """
     n = len(others)
     if n == 0 or not children:
         return np.zeros((len(children), n))
     ends = [_common_ends(parent, child) for child in children]
-    columns, reverse = _columns(others), _columns(others, reverse=True)
+    dp, reverse = _columns(others, memo=columns), _columns(others, reverse=True, memo=columns)
     signature = tuple(x.tobytes() for x in others)
-    known = _KNOWN_ROWS.get((parent.tobytes(), signature))
-    forward = list(known[0]) if known else [columns.start()]
+    known = known_rows.get((parent.tobytes(), signature)) if known_rows is not None else None
+    forward = list(known[0]) if known else [dp.start()]
     backward = list(known[1]) if known else [reverse.start()]
     # Only the rows some child needs: forward up to the longest common prefix, backward up to
     # the longest common suffix.
     more_forward, more_backward = _paired_rows(
         parent[len(forward) - 1 : max(p for p, _ in ends)],
-        columns,
+        dp,
         forward[-1],
         parent[::-1][len(backward) - 1 : max(s for _, s in ends)],
         reverse,
@@ -307,8 +331,8 @@ def layers_distances_from_parent(
     )
     forward += more_forward
     backward += more_backward
-    lengths = columns.lengths
-    j = np.arange(columns.padded.shape[0] + 1)[:, None]  # (H, 1)
+    lengths = dp.lengths
+    j = np.arange(dp.padded.shape[0] + 1)[:, None]  # (H, 1)
     flip = lengths[None, :] - j  # (H, n): column of b[j:] in the reversed DP
     valid = flip >= 0
     flip = np.maximum(flip, 0)
@@ -318,10 +342,11 @@ def layers_distances_from_parent(
     for c, (child, (p, s)) in enumerate(zip(children, ends, strict=True)):
         rows = forward[: p + 1]
         for token in child[p : len(child) - s].tolist():
-            rows.append(_step(rows[-1], (columns.costs(token),)))
+            rows.append(_step(rows[-1], (dp.costs(token),)))
         row = rows[-1]
         # The child's own rows so far, for when it is expanded in its turn.
-        _KNOWN_ROWS.put((child.tobytes(), signature), (rows, backward[: s + 1]))
+        if known_rows is not None:
+            known_rows.put((child.tobytes(), signature), (rows, backward[: s + 1]))
         if s not in tails:  # U_G[len b − j], (H, n)
             tails[s] = np.where(valid, backward[s][flip, every], np.inf)
         out[c] = (row + tails[s]).min(axis=0) + (len(child) + lengths)
@@ -378,17 +403,22 @@ def batch_skips_distance(sa: np.ndarray, others: Sequence[np.ndarray]) -> np.nda
     return skips_distances([sa], others)[0]
 
 
-def skips_distances(items: Sequence[np.ndarray], others: Sequence[np.ndarray]) -> np.ndarray:
+def skips_distances(
+    items: Sequence[np.ndarray], others: Sequence[np.ndarray], memo: Columns | None = None
+) -> np.ndarray:
     """``D_s`` (Q, n) from each skip set of ``items`` (m, 3) to each of ``others``.
 
     The optimal assignment is closed-form when either set has one or two skips (vectorised);
-    larger pairs go through ``linear_sum_assignment`` one by one.
+    larger pairs go through ``linear_sum_assignment`` one by one. ``memo``: of column sets.
     """
     out = np.zeros((len(items), len(others)))
     if not others:
         return out
-    key = ("skips", tuple(x.tobytes() for x in others))
-    columns = _COLUMNS.get_or(key, lambda: _SkipColumns(others))
+    if memo is None:
+        columns = _SkipColumns(others)
+    else:
+        key = ("skips", tuple(x.tobytes() for x in others))
+        columns = memo.get_or(key, lambda: _SkipColumns(others))
     for q, sa in enumerate(items):
         out[q] = _skips_row(sa, columns)
     return out
@@ -442,26 +472,47 @@ class _RowCache:
     (queries × columns) block gathers, computes only the NaN entries (batched along whichever
     side is shorter), and stores them. Rows are LRU-evicted; this is only a cache.
     ``compute(items, others) -> (len(items), len(others))``.
+
+    Thread-safe: a block is read and filled under the cache's lock (rows are filled in place
+    and column ids are handed out by count, so two threads must not interleave there).
+    ``hits`` / ``misses`` count the pairs asked for that were known / had to be computed.
     """
 
     def __init__(self, compute: _Many, max_rows: int) -> None:
         # Rounded so that which side a pair was batched on (float summation order) never shows.
         self._compute: _Many = lambda items, others: np.round(compute(items, others), 8)
         self._columns: dict[bytes, int] = {}
-        self._rows: LRU = LRU(max_rows)
+        self._rows: dict[bytes, np.ndarray] = {}  # in least-recently-used order
+        self._max_rows = max_rows
+        self._lock = threading.Lock()
         self.computed = 0  # pairs computed (for benchmarks)
+        self.hits = 0
+        self.misses = 0
 
     def clear(self) -> None:
+        with self._lock:
+            self._clear()
+
+    def _clear(self) -> None:
         self._columns.clear()
         self._rows.clear()
 
+    def stats(self) -> CacheStats:
+        with self._lock:
+            return CacheStats(self.hits, self.misses, len(self._rows), self._max_rows)
+
     def _row(self, key: bytes, size: int) -> np.ndarray:
-        row = self._rows.get_or(key, lambda: np.full(max(size, 16), np.nan, np.float32))
-        if len(row) < size:
+        row = self._rows.pop(key, None)
+        if row is None:
+            row = np.full(max(size, 16), np.nan, np.float32)
+            while len(self._rows) >= self._max_rows:
+                del self._rows[next(iter(self._rows))]
+        elif len(row) < size:
             grown = np.full(max(size, 2 * len(row)), np.nan, np.float32)
             grown[: len(row)] = row
-            self._rows[key] = row = grown
-        return row  # type: ignore[no-any-return]
+            row = grown
+        self._rows[key] = row  # the most recent
+        return row
 
     def block(
         self,
@@ -474,8 +525,17 @@ class _RowCache:
         ``many(query items, column items) -> (Q', n')``, when given, computes all missing
         entries in one call (used for the children of one parent).
         """
+        with self._lock:
+            return self._block(queries, columns, many)
+
+    def _block(
+        self,
+        queries: Sequence[tuple[bytes, np.ndarray]],
+        columns: Sequence[tuple[bytes, np.ndarray]],
+        many: _Many | None,
+    ) -> np.ndarray:
         if len(self._columns) > 200_000:
-            self.clear()
+            self._clear()
         col_ids = np.array(
             [self._columns.setdefault(key, len(self._columns)) for key, _ in columns], np.intp
         )
@@ -489,6 +549,8 @@ class _RowCache:
         if np.isnan(out).any():
             self._mirror(query_keys, columns, col_ids, out)
         missing_q, missing_c = np.nonzero(np.isnan(out))
+        self.misses += len(missing_q)
+        self.hits += out.size - len(missing_q)
         if len(missing_q):
             if many is not None and len(set(missing_q.tolist())) > 1:
                 self._fill_many(
@@ -605,17 +667,32 @@ def _same_others(lacking: np.ndarray) -> list[tuple[list[int], list[int]]]:
 
 
 class DistanceCache:
-    """``D_l`` and ``D_s`` blocks between descriptors, cached by main-chain / skip signature."""
+    """``D_l`` and ``D_s`` blocks between descriptors, cached by main-chain / skip signature,
+    with the memos of the batched DP (column sets, the DP rows of expanded nodes)."""
 
     def __init__(self, max_rows: int = 8192) -> None:
-        self.layers = _RowCache(layers_distances, max_rows)
-        self.skips = _RowCache(skips_distances, max_rows)
+        self.columns: Columns = LRU(6)
+        self.known_rows: KnownRows = LRU(32)
+        self.layers = _RowCache(
+            lambda items, others: layers_distances(items, others, self.columns), max_rows
+        )
+        self.skips = _RowCache(
+            lambda items, others: skips_distances(items, others, self.columns), max_rows
+        )
 
     def clear(self) -> None:
         self.layers.clear()
         self.skips.clear()
-        _KNOWN_ROWS.clear()
-        _COLUMNS.clear()
+        self.known_rows.clear()
+        self.columns.clear()
+
+    def stats(self) -> dict[str, CacheStats]:
+        return {
+            "distance_layers": self.layers.stats(),
+            "distance_skips": self.skips.stats(),
+            "distance_columns": self.columns.stats(),
+            "distance_parent_rows": self.known_rows.stats(),
+        }
 
     def block(
         self,
@@ -634,7 +711,10 @@ class DistanceCache:
         many: _Many | None = None
         if parent is not None:
             ids = parent.token_ids
-            many = lambda qs, cs: layers_distances_from_parent(ids, qs, cs)  # noqa: E731
+
+            def many(qs: Sequence[np.ndarray], cs: Sequence[np.ndarray]) -> np.ndarray:
+                return layers_distances_from_parent(ids, qs, cs, self.columns, self.known_rows)
+
         dl = self.layers.block(
             [(d.layer_key, d.token_ids) for d in queries],
             [(d.layer_key, d.token_ids) for d in columns],
@@ -644,7 +724,3 @@ class DistanceCache:
             [(d.skip_key, d.skips) for d in queries], [(d.skip_key, d.skips) for d in columns]
         )
         return dl.astype(np.float64), ds.astype(np.float64)
-
-
-#: The process-wide cache (only a cache: clearing it changes timings, never results).
-DISTANCES = DistanceCache()

@@ -19,6 +19,10 @@ Every proposal is new (its content hash differs from every trial in the snapshot
 other proposals of the call) and respects the size caps. Randomness comes from a numpy Generator
 seeded with ``(config.seed, number of trials in the snapshot)``, so the same snapshot gives the
 same proposals — unless the wall-clock budget cuts the tree search short, which is logged.
+
+What the search remembers between calls lives in the :class:`~morphnas.search.cache.SearchCache`
+passed in (the server builds one and shares it between its threads); a fresh cache gives the same
+proposals, more slowly.
 """
 
 from __future__ import annotations
@@ -36,10 +40,10 @@ from morphnas.core.graph import Graph
 from morphnas.core.morphs import Morph, sample_morph
 from morphnas.core.records import Observation, Policy, SearchSnapshot
 from morphnas.core.seeds import seed_graph
-from morphnas.search import acquisition, cost, descriptors, ei, surrogate
+from morphnas.search import cost, ei, surrogate
 from morphnas.search.acquisition import T0, T_MIN, Constraints, Node, architecture_key, tree_search
+from morphnas.search.cache import SearchCache
 from morphnas.search.descriptors import Descriptor, descriptor, parse
-from morphnas.search.distance import DISTANCES
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,7 @@ def propose(
     *,
     time_budget_s: float | None = None,
     max_expansions: int | None = None,
+    cache: SearchCache | None = None,
 ) -> list[Proposal]:
     """Up to ``count`` new architectures for this search (fewer only if none can be found).
 
@@ -70,10 +75,12 @@ def propose(
     way a budget of work, so the answer depends only on the snapshot and the seed), or, as a
     safety net, when the call's ``time_budget_s`` is spent (None: ``count`` times
     :func:`morphnas.search.cost.safety_seconds` of the planned expansions; past it the answer
-    depends on the machine's speed, which is logged).
+    depends on the machine's speed, which is logged). ``cache``: the cache shared by the calls
+    of a process (a fresh one when not given: the same answer, more slowly).
     """
     if count < 1:
         return []
+    cache = cache if cache is not None else SearchCache()
     config = snapshot.search.config
     rng = np.random.default_rng([config.seed % 2**63, len(snapshot.observations)])
     taken = Taken(snapshot.arch_hashes)
@@ -86,20 +93,12 @@ def propose(
     if not completed:
         return _bootstrap(snapshot, count, rng, taken, constraints)
     if config.policy is Policy.RANDOM:
-        return _random(snapshot.ranked, count, rng, taken, constraints)
+        return _random(snapshot.ranked, count, rng, taken, constraints, cache)
     planned = cost.expansions(completed) if max_expansions is None else max_expansions
     if time_budget_s is None:
         time_budget_s = cost.safety_seconds(planned) * count
     deadline = time.perf_counter() + time_budget_s
-    return _bayesian(snapshot, count, rng, taken, constraints, deadline, planned)
-
-
-def clear_caches() -> None:
-    """Forget every cache of the search package (what a restart does; results do not change)."""
-    descriptors.clear()
-    DISTANCES.clear()
-    surrogate.clear()
-    acquisition.clear()
+    return _bayesian(snapshot, count, rng, taken, constraints, deadline, cache, planned)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -159,7 +158,7 @@ def _random_path(
 
 
 def _random_step(
-    graph: Graph, rng: np.random.Generator, taken: Taken
+    graph: Graph, rng: np.random.Generator, taken: Taken, cache: SearchCache
 ) -> tuple[tuple[Morph, ...], Graph] | None:
     """``_random_path(graph, 1, rng)``, except that a morph whose child is known, from an
     earlier draw of the same morph of this (immutable) graph, to be taken already is not
@@ -173,7 +172,7 @@ def _random_step(
         op = sample_morph(graph, rng)
     except InvalidArgumentError:
         return None
-    known: dict[Morph, str] = graph.__dict__.setdefault("_child_hashes", {})
+    known = cache.child_hashes.get_or(graph, dict)
     seen = known.get(op)
     if seen is not None and seen in taken:
         return None
@@ -223,13 +222,14 @@ def _random_one(
     rng: np.random.Generator,
     taken: Taken,
     constraints: Constraints,
+    cache: SearchCache,
 ) -> Proposal | None:
     cdf = _rank_cdf(len(ranked))
     for attempt in range(RANDOM_ATTEMPTS):
         parent = ranked[int(cdf.searchsorted(rng.random(), side="right"))]
         # One morph normally; two once one-step neighbours keep colliding.
         if attempt < RANDOM_ATTEMPTS // 2:
-            drawn = _random_step(_graph(parent), rng, taken)
+            drawn = _random_step(_graph(parent), rng, taken, cache)
         else:
             drawn = _random_path(_graph(parent), 2, rng)
         if drawn is not None and _accept(drawn[1], taken, constraints):
@@ -243,11 +243,12 @@ def _random(
     rng: np.random.Generator,
     taken: Taken,
     constraints: Constraints,
+    cache: SearchCache,
 ) -> list[Proposal]:
     """``ranked``: the completed trials, best first (``SearchSnapshot.ranked``)."""
     proposals: list[Proposal] = []
     for _ in range(count):
-        proposal = _random_one(ranked, rng, taken, constraints)
+        proposal = _random_one(ranked, rng, taken, constraints, cache)
         if proposal is None:
             break
         proposals.append(proposal)
@@ -270,17 +271,17 @@ class _Points:
     trial_ids: list[str]  # the best-scoring trial of each architecture
 
 
-def _points(completed: Sequence[Observation]) -> _Points:
+def _points(completed: Sequence[Observation], cache: SearchCache) -> _Points:
     groups: dict[str, list[Observation]] = {}
     for o in sorted(completed, key=lambda o: o.number):
-        groups.setdefault(parse(o.architecture)[1].key, []).append(o)
+        groups.setdefault(parse(o.architecture, cache)[1].key, []).append(o)
     graphs, descs, keys, scores, counts, ids = [], [], [], [], [], []
     for members in groups.values():
         best = _ranked(members)[0] if len(members) > 1 else members[0]
-        graph, desc = parse(best.architecture)
+        graph, desc = parse(best.architecture, cache)
         graphs.append(graph)
         descs.append(desc)
-        keys.append(architecture_key(best.architecture))
+        keys.append(architecture_key(best.architecture, cache))
         if len(members) > 1:
             scores.append(float(np.mean([float(m.score or 0.0) for m in members])))
         else:
@@ -297,19 +298,20 @@ def _bayesian(
     taken: Taken,
     constraints: Constraints,
     deadline: float,
+    cache: SearchCache,
     max_expansions: int,
 ) -> list[Proposal]:
     config = snapshot.search.config
-    points = _points(snapshot.completed)
+    points = _points(snapshot.completed, cache)
     costs = cost.CostModel.fit(
-        [parse(o.architecture)[0].flops for o in snapshot.completed],
+        [parse(o.architecture, cache)[0].flops for o in snapshot.completed],
         [o.seconds for o in snapshot.completed],
     )
-    model = surrogate.Surrogate(points.descriptors, points.scores, points.counts)
-    excluded = {parse(o.architecture)[1].key for o in snapshot.observations}
+    model = surrogate.Surrogate(points.descriptors, points.scores, points.counts, cache)
+    excluded = {parse(o.architecture, cache)[1].key for o in snapshot.observations}
     pending = {
         desc.key: desc
-        for desc in (parse(o.architecture)[1] for o in snapshot.pending)
+        for desc in (parse(o.architecture, cache)[1] for o in snapshot.pending)
         if desc.key not in model.point_keys
     }
     model.add_fantasies(list(pending.values()))
@@ -355,6 +357,7 @@ def _bayesian(
                 max_expansions=max_expansions,
                 cost_penalty=cost_penalty,
                 cooling=cost.cooling(max_expansions, T0, T_MIN),
+                cache=cache,
             )
             if found is None:
                 break
@@ -372,12 +375,12 @@ def _bayesian(
                 break
             excluded.add(found.node.descriptor.key)
         if proposal is None:
-            proposal = _random_one(ranked, rng, taken, constraints)
+            proposal = _random_one(ranked, rng, taken, constraints, cache)
             if proposal is None:
                 break
         proposals.append(proposal)
         taken.add(proposal.graph.content_hash)
-        excluded.add(descriptor(proposal.graph).key)
+        excluded.add(descriptor(proposal.graph, cache=cache).key)
         if k + 1 < count:
-            model.add_fantasies([descriptor(proposal.graph)])
+            model.add_fantasies([descriptor(proposal.graph, cache=cache)])
     return proposals

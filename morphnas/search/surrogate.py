@@ -1,7 +1,8 @@
 """The GP of :mod:`morphnas.search.gp` applied to a snapshot's observed architectures.
 
-What is rebuilt from the snapshot on every ask (the optimiser keeps no state; every memo below is
-keyed by the data it was computed from, so clearing it only costs time):
+What is rebuilt from the snapshot on every ask (the optimiser keeps no state; every memo below, in
+the :class:`~morphnas.search.cache.SearchCache` passed in, is keyed by the data it was computed
+from, so a fresh cache only costs time):
 
 * **GP points**: the distinct COMPLETED architectures in order of their first trial number, each
   with the mean of its scores and its count. Scores are z-scored over these points.
@@ -30,8 +31,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from morphnas.search.descriptors import LRU, Descriptor
-from morphnas.search.distance import DISTANCES, DistanceCache
+from morphnas.search.cache import SearchCache
+from morphnas.search.descriptors import Descriptor
 from morphnas.search.gp import (
     DEFAULT_HYPER,
     Basis,
@@ -49,14 +50,6 @@ BASIS_SCHEDULE = (256, 1.05)
 MAX_LANDMARKS = 256
 FIT_MAX_POINTS = 200
 MIN_POINTS_TO_FIT = 3
-
-_HYPERS: LRU = LRU(512)
-_BASES: LRU = LRU(8)
-
-
-def clear() -> None:
-    _HYPERS.clear()
-    _BASES.clear()
 
 
 def schedule_points(n: int, base: int, growth: float) -> list[int]:
@@ -108,28 +101,28 @@ def hyper_at(
     scores: np.ndarray,
     counts: np.ndarray,
     s: int,
-    distances: DistanceCache = DISTANCES,
+    cache: SearchCache,
 ) -> Hyper:
     """Hyperparameters fitted on the first ``s`` points (s a schedule point); memoised."""
     if s < MIN_POINTS_TO_FIT:
         return DEFAULT_HYPER
     key = _digest(points[:s], scores[:s], counts[:s])
-    known = _HYPERS.get(key)  # one lookup: another thread may evict between two
+    known = cache.hypers.get(key)  # one lookup: another thread may evict between two
     if known is not None:
-        return known  # type: ignore[no-any-return]
+        return known
     earlier = schedule_points(s - 1, *HYPER_SCHEDULE)
     previous = earlier[-1] if earlier else 0
     same_octave = previous >= MIN_POINTS_TO_FIT and int(math.log2(previous)) == int(math.log2(s))
-    start = hyper_at(points, scores, counts, previous, distances) if same_octave else DEFAULT_HYPER
+    start = hyper_at(points, scores, counts, previous, cache) if same_octave else DEFAULT_HYPER
     subset = _fit_subset(s)
     chosen = [points[i] for i in subset]
     y, _, _ = zscore(scores[subset])
-    dl, ds = distances.block(chosen, chosen)
+    dl, ds = cache.distances.block(chosen, chosen)
     hyper = fit_hyperparameters(
         dl, ds, y, counts[subset], start, max_iter=15 if same_octave else 30
     )
     log.info("hyperparameters at %d points: %s", s, hyper)
-    return _HYPERS.get_or(key, lambda: hyper)  # type: ignore[no-any-return]
+    return cache.hypers.get_or(key, lambda: hyper)
 
 
 def landmarks(points: Sequence[Descriptor], scores: np.ndarray, b: int) -> list[Descriptor]:
@@ -155,20 +148,22 @@ class Surrogate:
         points: Sequence[Descriptor],
         scores: np.ndarray,
         counts: np.ndarray,
-        distances: DistanceCache = DISTANCES,
+        cache: SearchCache | None = None,
         hyper: Hyper | None = None,
     ) -> None:
-        """``hyper`` overrides the scheduled fit (for tests and experiments)."""
+        """``cache``: the search's cache (a fresh one when not given); ``hyper`` overrides the
+        scheduled fit (for tests and experiments)."""
         if not points:
             raise ValueError("a surrogate needs at least one completed architecture")
         self.points = list(points)
-        self.distances = distances
+        self.cache = cache if cache is not None else SearchCache()
+        self.distances = self.cache.distances
         n = len(points)
         self.y, self.mean, self.std = zscore(np.asarray(scores, np.float64))
         counts = np.asarray(counts, np.float64)
         if hyper is None:
             s = schedule_point(n, *HYPER_SCHEDULE)
-            hyper = hyper_at(self.points, np.asarray(scores, np.float64), counts, s, distances)
+            hyper = hyper_at(self.points, np.asarray(scores, np.float64), counts, s, self.cache)
         self.hyper = hyper
         self.landmarks = landmarks(self.points, scores, schedule_point(n, *BASIS_SCHEDULE))
         self.basis = self._basis()
@@ -185,7 +180,7 @@ class Surrogate:
             dl, ds = self.distances.block(self.landmarks, self.landmarks)
             return make_basis(raw_kernel(dl, ds, self.hyper))
 
-        return _BASES.get_or(key, build)  # type: ignore[no-any-return]
+        return self.cache.bases.get_or(key, build)
 
     def features(
         self, descriptors: Sequence[Descriptor], parent: Descriptor | None = None

@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from morphnas.core.errors import UnavailableError
 from morphnas.grpc_io import io_path
+from morphnas.search.cache import SearchCache
 from morphnas.server.metrics import Metrics, ObservabilityInterceptor
 from morphnas.server.security import TokenAuthInterceptor, server_credentials
 from morphnas.server.service import SearchService, ServiceLimits
@@ -80,8 +81,9 @@ class RunningServer:
 def build_server(options: ServerOptions, repo: Repository | None = None) -> RunningServer:
     """Create, bind and start a server. ``options.port == 0`` picks a free port."""
     repo = repo or Repository.from_url(options.db_url)
-    service = SearchService(repo, options.limits)
-    metrics = Metrics(repo) if options.metrics_port is not None else None
+    search_cache = SearchCache()  # the optimiser's one cache, shared by every request
+    service = SearchService(repo, options.limits, search_cache)
+    metrics = Metrics(repo, search_cache=search_cache) if options.metrics_port is not None else None
     interceptors: list[grpc.ServerInterceptor] = [ObservabilityInterceptor(metrics)]
     if options.tokens:
         interceptors.append(TokenAuthInterceptor(options.tokens))

@@ -53,9 +53,9 @@ def handles_errors(method: F) -> F:
     """Turn domain errors raised by a unary or server-streaming handler into status codes."""
 
     @functools.wraps(method)
-    def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+    def unary(self: Any, request: Any, context: grpc.ServicerContext, *rest: Any) -> Any:
         try:
-            return method(self, request, context)
+            return method(self, request, context, *rest)
         except Exception as error:  # noqa: BLE001 - mapped through the table above
             _abort(context, error, method.__name__)
 

@@ -8,7 +8,12 @@ one), so a test can run several servers in one process. Exposed on ``serve --met
 * ``morphnas_trials{state}`` and ``morphnas_searches``: counted in the database when scraped
   (one grouped count; ``morphnas_database_up`` is 0 when the database does not answer);
 * ``morphnas_training_samples_total`` and ``morphnas_training_seconds_total``: training
-  throughput, advanced by the training workers through :func:`record_training`.
+  throughput, advanced by the training workers through :func:`record_training`;
+* ``morphnas_search_cache_hits_total{cache}``, ``morphnas_search_cache_misses_total{cache}``,
+  ``morphnas_search_cache_hit_ratio{cache}``, ``morphnas_search_cache_entries{cache}`` and
+  ``morphnas_search_cache_capacity{cache}``: each table of the optimiser's
+  :class:`~morphnas.search.cache.SearchCache` (``cache`` is its name there) and the graph memos
+  of :mod:`morphnas.core.graph` (``graph_*``), read when scraped.
 
 :class:`ObservabilityInterceptor` also binds each request's search and trial ids to the log
 context (:mod:`morphnas.server.logs`), so the call's log lines carry them.
@@ -26,11 +31,14 @@ import grpc
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from morphnas.core import graph
 from morphnas.core.errors import UnavailableError
 from morphnas.core.records import TrialState
+from morphnas.search.cache import SearchCache
+from morphnas.search.memo import CacheStats
 from morphnas.server import logs
 from morphnas.v1 import morphnas_pb2
 
@@ -108,10 +116,62 @@ class StoreCollector(Collector):
         yield GaugeMetricFamily("morphnas_searches", "Searches stored", value=searches)
 
 
-class Metrics:
-    """One server's registry: RPC counters and latencies, database gauges, training counters."""
+class CacheCollector(Collector):
+    """Hits, misses, hit ratio and size of each table of the optimiser's cache and of the graph
+    memos, read from their counters at scrape time."""
 
-    def __init__(self, repo: Any | None = None, store_max_age: float = 5.0) -> None:
+    _NAMES = ("hits", "misses", "hit_ratio", "entries", "capacity")
+
+    def __init__(self, cache: SearchCache) -> None:
+        self._cache = cache
+
+    def _stats(self) -> dict[str, CacheStats]:
+        found = self._cache.stats()
+        for name, (hits, misses, entries, capacity) in graph.memo_stats().items():
+            found[name] = CacheStats(hits, misses, entries, capacity)
+        return found
+
+    def describe(self) -> Iterable[Metric]:
+        yield CounterMetricFamily("morphnas_search_cache_hits", "", labels=["cache"])
+        yield CounterMetricFamily("morphnas_search_cache_misses", "", labels=["cache"])
+        for name in self._NAMES[2:]:
+            yield GaugeMetricFamily(f"morphnas_search_cache_{name}", "", labels=["cache"])
+
+    def collect(self) -> Iterable[Metric]:
+        hits = CounterMetricFamily(
+            "morphnas_search_cache_hits", "Lookups answered by the cache", labels=["cache"]
+        )
+        misses = CounterMetricFamily(
+            "morphnas_search_cache_misses", "Lookups that computed the value", labels=["cache"]
+        )
+        ratio = GaugeMetricFamily(
+            "morphnas_search_cache_hit_ratio", "hits / (hits + misses) so far", labels=["cache"]
+        )
+        entries = GaugeMetricFamily(
+            "morphnas_search_cache_entries", "Entries held now", labels=["cache"]
+        )
+        capacity = GaugeMetricFamily(
+            "morphnas_search_cache_capacity", "Most entries held", labels=["cache"]
+        )
+        for name, stats in self._stats().items():
+            hits.add_metric([name], stats.hits)
+            misses.add_metric([name], stats.misses)
+            ratio.add_metric([name], stats.hit_rate)
+            entries.add_metric([name], stats.entries)
+            capacity.add_metric([name], stats.capacity)
+        yield from (hits, misses, ratio, entries, capacity)
+
+
+class Metrics:
+    """One server's registry: RPC counters and latencies, database gauges, training counters,
+    the optimiser's cache."""
+
+    def __init__(
+        self,
+        repo: Any | None = None,
+        store_max_age: float = 5.0,
+        search_cache: SearchCache | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "morphnas_rpc_requests", "RPCs handled", ["method", "code"], registry=self.registry
@@ -127,6 +187,8 @@ class Metrics:
         self.registry.register(TRAINING_SECONDS)
         if repo is not None:
             self.registry.register(StoreCollector(repo, max_age=store_max_age))
+        if search_cache is not None:
+            self.registry.register(CacheCollector(search_cache))
         self._http: Any = None
 
     def observe(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
@@ -223,5 +285,33 @@ def _wrap(
         finally:
             finish(context, started, failed)
 
-    wrapped = streamed_response if handler.response_streaming else unary_response
+    def callback_response(
+        request: Any, context: grpc.ServicerContext, send: Callable[[Any], None]
+    ) -> None:
+        """A non-blocking stream (see :mod:`morphnas.server.watches`): the call ends when
+        ``send(None)`` is called, maybe on another thread, after the handler returned."""
+        started = time.perf_counter()
+
+        def send_then_finish(response: Any) -> None:
+            send(response)
+            if response is None:
+                finish(context, started, False)
+
+        try:
+            with logs.bound(**logs.ids_of(request)):
+                behavior(request, context, send_then_finish)
+        except BaseException:
+            finish(context, started, True)
+            raise
+
+    wrapped: Callable[..., Any]
+    if getattr(behavior, "experimental_non_blocking", False):
+        # Keep grpc's non-blocking protocol: a generator here would hold a handler thread.
+        callback_response.experimental_non_blocking = True  # type: ignore[attr-defined]
+        callback_response.experimental_thread_pool = getattr(  # type: ignore[attr-defined]
+            behavior, "experimental_thread_pool", None
+        )
+        wrapped = callback_response
+    else:
+        wrapped = streamed_response if handler.response_streaming else unary_response
     return handler._replace(**{field: wrapped})  # type: ignore[attr-defined, no-any-return]

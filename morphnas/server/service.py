@@ -43,6 +43,7 @@ from morphnas.core.weights import (
     weights_from_bytes,
     weights_to_bytes,
 )
+from morphnas.search.cache import SearchCache
 from morphnas.search.policy import Proposal, propose
 from morphnas.storage.repository import Repository
 
@@ -121,9 +122,16 @@ def is_out_of_memory(reason: str) -> bool:
 class SearchService:
     """The ask/tell use cases. One instance serves every request; it holds no search state."""
 
-    def __init__(self, repo: Repository, limits: ServiceLimits | None = None) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        limits: ServiceLimits | None = None,
+        search_cache: SearchCache | None = None,
+    ) -> None:
         self.repo = repo
         self.limits = limits or ServiceLimits()
+        # What the optimiser remembers between asks (only a cache), shared by every thread.
+        self.search_cache = search_cache if search_cache is not None else SearchCache()
         # Parsed weights of completed parents (immutable), so popular parents are read once.
         self._weights_cache = WeightsCache(self.limits.weights_cache_bytes)
 
@@ -188,6 +196,7 @@ class SearchService:
             count,
             time_budget_s=self.limits.suggest_time_budget_s,
             max_expansions=self.limits.suggest_expansions,
+            cache=self.search_cache,
         )
         new: list[NewTrial] = []
         for proposal in proposals:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
@@ -13,12 +12,11 @@ from morphnas.server import convert
 from morphnas.server.errors import handles_errors, handles_stream_errors
 from morphnas.server.service import SearchService, sha256_hex
 from morphnas.server.training import TrainingService
+from morphnas.server.watches import MAX_WATCHES, EventWatches
 from morphnas.v1 import morphnas_pb2 as pb
 from morphnas.v1 import morphnas_pb2_grpc as pb_grpc
 
 CHUNK_BYTES = 1024 * 1024
-#: A watch ends after one of these events.
-FINAL_EVENTS = ("search_finished", "search_stopped")
 _WEIGHT_KINDS = {
     pb.WEIGHTS_KIND_UNSPECIFIED: "initial",
     pb.INITIAL: "initial",
@@ -28,11 +26,17 @@ _WEIGHT_KINDS = {
 
 class MorphNasServicer(pb_grpc.MorphNasServicer):
     def __init__(
-        self, service: SearchService, training: TrainingService, watch_poll_seconds: float = 0.25
+        self,
+        service: SearchService,
+        training: TrainingService,
+        watch_poll_seconds: float = 0.25,
+        max_watches: int = MAX_WATCHES,
     ) -> None:
         self.service = service
         self.training = training
-        self.watch_poll_seconds = watch_poll_seconds
+        self.watches = EventWatches(
+            training.events, poll_seconds=watch_poll_seconds, max_watches=max_watches
+        )
 
     @handles_errors
     def CreateSearch(
@@ -166,21 +170,22 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
     def StopSearch(self, request: pb.StopSearchRequest, context: grpc.ServicerContext) -> pb.Search:
         return convert.search_to_pb(self.training.stop(request.search_id))
 
-    @handles_stream_errors
+    @handles_errors
     def WatchSearch(
-        self, request: pb.WatchSearchRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.SearchEvent]:
+        self,
+        request: pb.WatchSearchRequest,
+        context: grpc.ServicerContext,
+        send_response_callback: Callable[[pb.SearchEvent | None], None] | None = None,
+    ) -> None:
+        """Registers the watch and returns: its events are sent by :class:`EventWatches`, so an
+        open watch holds no handler thread."""
+        if send_response_callback is None:  # a wrapper dropped experimental_non_blocking
+            raise RuntimeError("WatchSearch must be served as a non-blocking stream handler")
         search = self.service.get_search(request.search_id)
-        after = request.after_event_id
-        while context.is_active():
-            events = self.training.events(search.id, after)
-            for event in events:
-                yield convert.event_to_pb(event)
-                after = event.id
-            if events and events[-1].kind in FINAL_EVENTS:
-                return  # the latest thing that happened ends the search (a later run would follow it)
-            if not events:
-                time.sleep(self.watch_poll_seconds)
+        self.watches.open(search.id, request.after_event_id, context, send_response_callback)
+
+    # grpc calls it with a send_response_callback instead of consuming a generator on a thread.
+    WatchSearch.experimental_non_blocking = True  # type: ignore[attr-defined]
 
     @handles_stream_errors
     def ExportModel(

@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from morphnas.client import Client, UnavailableError
 from morphnas.server.app import RunningServer, ServerOptions, build_server
-from tests.dbs import fresh_postgres_database, postgres_admin_url
+from tests.dbs import DATABASES, postgres_admin_url
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -57,7 +57,7 @@ def sqlite_outage(folder: Path, server: RunningServer) -> Iterator[None]:
         hidden.rename(folder)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=DATABASES)
 def setup(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[tuple[RunningServer, Callable]]:
@@ -66,8 +66,7 @@ def setup(
         folder.mkdir()
         url = f"sqlite:///{folder / 'morphnas.db'}"
     else:
-        urls = fresh_postgres_database()
-        url = next(urls)
+        url = request.getfixturevalue("postgres_url")
     server = build_server(ServerOptions(db_url=url, port=0, sweep_seconds=0.1))
     if request.param == "sqlite":
         outage = lambda: sqlite_outage(folder, server)  # noqa: E731
@@ -77,8 +76,6 @@ def setup(
         yield server, outage
     finally:
         server.stop(0)
-        if request.param == "postgres":
-            next(urls, None)  # drop the database
 
 
 def health(address: str) -> int:

@@ -150,3 +150,24 @@ def test_serve_with_json_logs_and_metrics(tmp_path: Path) -> None:
     assert all({"time", "level", "logger", "message"} <= set(e) for e in entries)
     [missing] = [e for e in entries if "NOT_FOUND" in e["message"]]
     assert missing["search_id"] == "f" * 32
+
+
+def test_the_search_caches_hit_rates_are_exported(servers: list[RunningServer]) -> None:
+    server = servers[0]
+    with Client(server.address, timeout=30) as client:
+        search = client.create_search("c", input_shape=(8,), num_classes=3, seed_depth=1)
+        for k in range(3):  # the first is the seed; the others are Bayesian proposals
+            [trial] = search.suggest(worker_id="w")
+            trial.report(score=0.5 + 0.1 * k, weights=trial.initial_weights())
+    samples = scrape(server.metrics_port)  # type: ignore[arg-type]
+
+    def sample(name: str, cache: str) -> float:
+        return samples[(f"morphnas_search_cache_{name}", (("cache", cache),))]
+
+    # The third ask read the architecture the second one parsed.
+    assert sample("misses_total", "parsed") >= 1 and sample("hits_total", "parsed") >= 1
+    assert 0 < sample("hit_ratio", "parsed") < 1
+    assert sample("misses_total", "distance_layers") >= 1
+    for cache in server.service.search_cache.stats():
+        assert 0 <= sample("entries", cache) <= sample("capacity", cache)
+    assert sample("hits_total", "graph_layer_json") > 0  # the core graph memos too

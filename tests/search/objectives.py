@@ -9,7 +9,6 @@ parameters).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import numpy as np
 
 from morphnas.core.graph import Graph
 from morphnas.core.records import Observation, Policy, Search, SearchSnapshot, TrialState
+from morphnas.search.cache import SearchCache
 from morphnas.search.policy import propose
 from tests.search import synthetic
 
@@ -69,9 +69,6 @@ class Run:
     seconds: float  # total "training" time
 
 
-_HAS_SECONDS = "seconds" in {f.name for f in dataclasses.fields(Observation)}
-
-
 def run(
     objective: Callable[[Graph], float],
     policy: Policy,
@@ -81,14 +78,15 @@ def run(
 ) -> Run:
     """``trials`` sequential ask/tell rounds; the best score, paths, sizes and total seconds."""
     cfg = synthetic.config(policy=policy, seed=seed)
+    cache = SearchCache()  # what one server process keeps between asks
     observations: list[Observation] = []
     paths, params, total = [], [], 0.0
     for number in range(trials):
         search = Search("s", cfg, 0.0, cfg.max_params, number)
-        [proposal] = propose(SearchSnapshot(search, tuple(observations)), 1, **propose_args)  # type: ignore[arg-type]
+        snapshot = SearchSnapshot(search, tuple(observations))
+        [proposal] = propose(snapshot, 1, cache=cache, **propose_args)  # type: ignore[arg-type]
         graph = proposal.graph
         cost = seconds(graph)
-        extra = {"seconds": cost} if _HAS_SECONDS else {}
         observations.append(
             Observation(
                 trial_id=f"t{number}",
@@ -98,7 +96,7 @@ def run(
                 state=TrialState.COMPLETED,
                 score=objective(graph),
                 parent_id=proposal.parent_id,
-                **extra,  # type: ignore[arg-type]
+                seconds=cost,
             )
         )
         total += cost

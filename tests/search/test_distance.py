@@ -214,24 +214,25 @@ def test_a_known_distance_is_read_back_from_the_other_side(graphs: list) -> None
 
 def test_a_child_expanded_after_its_parent_reuses_its_rows_exactly(graphs: list) -> None:
     from morphnas.core.morphs import neighbourhood
-    from morphnas.search import distance
     from morphnas.search.distance import layers_distances_from_parent
 
+    memo = DistanceCache()
+    memos = (memo.columns, memo.known_rows)
     others = [descriptor(g).token_ids for g in graphs]
     for parent in graphs[::8]:
         children = [op.apply(parent) for op in neighbourhood(parent)[::9]]
         ids = [descriptor(c).token_ids for c in children]
-        layers_distances_from_parent(descriptor(parent).token_ids, ids, others)
+        layers_distances_from_parent(descriptor(parent).token_ids, ids, others, *memos)
         for child in children[::2]:
             grandchildren = [
                 descriptor(op.apply(child)).token_ids for op in neighbourhood(child)[::11]
             ]
             key = descriptor(child).token_ids
-            warm = layers_distances_from_parent(key, grandchildren, others)
-            distance._KNOWN_ROWS.clear()
-            cold = layers_distances_from_parent(key, grandchildren, others)
+            warm = layers_distances_from_parent(key, grandchildren, others, *memos)
+            memo.known_rows.clear()
+            cold = layers_distances_from_parent(key, grandchildren, others, *memos)
             assert np.array_equal(warm, cold)
-            layers_distances_from_parent(descriptor(parent).token_ids, ids, others)
+            layers_distances_from_parent(descriptor(parent).token_ids, ids, others, *memos)
 
 
 def test_an_item_against_itself_is_exactly_zero(graphs: list) -> None:
@@ -245,13 +246,13 @@ def test_an_item_against_itself_is_exactly_zero(graphs: list) -> None:
 
 
 def test_cached_columns_take_tokens_newer_than_them() -> None:
-    from morphnas.search import distance
     from morphnas.search.distance import layers_distances
 
+    columns = DistanceCache().columns
     others = [descriptor(mlp([16, 8, 10])).token_ids, descriptor(mlp([32, 10])).token_ids]  # type: ignore[arg-type]
-    layers_distances(others, others)  # the columns are cached with the cost table of now
+    layers_distances(others, others, columns)  # the columns are cached before the new token
     fresh = descriptor(mlp([12_345, 10])).token_ids  # type: ignore[arg-type]  # a new token
-    warm = layers_distances([fresh], others)
-    distance._COLUMNS.clear()
-    assert np.array_equal(warm, layers_distances([fresh], others))
+    warm = layers_distances([fresh], others, columns)
+    columns.clear()
+    assert np.array_equal(warm, layers_distances([fresh], others, columns))
     assert warm[0, 1] == pytest.approx(1 - 32 / 12_345)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from morphnas.core.seeds import seed_graph
+from morphnas.search.cache import SearchCache
 from morphnas.search.descriptors import descriptor
 from morphnas.search.distance import DistanceCache
 from morphnas.search.gp import (
@@ -28,8 +29,13 @@ def graphs() -> list:
 
 
 @pytest.fixture(scope="module")
-def cache() -> DistanceCache:
-    return DistanceCache()
+def search_cache() -> SearchCache:
+    return SearchCache()
+
+
+@pytest.fixture(scope="module")
+def cache(search_cache: SearchCache) -> DistanceCache:
+    return search_cache.distances
 
 
 def full_kernel(basis, k_raw: np.ndarray, hyper: Hyper, same: np.ndarray) -> np.ndarray:
@@ -59,21 +65,23 @@ def test_kernel_is_psd_over_200_architectures(graphs: list, cache: DistanceCache
     assert np.all(np.diag(gram) >= 1.0 - 1e-9)
 
 
-def test_gp_interpolates_with_tiny_noise(graphs: list, cache: DistanceCache) -> None:
+def test_gp_interpolates_with_tiny_noise(graphs: list, search_cache: SearchCache) -> None:
     descs = [descriptor(g) for g in graphs[:60]]
     scores = np.array([synthetic.score(g) for g in graphs[:60]])
     hyper = Hyper(rho=0.2, lam=1.0, signal=1.0, noise=1e-8)
-    model = Surrogate(descs, scores, np.ones(60), distances=cache, hyper=hyper)
+    model = Surrogate(descs, scores, np.ones(60), cache=search_cache, hyper=hyper)
     mean, std = model.predict_points()
     target, _, _ = zscore(scores)
     assert np.max(np.abs(mean - target)) < 1e-3
     assert np.max(std) < 1e-2
 
 
-def test_variance_smaller_near_observations_than_far(graphs: list, cache: DistanceCache) -> None:
+def test_variance_smaller_near_observations_than_far(
+    graphs: list, search_cache: SearchCache
+) -> None:
     descs = [descriptor(g) for g in graphs[:40]]
     scores = np.array([synthetic.score(g) for g in graphs[:40]])
-    model = Surrogate(descs, scores, np.ones(40), distances=cache)
+    model = Surrogate(descs, scores, np.ones(40), cache=search_cache)
     near = [descriptor(g) for g in graphs[40:60]]  # one or two morphs from observed ones
     far = [descriptor(seed_graph((3, 32, 32), 100, 512, 12))]
     _, std_near = model.predict(near)
@@ -85,10 +93,10 @@ def test_variance_smaller_near_observations_than_far(graphs: list, cache: Distan
     assert np.max(std_points) < std_far[0]
 
 
-def test_fantasies_shrink_variance_and_keep_mean(graphs: list, cache: DistanceCache) -> None:
+def test_fantasies_shrink_variance_and_keep_mean(graphs: list, search_cache: SearchCache) -> None:
     descs = [descriptor(g) for g in graphs[:30]]
     scores = np.array([synthetic.score(g) for g in graphs[:30]])
-    model = Surrogate(descs, scores, np.ones(30), distances=cache)
+    model = Surrogate(descs, scores, np.ones(30), cache=search_cache)
     query = [descriptor(g) for g in graphs[30:40]]
     mean0, std0 = model.predict(query)
     model.add_fantasies(query[:1])

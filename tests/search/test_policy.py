@@ -13,8 +13,9 @@ from morphnas.core.records import Policy, SearchSnapshot
 from morphnas.core.seeds import seed_graph
 from morphnas.search import acquisition, propose
 from morphnas.search.acquisition import Constraints, Node, tree_search
+from morphnas.search.cache import SearchCache
 from morphnas.search.descriptors import descriptor
-from morphnas.search.policy import Proposal, clear_caches
+from morphnas.search.policy import Proposal
 from tests.search import synthetic
 
 BUDGET = 120.0  # generous: these tests check decisions, not latency
@@ -78,10 +79,11 @@ def test_bayesian_parallel_proposals_are_new_distinct_and_valid(graphs: list[Gra
 
 def test_bayesian_is_deterministic_across_calls_and_restarts(graphs: list[Graph]) -> None:
     snapshot = synthetic.snapshot(synthetic.config(seed=7), graphs[:18])
-    first = [key(p) for p in propose(snapshot, 2, time_budget_s=BUDGET)]
-    again = [key(p) for p in propose(snapshot, 2, time_budget_s=BUDGET)]
-    clear_caches()
-    restarted = [key(p) for p in propose(snapshot, 2, time_budget_s=BUDGET)]
+    cache = SearchCache()  # shared by the calls of one process
+    first = [key(p) for p in propose(snapshot, 2, time_budget_s=BUDGET, cache=cache)]
+    again = [key(p) for p in propose(snapshot, 2, time_budget_s=BUDGET, cache=cache)]
+    restart = SearchCache()  # a new process starts with an empty cache
+    restarted = [key(p) for p in propose(snapshot, 2, time_budget_s=BUDGET, cache=restart)]
     assert first == again == restarted
 
 
@@ -139,10 +141,11 @@ def test_random_policy_does_not_rebuild_children_known_to_be_taken(
     builds = 0
     crowded = frozenset(children[2:])  # all but two of the parent's children are taken
     caps = Constraints(10**12, 2**50, 1)
+    cache = SearchCache()
 
     def draw() -> tuple:
         found = policy._random_one(
-            snapshot.ranked, np.random.default_rng(7), policy.Taken(crowded), caps
+            snapshot.ranked, np.random.default_rng(7), policy.Taken(crowded), caps, cache
         )
         assert found is not None
         return key(found)
@@ -152,7 +155,7 @@ def test_random_policy_does_not_rebuild_children_known_to_be_taken(
     warm = draw()  # the same draws; the taken children are known now
     warm_builds, builds = builds, 0
     monkeypatch.setattr(
-        policy, "_random_step", lambda g, rng, taken: policy._random_path(g, 1, rng)
+        policy, "_random_step", lambda g, rng, taken, cache: policy._random_path(g, 1, rng)
     )
     plain = draw()
     assert cold == warm == plain and cold[2] in children[:2]

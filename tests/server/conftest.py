@@ -1,4 +1,5 @@
-"""Fixtures: a real server on a free port over SQLite or PostgreSQL, and a connected client."""
+"""Fixtures: a real server on a free port over SQLite or PostgreSQL (``db_url``, see
+``tests/conftest.py``), and a connected client."""
 
 from __future__ import annotations
 
@@ -9,14 +10,6 @@ import pytest
 from morphnas.client import Client
 from morphnas.server.app import RunningServer, ServerOptions, build_server
 from morphnas.server.service import ServiceLimits
-from tests.dbs import database_url
-
-DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-
-
-@pytest.fixture(params=DATABASES)
-def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
-    yield from database_url(request.param, tmp_path)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from morphnas.client import Client
-from morphnas.search.policy import clear_caches
 from tests.server.conftest import start_server
 
 
@@ -34,7 +33,7 @@ def test_restarted_server_proposes_what_a_running_one_would(tmp_path: Path) -> N
     with Client(first.address) as c:
         search_id, before = _history(c, 5)
     first.stop(0)
-    clear_caches()  # a new process starts with empty caches
+    # The new server builds its own, empty SearchCache, as a new process would.
     second = start_server(f"sqlite:///{tmp_path / 'b.db'}")
     try:
         with Client(second.address) as c:

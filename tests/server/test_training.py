@@ -24,7 +24,8 @@ from morphnas.client import (
 from morphnas.nn.datasets import Normalisation, builtin_dataset, dataset_split
 from morphnas.nn.onnx_export import check_onnx_matches, onnx_metadata, run_onnx
 from morphnas.server.app import RunningServer
-from morphnas.server.training import TrainingService, Worker
+from morphnas.server.training import TrainingService
+from morphnas.server.worker import Worker
 from tests.server.conftest import start_server
 
 
@@ -71,7 +72,7 @@ def test_a_run_trains_reports_and_exports(client: Client, worker: Worker) -> Non
     best = search.best_trial()
     assert finished["best_trial_id"] == best.id
     run = search.training_run()
-    assert run.state == 3 and run.best_trial_id == best.id  # DONE
+    assert run.state == "DONE" and run.best_trial_id == best.id
     assert 0.5 < run.test_accuracy <= 1.0
 
     blob = search.export_onnx()
@@ -227,11 +228,8 @@ def test_a_killed_worker_is_replaced_and_the_search_completes(db_url: str) -> No
 
 @pytest.mark.slow
 @pytest.mark.postgres
-def test_two_workers_on_postgres_never_train_the_same_trial(tmp_path) -> None:
-    from tests.dbs import fresh_postgres_database
-
-    databases = fresh_postgres_database()
-    url = next(databases)
+def test_two_workers_on_postgres_never_train_the_same_trial(postgres_url: str) -> None:
+    url = postgres_url
     server = start_server(url)
     workers = [_start_worker(url), _start_worker(url)]
     try:
@@ -250,7 +248,6 @@ def test_two_workers_on_postgres_never_train_the_same_trial(tmp_path) -> None:
         for w in workers:
             w.wait(60)
         server.stop(0)
-        next(databases, None)
 
 
 def test_an_ask_tell_search_exports_with_identity_normalisation(client: Client) -> None:
@@ -294,3 +291,34 @@ def test_concurrent_exports(client: Client) -> None:
     for t in threads:
         t.join()
     assert len(results) == 6 and all(isinstance(r, int) and r > 0 for r in results), results
+
+
+def test_the_dataset_cache_is_bounded_and_owned_by_its_service(sqlite_url: str) -> None:
+    """Parsed datasets are kept per TrainingService, at most DATASET_CACHE_SIZE of them, and the
+    repository can be collected once closed: no module-level cache holds it."""
+    import gc
+    import weakref
+
+    from morphnas.server.service import SearchService
+    from morphnas.server.training import DATASET_CACHE_SIZE
+    from morphnas.storage.repository import Repository
+
+    repo = Repository.from_url(sqlite_url)
+    training = TrainingService(SearchService(repo))
+    ids = []
+    for i in range(DATASET_CACHE_SIZE + 2):
+        buffer = io.BytesIO()
+        x = np.full((20, 1, 2, 2), float(i), np.float32)
+        np.savez(buffer, x=x, y=np.arange(20) % 2)
+        ids.append(training.upload_dataset(f"d{i}", buffer.getvalue()).id)
+    first = training.dataset(ids[0])
+    assert training.dataset(ids[0]) is first  # a hit returns the parsed object
+    for number, dataset_id in enumerate(ids):
+        assert float(training.dataset(dataset_id).x[0, 0, 0, 0]) == number
+    assert len(training._datasets) == DATASET_CACHE_SIZE
+    assert training.dataset(ids[0]) is not first  # evicted, parsed again
+    repo.close()
+    gone = weakref.ref(repo)
+    del training, first, repo
+    gc.collect()
+    assert gone() is None

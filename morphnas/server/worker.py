@@ -1,0 +1,384 @@
+"""The training worker: claims jobs from the database and trains them until stopped.
+
+Workers are processes started by ``morphnas serve --workers N`` (see
+:mod:`morphnas.server.workers`) or ``morphnas worker --db URL`` on other machines. Each loops:
+
+1. claim a slot of a running run from the database (the job queue, see
+   :mod:`morphnas.storage.training`);
+2. ask the search for a trial with its own worker id (the same ``suggest`` remote workers use,
+   so the optimiser sees one history);
+3. train it from its inherited weights, renewing the lease from a heartbeat thread and writing an
+   event after every epoch;
+4. report the validation accuracy and the trained weights (or FAILED with the reason: an
+   out-of-memory failure lowers the search's size cap);
+5. when the run has all its trials, evaluate the best model on the test split and close the run.
+
+A worker that dies stops renewing its lease: the trial goes STALE and the next worker retries its
+architecture. Training never runs on a gRPC thread. The use cases the worker calls (datasets,
+best trial) live in :mod:`morphnas.server.training`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+from morphnas.core.errors import FailedPreconditionError, UnavailableError
+from morphnas.core.graph import Graph
+from morphnas.core.records import RunState, Search, TrainingRun, Trial, TrialState
+from morphnas.core.weights import check_weights, weights_from_bytes, weights_to_bytes
+from morphnas.server.metrics import record_training
+from morphnas.server.service import SearchService
+from morphnas.server.training import PreparedData, TrainingService
+
+if TYPE_CHECKING:
+    from morphnas.core.weights import Weights
+    from morphnas.nn.train import EpochResult, TrainConfig, TrainResult
+
+log = logging.getLogger(__name__)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class _Job:
+    """One claimed trial of a run, and the two signals besides the worker's own stop that end
+    its training early: the lease was lost, or the search was stopped (seen in a progress
+    report)."""
+
+    run: TrainingRun
+    search: Search
+    trial: Trial
+    lease_lost: threading.Event
+    search_stopped: threading.Event = field(default_factory=threading.Event)
+
+
+class Worker:
+    """Claims training jobs from the database and trains them until stopped."""
+
+    def __init__(
+        self,
+        training: TrainingService,
+        *,
+        name: str | None = None,
+        poll_seconds: float = 0.5,
+        device: str | None = None,
+    ) -> None:
+        self.training = training
+        self.service = training.service
+        self.repo = training.repo
+        self.name = name or worker_name()
+        self.poll_seconds = poll_seconds
+        self.device = device
+        self.stopping = threading.Event()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def run_forever(self, max_jobs: int | None = None) -> int:
+        """Train until stopped (or ``max_jobs`` trials); returns how many trials it trained."""
+        done = 0
+        while not self.stopping.is_set() and (max_jobs is None or done < max_jobs):
+            try:
+                worked = self.run_once()
+            except UnavailableError as err:
+                log.warning("database unavailable (%s); retrying", err)
+                worked = False
+            if worked:
+                done += 1
+            else:
+                self.stopping.wait(self.poll_seconds)
+        return done
+
+    def run_once(self) -> bool:
+        """Claim and train one trial; False when there was nothing to do."""
+        run = self.repo.claim_training_slot()
+        if run is None:
+            return False
+        search = self.service.get_search(run.search_id)
+        try:
+            [trial] = self.service.suggest(search.id, 1, self.name)
+        except FailedPreconditionError as err:  # the search was stopped meanwhile
+            log.info("run %s: %s", run.id, err)
+            return False
+        log.info("worker %s trains trial %d of search %s", self.name, trial.number, search.id)
+        # Renew the lease from now on: loading data can take longer than a short lease.
+        beat = _Heartbeat(self.service, trial)
+        beat.start()
+        try:
+            self._train(_Job(run, search, trial, beat.lost))
+        finally:
+            beat.stop()
+        self._finish_run_if_done(run, search)
+        return True
+
+    # ------------------------------------------------------------------ one trial
+    def _train(self, job: _Job) -> None:
+        """Prepare, train and report one trial; a failure is reported, never raised."""
+        from morphnas.nn.train import TrainingOutOfMemory
+
+        graph = Graph.from_json(job.trial.architecture)
+        self._announce_start(job, graph)
+        prepared = self.training.prepared(job.run.dataset, job.search)
+        weights = self._initial_weights(job, graph)
+        try:
+            result = self._fit(job, graph, weights, prepared)
+        except TrainingOutOfMemory as err:
+            self._report_failed(job, f"out of memory: {err}")
+            return
+        except Exception as err:  # noqa: BLE001 - a failed trial must not kill the worker
+            log.exception("trial %d failed", job.trial.number)
+            self._report_failed(job, f"{type(err).__name__}: {err}")
+            return
+        self._report_result(job, result)
+
+    def _announce_start(self, job: _Job, graph: Graph) -> None:
+        trial = job.trial
+        self.repo.add_event(
+            job.search.id,
+            "trial_started",
+            {
+                "trial_id": trial.id,
+                "number": trial.number,
+                "parent_id": trial.parent_id,
+                "operations": list(trial.operations),
+                "num_params": graph.num_params,
+                "worker": self.name,
+            },
+        )
+
+    def _initial_weights(self, job: _Job, graph: Graph) -> Weights:
+        """The weights the trial inherits from its parent (morphed to its graph)."""
+        return check_weights(
+            graph, weights_from_bytes(self.service.weights(job.trial.id, "initial"))
+        )
+
+    def _train_config(self, job: _Job) -> TrainConfig:
+        """How this trial trains: the run's budget, a seed fixed by the search and trial."""
+        from morphnas.nn.train import TrainConfig
+
+        budget = job.run.budget
+        return TrainConfig(
+            epochs=budget.epochs,
+            batch_size=budget.batch_size,
+            optimizer=budget.optimizer,
+            lr=budget.learning_rate or None,
+            patience=budget.patience,
+            max_seconds=budget.max_seconds,
+            seed=job.search.config.seed * 100_003 + job.trial.number,
+            device=self.device or budget.device,
+        )
+
+    def _fit(
+        self, job: _Job, graph: Graph, weights: Weights, prepared: PreparedData
+    ) -> TrainResult:
+        """Train until the budget is spent or any stop signal is raised."""
+        from morphnas.nn.train import train_trial
+
+        return train_trial(
+            graph,
+            weights,
+            prepared.data,
+            prepared.split,
+            prepared.norm,
+            self._train_config(job),
+            on_epoch=lambda epoch: self._on_epoch(job, epoch),
+            should_stop=lambda: self._should_stop(job),
+        )
+
+    def _should_stop(self, job: _Job) -> bool:
+        return job.lease_lost.is_set() or self.stopping.is_set() or job.search_stopped.is_set()
+
+    def _on_epoch(self, job: _Job, epoch: EpochResult) -> bool:
+        """Report an epoch's progress (which may stop the search); True stops training."""
+        values = asdict(epoch)
+        _, stop = self.service.progress(
+            job.trial.id, values["epoch"], values["val_accuracy"], "val_accuracy"
+        )
+        self.repo.add_event(
+            job.search.id,
+            "epoch_finished",
+            {"trial_id": job.trial.id, "number": job.trial.number, **values},
+        )
+        if stop:
+            job.search_stopped.set()
+        return bool(stop) or self.stopping.is_set()
+
+    # ------------------------------------------------------------------ reporting
+    def _report_result(self, job: _Job, result: TrainResult) -> None:
+        """Report a finished training as COMPLETED, FAILED (search stopped), or not at all."""
+        if job.lease_lost.is_set():
+            # The lease ran out (this worker stalled): the trial was or will be handed out again,
+            # so this result would only compete with the retry.
+            log.warning("trial %d: lease lost while training; not reporting", job.trial.number)
+            return
+        if result.stopped_reason == "cancelled" and not job.search_stopped.is_set():
+            self.repo.release_trial(job.trial.id)  # this worker is shutting down: retry elsewhere
+            return
+        if result.stopped_reason == "cancelled":
+            self._report_failed(job, "cancelled: the search was stopped")
+            return
+        record_training(int(result.samples_per_second * result.seconds), result.seconds)
+        self._report(
+            job,
+            state=TrialState.COMPLETED,
+            score=result.val_accuracy,
+            reason="",
+            weights=weights_to_bytes(result.weights),
+            extra={
+                "epochs": result.epochs_run,
+                "best_epoch": result.best_epoch,
+                "seconds": result.seconds,
+                "samples_per_second": result.samples_per_second,
+                "stopped_reason": result.stopped_reason,
+                "device": result.device,
+                "val_loss": result.val_loss,
+            },
+        )
+
+    def _report_failed(self, job: _Job, reason: str) -> None:
+        self._report(job, state=TrialState.FAILED, score=None, reason=reason)
+
+    def _report(
+        self,
+        job: _Job,
+        *,
+        state: TrialState,
+        score: float | None,
+        reason: str,
+        weights: bytes = b"",
+        extra: dict | None = None,
+    ) -> None:
+        """Report the trial to the search and write its ``trial_finished`` event."""
+        trial = job.trial
+        try:
+            reported = self.service.report(
+                trial.id, state=state, score=score, reason=reason, weights=weights
+            )
+        except FailedPreconditionError as err:
+            log.warning("trial %d: report refused: %s", trial.number, err)
+            return
+        self.repo.add_event(
+            job.search.id,
+            "trial_finished",
+            {
+                "trial_id": trial.id,
+                "number": trial.number,
+                "state": reported.state.value,
+                "score": reported.score,
+                "reason": reported.reason,
+                **(extra or {}),
+            },
+        )
+
+    # ------------------------------------------------------------------ the run
+    def _finish_run_if_done(self, run: TrainingRun, search: Search) -> None:
+        """Close the run once all its trials are final: evaluate the best, write the event."""
+        counts = self.repo.run_counts(run)
+        final = sum(
+            counts.get(s, 0)
+            for s in (TrialState.COMPLETED, TrialState.FAILED, TrialState.INFEASIBLE)
+        )
+        if final < run.trials or counts.get(TrialState.ACTIVE, 0):
+            return
+        best_id, test_accuracy = self._evaluate_best(run, search)
+        if self.repo.finish_training_run(
+            run.id, state=RunState.DONE, best_trial_id=best_id, test_accuracy=test_accuracy
+        ):
+            best = self.service.get_trial(best_id) if best_id else None
+            self.repo.add_event(
+                search.id,
+                "search_finished",
+                {
+                    "run_id": run.id,
+                    "best_trial_id": best_id,
+                    "best_number": best.number if best else None,
+                    "best_score": best.score if best else None,
+                    "test_accuracy": test_accuracy,
+                    "trials": final,
+                },
+            )
+
+    def _evaluate_best(self, run: TrainingRun, search: Search) -> tuple[str | None, float | None]:
+        """The best trial's id and its accuracy on the test split (None without one)."""
+        from morphnas.nn.train import evaluate
+
+        try:
+            best = self.training.best_trial(search.id)
+        except FailedPreconditionError:
+            return None, None
+        prepared = self.training.prepared(run.dataset, search)
+        if len(prepared.split.test) == 0:
+            return best.id, None
+        graph = Graph.from_json(best.architecture)
+        weights = check_weights(graph, weights_from_bytes(self.service.weights(best.id, "trained")))
+        accuracy, _ = evaluate(graph, weights, prepared.data, prepared.split.test, prepared.norm)
+        return best.id, accuracy
+
+
+class _Heartbeat:
+    """Renews a trial's lease while it trains; sets ``lost`` if the trial stops being ours."""
+
+    def __init__(self, service: SearchService, trial: Trial) -> None:
+        self.service = service
+        self.trial = trial
+        self.lost = threading.Event()
+        self.done = threading.Event()
+        self.every = max(0.2, trial_lease(service, trial) / 3)
+        self.thread = threading.Thread(
+            target=self._beat, name=f"heartbeat-{trial.number}", daemon=True
+        )
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
+
+    def _beat(self) -> None:
+        while not self.done.wait(self.every):
+            try:
+                self.service.heartbeat(self.trial.id)
+            except FailedPreconditionError:
+                self.lost.set()  # expired or finished elsewhere: stop wasting the device
+                return
+            except Exception:  # noqa: BLE001 - keep trying; the lease has slack
+                log.warning("heartbeat of trial %d failed", self.trial.number, exc_info=True)
+
+
+def trial_lease(service: SearchService, trial: Trial) -> float:
+    return service.get_search(trial.search_id).config.lease_seconds
+
+
+def run_worker(
+    db_url: str, *, name: str | None = None, device: str | None = None, poll_seconds: float = 0.5
+) -> None:
+    """Entry point of ``morphnas worker``: train until SIGTERM/SIGINT."""
+    import signal
+
+    from morphnas.storage.repository import Repository
+
+    repo = Repository.from_url(db_url)
+    worker = Worker(
+        TrainingService(SearchService(repo)), name=name, device=device, poll_seconds=poll_seconds
+    )
+
+    def on_signal(signum: int, frame: object) -> None:
+        log.info("worker %s: signal %d, finishing", worker.name, signum)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("worker %s polling %s", worker.name, db_url.split("@")[-1])
+    try:
+        worker.run_forever()
+    finally:
+        repo.close()
