@@ -11,18 +11,19 @@ pops the best node, expands it into one-step morphs (all of them, or a fixed sub
 only on the seed and the node's structure, so it is the same on every ask and its children stay
 cached), evaluates α on the new children in one batch, and pushes each child with the
 simulated-annealing rule ``push if α' ≥ α* or U(0,1) < exp((α' − α*)/T)`` where α* is the best α
-found so far. ``T`` starts at T₀ = 1 and is multiplied by the cooling factor (0.9 unless the caller
-gives another: the Bayesian policy picks the one that spans its expansion budget, see
-:func:`morphnas.search.cost.cooling`) per expansion; the search stops when ``T < 1e-4`` (at most 88
-expansions at 0.9), after ``max_expansions``, when the queue is empty or at the wall-clock deadline (an
-expansion is not started when 1.5x the longest one so far would overrun it; the search goes on past
-the deadline until it has a candidate, so even a spent budget gives a GP-guided answer). The
-answer is the best child seen, with its observed ancestor and the morph path from it.
+found so far. ``T`` starts at T₀ = 1 and is multiplied per expansion by the cooling factor (0.9
+unless the caller gives another: the Bayesian policy picks the one that spans its expansion
+budget, see :func:`morphnas.search.cost.cooling`); the search stops when ``T < 1e-4`` (at most 88
+expansions at 0.9), after ``max_expansions``, when the queue is empty or at the wall-clock
+deadline (an expansion is not started when 1.5x the longest one so far would overrun it; the
+search goes on past the deadline until it has a candidate, so even a spent budget gives a
+GP-guided answer). The answer is the best child seen, with its observed ancestor and the morph
+path from it.
 
 Nodes :data:`MAX_PATH` morphs away from their observed ancestor are leaves. Without this limit the
 queue's best-first order dives: every child carries a little more σ than its parent, so with an
-optimistic acquisition the search follows one chain for dozens of morphs, and proposals land far from any trained
-network (where the GP is least reliable and weight inheritance helps least).
+optimistic acquisition the search follows one chain for dozens of morphs, and proposals land far
+from any trained network (where the GP is least reliable and weight inheritance helps least).
 
 Children over the size caps, and architectures already observed, pending or proposed
 (``excluded`` holds their structural keys), are never pushed (nor returned). Materialised
