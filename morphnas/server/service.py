@@ -72,9 +72,11 @@ class ServiceLimits:
 
     max_weights_bytes: int = 512 * 1024**2
     #: Tree-search expansions per proposal: a budget of work, so proposals are reproducible.
-    suggest_expansions: int = 4
-    #: Safety net on a proposal's wall time (past it, proposals depend on the machine's speed).
-    suggest_time_budget_s: float = 2.0
+    #: None: scaled with the search's measured trial seconds (``morphnas.search.cost``).
+    suggest_expansions: int | None = None
+    #: Safety net on a suggest call's wall time (past it, proposals depend on the machine's
+    #: speed). None: 20x the planned expansions' estimated time, at least 5 s per proposal.
+    suggest_time_budget_s: float | None = None
     #: Memory for parsed weights of completed parents (a cache; 0 turns it off).
     weights_cache_bytes: int = 256 * 1024**2
     max_page_size: int = 1000
