@@ -98,14 +98,24 @@ def cmd_trials(args: argparse.Namespace) -> int:
                 t.score,
                 f"{t.info.num_params:,}",
                 _parent_number(trials, t.parent_id),
+                _beat_parent(trials, t),
                 describe_path(t.operations),
                 t.info.reason[:40],
             )
             for t in trials
         ]
     print(f"search {search.id} ({search.name}): {len(rows)} trial(s)")
-    print(table(("#", "state", "score", "params", "parent", "morphs", "reason"), rows))
+    print(table(("#", "state", "score", "params", "parent", "beat", "morphs", "reason"), rows))
     return 0
+
+
+def _beat_parent(trials: Sequence, trial: Any) -> str:
+    """The "beat" cell: yes when the trial scored above its parent, no when not, - when either
+    has no score."""
+    parent = next((t for t in trials if t.id == trial.parent_id), None)
+    if parent is None or parent.score is None or trial.score is None:
+        return "-"
+    return "yes" if trial.score > parent.score else "no"
 
 
 def _parent_number(trials: Sequence, parent_id: str | None) -> str:

@@ -296,10 +296,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "e.g. 90s, 10m, 1h or plain seconds; the search stops cleanly when it is spent",
     )
     parser.add_argument(
-        "--epochs", type=int, default=20, help="epochs per trial at most (default %(default)s)"
+        "--epochs", type=int, default=8, help="epochs per trial at most (default %(default)s)"
     )
     parser.add_argument(
-        "--max-seconds", type=float, default=60.0, help="wall-clock limit per trial"
+        "--max-seconds",
+        type=float,
+        default=600.0,
+        help="wall-clock limit per trial, a guard against a runaway trial (default %(default)s)",
     )
     parser.add_argument("--policy", choices=["bayesian", "random"], default="bayesian")
     parser.add_argument("--seed", type=int, default=0)

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -40,6 +41,7 @@ import torch.nn.functional as F
 from morphnas.core.errors import InvalidArgumentError, MorphnasError
 from morphnas.core.graph import Graph
 from morphnas.core.weights import Weights, init_weights
+from morphnas.nn.calibration import CALIBRATIONS, calibrate_inserted_bn
 from morphnas.nn.datasets import Dataset, Normalisation, Split, validate_for
 from morphnas.nn.module import GraphModule, build_module, module_weights
 
@@ -49,6 +51,7 @@ OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
 AMP_DTYPES = ("auto", "bf16", "fp16")
 STOP_REASONS = ("completed", "early_stopping", "time_limit", "cancelled")
+MONITORS = ("val_loss", "val_accuracy")
 DEFAULT_LR = {"adamw": 3e-3, "sgd": 0.05}
 DEFAULT_WEIGHT_DECAY = {"adamw": 1e-2, "sgd": 5e-4}
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -68,9 +71,17 @@ class TrainingOutOfMemory(MorphnasError):
 class TrainConfig:
     """How one trial trains. ``lr`` / ``weight_decay`` of None take the optimiser's default.
 
-    ``patience``: stop after this many epochs whose validation loss is not below the best by
-    ``min_delta`` (None: never stop early). ``max_seconds``: wall-clock limit for the whole trial,
-    checked before every batch (None: no limit).
+    ``monitor`` picks the best epoch (whose weights are returned): ``val_loss`` (lower by more
+    than ``min_delta``) or ``val_accuracy`` (higher; an equal accuracy counts only with a loss
+    lower by more than ``min_delta``). ``patience``: stop after this many epochs that do not
+    improve on the best (None: never stop early); epochs of the warm-up are not counted.
+    ``warmup_epochs``: the learning rate rises linearly from about 0 to ``lr`` over this many
+    epochs (in steps; 0: none), then follows ``schedule`` over the remaining steps.
+    ``bn_calibration``: before the first step, BatchNorm channels still at the identity a morph
+    inserted (see :mod:`morphnas.nn.calibration`) are calibrated on ``calibration_batches``
+    training batches: ``preserve`` keeps the layer the identity, ``estimate`` normalises with the
+    measured statistics (changes the function), ``none`` leaves them. ``max_seconds``:
+    wall-clock limit for the whole trial, checked before every batch (None: no limit).
     """
 
     epochs: int = 20
@@ -89,6 +100,10 @@ class TrainConfig:
     amp_dtype: str = "auto"
     channels_last: bool = True
     eval_batch_size: int = 1024
+    monitor: str = "val_loss"
+    warmup_epochs: float = 0.0
+    bn_calibration: str = "none"
+    calibration_batches: int = 8
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
@@ -97,6 +112,15 @@ class TrainConfig:
         _require(self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}")
         _require(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}")
         _require(self.amp_dtype in AMP_DTYPES, f"amp_dtype must be one of {AMP_DTYPES}")
+        _require(self.monitor in MONITORS, f"monitor must be one of {MONITORS}")
+        _require(
+            self.bn_calibration in CALIBRATIONS, f"bn_calibration must be one of {CALIBRATIONS}"
+        )
+        _require(self.calibration_batches >= 1, "calibration_batches must be at least 1")
+        _require(
+            math.isfinite(self.warmup_epochs) and 0 <= self.warmup_epochs < self.epochs,
+            f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}",
+        )
         _require(self.lr is None or _positive(self.lr), f"lr must be positive, got {self.lr}")
         _require(
             self.weight_decay is None or (_positive(self.weight_decay) or self.weight_decay == 0),
@@ -149,7 +173,9 @@ class EpochResult:
 @dataclass(frozen=True, eq=False)
 class TrainResult:
     """What a trial produced. ``weights``, ``val_accuracy`` and ``val_loss`` are the best epoch's
-    (epoch 0 = the starting weights). ``samples_per_second`` counts training steps only."""
+    (epoch 0 = the starting weights, after any BatchNorm calibration; ``start_val_accuracy`` and
+    ``start_val_loss`` are its measurements). ``samples_per_second`` counts training steps only.
+    With no validation examples (:func:`train_fixed`) the validation figures are NaN."""
 
     weights: Weights
     val_accuracy: float
@@ -161,6 +187,9 @@ class TrainResult:
     stopped_reason: str
     history: tuple[EpochResult, ...]
     device: str
+    start_val_accuracy: float = float("nan")
+    start_val_loss: float = float("nan")
+    calibrated_channels: int = 0
 
 
 EpochCallback = Callable[[EpochResult], bool]
@@ -230,6 +259,61 @@ def train_trial(
     :class:`TrainingOutOfMemory` when the device runs out of memory.
     """
     config = config or TrainConfig()
+    return _guarded(
+        graph,
+        weights,
+        config,
+        lambda trainer_for: trainer_for(split).run(on_epoch, should_stop),
+        data,
+        norm,
+    )
+
+
+def train_fixed(
+    graph: Graph,
+    weights: Mapping[str, np.ndarray] | None,
+    data: Dataset,
+    indices: np.ndarray,
+    norm: Normalisation,
+    config: TrainConfig,
+    *,
+    should_stop: StopCallback | None = None,
+) -> TrainResult:
+    """Train on ``data[indices]`` for exactly ``config.epochs`` epochs and return the last weights.
+
+    No validation data and no early stopping (``config.patience`` and ``config.monitor`` are
+    ignored; the validation figures of the result are NaN): for a final fit, whose epoch count
+    was chosen beforehand. Warm-up, schedule, calibration, limits and determinism as in
+    :func:`train_trial`.
+    """
+    parts = _Parts(train=np.asarray(indices, dtype=np.int64), val=np.zeros(0, np.int64))
+    _require(len(parts.train) > 0, "train_fixed needs training examples")
+    return _guarded(
+        graph,
+        weights,
+        config,
+        lambda trainer_for: trainer_for(parts).run(None, should_stop, keep_last=True),
+        data,
+        norm,
+    )
+
+
+class _Parts(NamedTuple):
+    """Training and validation indices (a :class:`Split` without its checks and test part)."""
+
+    train: np.ndarray
+    val: np.ndarray
+
+
+def _guarded(
+    graph: Graph,
+    weights: Mapping[str, np.ndarray] | None,
+    config: TrainConfig,
+    body: Callable[[Callable[[Split | _Parts], _Trainer]], TrainResult],
+    data: Dataset,
+    norm: Normalisation,
+) -> TrainResult:
+    """Run ``body`` with a trainer factory, seeded, turning out-of-memory into a domain error."""
     validate_for(data, graph.input_shape, num_outputs(graph))
     device = resolve_device(config.device)
     start_weights = dict(weights) if weights is not None else init_weights(graph, config.seed)
@@ -237,8 +321,9 @@ def train_trial(
     try:
         with torch.random.fork_rng(devices=_rng_devices(device)):
             torch.manual_seed(config.seed)
-            trainer = _Trainer(graph, start_weights, data, split, norm, config, device)
-            return trainer.run(on_epoch, should_stop)
+            return body(
+                lambda parts: _Trainer(graph, start_weights, data, parts, norm, config, device)
+            )
     except RuntimeError as err:
         if not _is_oom(err):
             raise
@@ -319,7 +404,7 @@ class _Trainer:
         graph: Graph,
         weights: Weights,
         data: Dataset,
-        split: Split,
+        split: Split | _Parts,
         norm: Normalisation,
         config: TrainConfig,
         device: torch.device,
@@ -337,6 +422,7 @@ class _Trainer:
         self.batch_size = min(config.batch_size, len(self.y_train))
         self.steps_per_epoch = _steps_per_epoch(len(self.y_train), self.batch_size)
         self.total_steps = max(1, config.epochs * self.steps_per_epoch)
+        self.warmup_steps = round(config.warmup_epochs * self.steps_per_epoch)
         self.optimizer = _make_optimizer(self.module, config, device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -345,12 +431,25 @@ class _Trainer:
         self.samples = 0
 
     # ---------------------------------------------------------------- run
-    def run(self, on_epoch: EpochCallback | None, should_stop: StopCallback | None) -> TrainResult:
-        best_loss, best_accuracy = self._validate()
-        best_epoch, best_state = 0, self._snapshot()
+    def run(
+        self,
+        on_epoch: EpochCallback | None,
+        should_stop: StopCallback | None,
+        *,
+        keep_last: bool = False,
+    ) -> TrainResult:
+        """Train; return the best epoch's weights (``keep_last``: the last epoch's, unselected)."""
+        calibrated = self._calibrate()
+        start_loss, start_accuracy = self._validate()
+        best_loss, best_accuracy = start_loss, start_accuracy
+        best_epoch = 0
+        best_state = None if keep_last else self._snapshot()
         history: list[EpochResult] = []
         stale = 0
         reason = "completed"
+        # Patience starts after the warm-up: a child is expected to get worse while its learning
+        # rate rises, and those epochs must not use up its chances.
+        warm = math.ceil(self.config.warmup_epochs)
         for epoch in range(1, self.config.epochs + 1):
             train_loss, interrupted = self._train_epoch(should_stop)
             if interrupted:
@@ -360,15 +459,11 @@ class _Trainer:
             result = EpochResult(epoch, train_loss, val_loss, val_accuracy, self._elapsed())
             history.append(result)
             logger.debug("epoch %d: %s", epoch, result)
-            if val_loss < best_loss - self.config.min_delta:
-                best_loss, best_accuracy, best_epoch, best_state = (
-                    val_loss,
-                    val_accuracy,
-                    epoch,
-                    self._snapshot(),
-                )
+            if keep_last or self._improves(val_loss, val_accuracy, best_loss, best_accuracy):
+                best_loss, best_accuracy, best_epoch = val_loss, val_accuracy, epoch
+                best_state = None if keep_last else self._snapshot()
                 stale = 0
-            else:
+            elif epoch > warm:
                 stale += 1
             if on_epoch is not None and on_epoch(result):
                 reason = "cancelled"
@@ -380,7 +475,8 @@ class _Trainer:
             if self.config.patience is not None and stale >= self.config.patience:
                 reason = "early_stopping"
                 break
-        self.module.load_state_dict(best_state)
+        if best_state is not None:
+            self.module.load_state_dict(best_state)
         return TrainResult(
             weights=module_weights(self.module),
             val_accuracy=best_accuracy,
@@ -392,6 +488,33 @@ class _Trainer:
             stopped_reason=reason,
             history=tuple(history),
             device=str(self.device),
+            start_val_accuracy=start_accuracy,
+            start_val_loss=start_loss,
+            calibrated_channels=calibrated,
+        )
+
+    def _improves(
+        self, loss: float, accuracy: float, best_loss: float, best_accuracy: float
+    ) -> bool:
+        """Whether an epoch's (loss, accuracy) beats the best so far under ``config.monitor``."""
+        lower_loss = loss < best_loss - self.config.min_delta
+        if self.config.monitor == "val_loss":
+            return lower_loss
+        # Accuracies of one split are multiples of 1/n_val: equal means the same count.
+        return accuracy > best_accuracy or (accuracy == best_accuracy and lower_loss)
+
+    def _calibrate(self) -> int:
+        if self.config.bn_calibration == "none":
+            return 0
+        generator = torch.Generator().manual_seed(self.config.seed + 1)
+        return calibrate_inserted_bn(
+            self.module,
+            self.x_train,
+            mode=self.config.bn_calibration,
+            batches=self.config.calibration_batches,
+            batch_size=self.batch_size,
+            generator=generator,
+            memory_format=self.memory_format,
         )
 
     def _elapsed(self) -> float:
@@ -444,8 +567,12 @@ class _Trainer:
 
     def _set_lr(self) -> None:
         base = self.config.learning_rate
-        if self.config.schedule == "cosine":
-            lr = base * 0.5 * (1.0 + math.cos(math.pi * self.step / self.total_steps))
+        warmup = min(self.warmup_steps, self.total_steps - 1)
+        if self.step < warmup:
+            lr = base * (self.step + 1) / (warmup + 1)
+        elif self.config.schedule == "cosine":
+            progress = (self.step - warmup) / (self.total_steps - warmup)
+            lr = base * 0.5 * (1.0 + math.cos(math.pi * progress))
         else:
             lr = base
         for group in self.optimizer.param_groups:
@@ -453,7 +580,10 @@ class _Trainer:
 
     # ---------------------------------------------------------------- validation and state
     def _validate(self) -> tuple[float, float]:
-        """Mean validation loss and accuracy of the current weights (eval mode)."""
+        """Mean validation loss and accuracy of the current weights (eval mode); NaN without
+        validation examples."""
+        if len(self.y_val) == 0:
+            return float("nan"), float("nan")
         self.module.eval()
         logits = _predict(
             self.module,

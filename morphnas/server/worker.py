@@ -72,6 +72,8 @@ class _Job:
     #: The trial's share of the run's compute budget, set by ``Worker._train`` when the trial's
     #: data and weights are loaded (so their loading is not charged).
     meter: TrialMeter = field(init=False, repr=False)
+    #: The trial it was morphed from (None for a seed), read when training starts.
+    parent: Trial | None = field(init=False, default=None)
 
 
 class Worker:
@@ -145,6 +147,8 @@ class Worker:
         self._announce_start(job, graph)
         prepared = self.training.prepared(job.run.dataset, job.search)
         weights = self._initial_weights(job, graph)
+        parent_id = job.trial.parent_id
+        job.parent = self.service.get_trial(parent_id) if parent_id else None
         job.meter = TrialMeter(self.repo.charge_training_run, job.run)  # budget: charges this trial
         try:
             result = self._fit(job, graph, weights, prepared)
@@ -182,21 +186,13 @@ class Worker:
         )
 
     def _train_config(self, job: _Job) -> TrainConfig:
-        """How this trial trains: the run's budget (its ``max_seconds`` cut to what is left of
-        the run's compute budget), a seed fixed by the search and trial."""
-        from morphnas.nn.train import TrainConfig
+        """How this trial trains: the recipe of :func:`morphnas.nn.recipe.trial_train_config`
+        (a child inheriting trained weights trains gentler than a seed), its ``max_seconds`` cut
+        to what is left of the run's compute budget."""
+        from morphnas.nn.recipe import trial_train_config
 
-        budget = job.run.budget
-        return TrainConfig(
-            epochs=budget.epochs,
-            batch_size=budget.batch_size,
-            optimizer=budget.optimizer,
-            lr=budget.learning_rate or None,
-            patience=budget.patience,
-            max_seconds=job.meter.max_seconds(budget.max_seconds),
-            seed=job.search.config.seed * 100_003 + job.trial.number,
-            device=self.device or budget.device,
-        )
+        config = trial_train_config(job.run, job.search, job.trial, job.parent, device=self.device)
+        return replace(config, max_seconds=job.meter.max_seconds(job.run.budget.max_seconds))
 
     def _fit(
         self, job: _Job, graph: Graph, weights: Weights, prepared: PreparedData
@@ -274,6 +270,7 @@ class Worker:
                 "stopped_reason": result.stopped_reason,
                 "device": result.device,
                 "val_loss": result.val_loss,
+                **parent_comparison(result.val_accuracy, job.parent),
             },
         )
 
@@ -359,6 +356,15 @@ class Worker:
         weights = check_weights(graph, weights_from_bytes(self.service.weights(best.id, "trained")))
         accuracy, _ = evaluate(graph, weights, prepared.data, prepared.split.test, prepared.norm)
         return best.id, accuracy
+
+
+def parent_comparison(score: float, parent: Trial | None) -> dict[str, float | bool | None]:
+    """``parent_score`` (None for a seed or an unscored parent) and ``beat_parent``."""
+    parent_score = parent.score if parent is not None else None
+    return {
+        "parent_score": parent_score,
+        "beat_parent": parent_score is not None and score > parent_score,
+    }
 
 
 class _Heartbeat:

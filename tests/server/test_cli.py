@@ -55,6 +55,7 @@ def test_serve_lists_and_drains(tmp_path) -> None:
         trials = _run_cli("trials", search.id, "--server", address)
         assert trials.returncode == 0, trials.stderr
         assert "COMPLETED" in trials.stdout and "seed" in trials.stdout
+        assert "beat" in trials.stdout.splitlines()[1]  # the column header
         missing = _run_cli("trials", "0" * 32, "--server", address)
         assert missing.returncode == 1 and "no search" in missing.stderr.lower()
     finally:
@@ -72,3 +73,16 @@ def test_generated_code_matches_protos() -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_trials_table_says_whether_a_trial_beat_its_parent() -> None:
+    from types import SimpleNamespace
+
+    from morphnas.cli import _beat_parent
+
+    seed = SimpleNamespace(id="a", parent_id=None, score=0.9)
+    better = SimpleNamespace(id="b", parent_id="a", score=0.95)
+    tied = SimpleNamespace(id="c", parent_id="a", score=0.9)
+    pending = SimpleNamespace(id="d", parent_id="b", score=None)
+    trials = [seed, better, tied, pending]
+    assert [_beat_parent(trials, t) for t in trials] == ["-", "yes", "no", "-"]
