@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from morphnas.core.records import NewTrial, SearchSnapshot, TrialState
+from morphnas.server.service import suggest_trials as suggest
 from morphnas.storage.repository import Repository
 from tests.storage.conftest import make_config
 
@@ -15,7 +16,7 @@ def _propose(snapshot: SearchSnapshot, n: int) -> list[NewTrial]:
 def test_completed_observations_have_their_training_seconds(db_url: str) -> None:
     repo = Repository.from_url(db_url)
     search = repo.create_search(make_config(), now=50.0)
-    trials = repo.suggest(search.id, "w", 3, _propose, now=100.0)
+    trials = suggest(repo, search.id, "w", 3, _propose, now=100.0)
     repo.report(trials[0].id, state=TrialState.COMPLETED, score=0.5, now=112.5)
     repo.report(trials[1].id, state=TrialState.FAILED, score=None, reason="x", now=101.0)
     seen = repo.observations(search.id).observations
