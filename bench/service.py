@@ -12,7 +12,7 @@ they share the machine's load.
 Optuna runs the same number of trials on ``RDBStorage`` over SQLite with its RandomSampler (our
 "random" policy is the comparable proposer; the GP policy's cost is measured by bench/suggest.py).
 Servers and client take morphnas's default gRPC I/O path (EventEngine client and listener off:
-``morphnas serve`` and ``import morphnas.client`` ask for it, see morphnas/grpc_io.py);
+``morphnas serve`` asks for it, and this benchmark for its client, see morphnas/grpc_io.py);
 ``--grpc-default`` keeps gRPC's own default on both sides instead. Medians and 95th percentiles
 in milliseconds; results also go to bench/results/service.txt.
 """
@@ -37,7 +37,7 @@ from morphnas.grpc_io import io_path, prefer_low_latency_io  # noqa: E402
 if "--grpc-default" in sys.argv:
     os.environ["GRPC_EXPERIMENTS"] = ""  # set (to gRPC's defaults) here and in the servers
 else:
-    prefer_low_latency_io()  # what `import morphnas.client` does; before anything loads grpc
+    prefer_low_latency_io()  # what the `morphnas` command does; before anything loads grpc
 
 BLOCK = 10  # measured cycles of one backend before the next backend's turn
 DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

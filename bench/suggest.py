@@ -82,10 +82,14 @@ def random_history(config: SearchConfig, n: int, rng_seed: int = 0) -> list[Grap
     return graphs
 
 
+#: Measured seconds given to every completed trial (``--trial-seconds``; None: not measured).
+TRIAL_SECONDS: list[float | None] = [None]
+
+
 def observation(graph: Graph, number: int) -> Observation:
     return Observation(
         f"t{number}", number, graph.to_json(), graph.content_hash, TrialState.COMPLETED,
-        score(graph), None,
+        score(graph), None, seconds=TRIAL_SECONDS[0],
     )  # fmt: skip
 
 
@@ -171,7 +175,7 @@ def bench_morphnas(
         }
         r = results[size]
         print(
-            f"morphnas budget {budget:g} s n={size}: "
+            f"morphnas budget {budget} s n={size}: "
             f"p50 {r['p50'] * 1e3:.0f} ms  p95 {r['p95'] * 1e3:.0f} ms  "
             f"cpu p50 {r['cpu50'] * 1e3:.0f} ms  "
             f"(model {r['model'] * 1e3:.0f} ms, tree {r['tree'] * 1e3:.0f} ms, "
@@ -258,7 +262,7 @@ def table(ours: dict, theirs: dict, quick: dict, elapsed: float, load: str) -> s
             f"{_ms(t.get('p50'))} {_ms(t.get('p95'))} {_ms(t.get('cpu50'))} "
             f"{_ms(t.get('cpu95'))} | {ratio_wall} {ratio_cpu}"
         )
-    lines += ["", "Same asks with a 1 s time budget and no expansion cap (a deeper search):"]
+    lines += ["", "Same asks, 1 s time budget, expansions left to the policy (from trial seconds):"]
     for size, q in quick.items():
         lines.append(
             f"{size:>5} | {_ms(q['p50'])} {_ms(q['p95'])} {_ms(q['cpu50'])} {_ms(q['cpu95'])} | "
@@ -280,14 +284,25 @@ def main() -> None:
     parser.add_argument("--no-optuna", action="store_true")
     parser.add_argument("--sizes", default="", help="comma-separated subset, e.g. 50,200")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "suggest.txt"))
+    parser.add_argument(
+        "--trial-seconds",
+        type=float,
+        default=None,
+        help="measured seconds of every completed trial (the tree search's effort scales with it)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    TRIAL_SECONDS[0] = args.trial_seconds
     if args.sizes:
         keep = {int(x) for x in args.sizes.split(",")}
         for table_ in (SIZES, OPTUNA_ASKS):
             for size in list(table_):
                 if size not in keep:
                     del table_[size]
+            added = {size: 10 for size in keep - set(table_)}
+            merged = sorted({**table_, **added}.items())
+            table_.clear()
+            table_.update(merged)
     start = time.perf_counter()
     config = replace(
         SearchConfig(name="bench", input_shape=(1, 8, 8), num_classes=10), max_params=5_000_000

@@ -9,11 +9,12 @@ a bare call costs — on each side that does it. The poller is the path grpcio u
 years, and everything morphnas serves and calls (TLS, health, reflection, streams) works on both.
 
 The setting is gRPC's own ``GRPC_EXPERIMENTS`` environment variable, read once, when gRPC's core
-starts (on ``import grpc``), so :func:`prefer_low_latency_io` must run before that. The
-``morphnas`` command calls it first thing, and so does ``import morphnas.client`` (the SDK's
-package), when it is the first to load gRPC in the process. It never overrides a value the user
-has set: ``GRPC_EXPERIMENTS=`` with nothing after it keeps gRPC's defaults. A program that loads
-gRPC before morphnas can call it earlier itself::
+starts (on ``import grpc``), so :func:`prefer_low_latency_io` must run before that. It is an
+explicit choice of the ``morphnas`` command, which owns its process and calls it first thing.
+A library must not reconfigure its host, so ``import morphnas.client`` (the SDK) never calls
+it: a program embedding the SDK or the server keeps gRPC's defaults unless it asks. The call
+never overrides a value the user has set: ``GRPC_EXPERIMENTS=`` with nothing after it keeps
+gRPC's defaults. A program that wants the same path calls it itself, before it loads gRPC::
 
     from morphnas.grpc_io import prefer_low_latency_io
     prefer_low_latency_io()

@@ -111,6 +111,18 @@ def trained_weights(graph: Graph, seed: int = 0, steps: int = 5) -> Weights:
     return weights
 
 
+@pytest.fixture(scope="session", autouse=True)
+def architectures_match_the_schema() -> Iterator[None]:
+    """Every architecture the session serialises must pass protos/.../architecture.schema.json
+    (checked once, at the end: an error in the last test's teardown names the first few)."""
+    from tests.contract.recorder import invalid_architectures, record_architectures
+
+    with record_architectures() as seen:
+        yield
+    bad = invalid_architectures(seen)
+    assert not bad, f"{len(bad)}+ of {len(seen)} architectures break the schema:\n" + "\n".join(bad)
+
+
 @pytest.fixture(scope="session", params=sorted(SEED_SHAPES))
 def trained_seed(request: pytest.FixtureRequest) -> Seed:
     """Each seed architecture (image, sequence, vector) with trained weights."""

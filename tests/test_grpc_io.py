@@ -33,13 +33,21 @@ def test_a_fresh_process_asks_for_the_poller_path() -> None:
     assert path.startswith("poller")
 
 
-def test_importing_the_sdk_first_asks_for_it_too() -> None:
+def test_importing_the_sdk_leaves_the_environment_alone() -> None:
+    """A library must not reconfigure its host: ``import morphnas.client`` (gRPC included, it
+    loads grpc) changes no environment variable, GRPC_EXPERIMENTS above all."""
     env = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"}
-    code = "import morphnas.client, os; print(os.environ.get('GRPC_EXPERIMENTS'))"
+    code = (
+        "import os, sys\n"
+        "before = dict(os.environ)\n"
+        "import morphnas.client\n"
+        "assert 'grpc' in sys.modules\n"
+        "print(dict(os.environ) == before, 'GRPC_EXPERIMENTS' in os.environ)\n"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == transport.LOW_LATENCY_EXPERIMENTS
+    assert out.stdout.split() == ["True", "False"]
 
 
 def test_the_users_setting_wins_even_when_empty() -> None:

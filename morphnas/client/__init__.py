@@ -1,12 +1,9 @@
 """The morphnas Python SDK (grpc + protobuf + numpy; torch only for ``build_model``).
 
-Importing it first asks gRPC for its lower-latency I/O path, if gRPC is not loaded yet and
-``GRPC_EXPERIMENTS`` is unset (see :mod:`morphnas.grpc_io`).
+Importing it changes nothing in the host program: no environment variable, no global gRPC
+setting. A program that wants the lower-latency gRPC I/O path the ``morphnas`` command takes
+asks for it itself, before anything loads grpc (see :mod:`morphnas.grpc_io`).
 """
-
-from morphnas.grpc_io import prefer_low_latency_io
-
-prefer_low_latency_io()  # before the imports below load grpc
 
 from morphnas.client.client import Client, SearchHandle, TrialHandle, to_numpy_weights
 from morphnas.client.errors import ServerError

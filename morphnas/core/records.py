@@ -51,7 +51,7 @@ class SearchConfig:
     num_classes: int
     seed: int = 0
     policy: Policy = Policy.BAYESIAN
-    beta: float = 2.576
+    beta: float = 2.576  # UCB's weight; unused since the bayesian policy maximises EI per cost
     seed_width: int = 64
     seed_depth: int = 3
     max_params: int = 20_000_000
@@ -161,6 +161,9 @@ class Observation:
     score: float | None
     parent_id: str | None
     has_trained_weights: bool = False  # a report stored the trained weights
+    #: Seconds from suggestion to the final report of a COMPLETED trial (what it cost to
+    #: train); None when not known. The cost model of :mod:`morphnas.search.cost` learns from it.
+    seconds: float | None = None
 
 
 def _number(observation: Observation) -> int:

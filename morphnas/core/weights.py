@@ -84,6 +84,21 @@ def check_weights(graph: Graph, weights: Mapping[str, np.ndarray]) -> Weights:
     return result
 
 
+def require_float32(weights: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+    """``weights`` if every tensor is float32, else WeightsError.
+
+    The wire contract's dtype is F32 (little-endian float32) and nothing else: weights a worker
+    uploads are stored and handed back byte for byte, so the server refuses F64, F16, BF16 and
+    integer tensors instead of converting them (the worker converts before it uploads).
+    """
+    for name, array in weights.items():
+        if array.dtype != np.float32:
+            raise WeightsError(
+                f"tensor {name!r} has dtype {array.dtype}; weights travel as float32 (F32) only"
+            )
+    return weights
+
+
 def weights_to_bytes(weights: Mapping[str, np.ndarray]) -> bytes:
     """Serialise as safetensors.
 

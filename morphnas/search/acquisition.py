@@ -1,6 +1,9 @@
 """Maximising the acquisition over the morph tree (Auto-Keras's Algorithm 1, per-child annealing).
 
-Acquisition: upper confidence bound ``α(x) = μ(x) + β·σ(x)`` (z-scored scores, higher is better).
+Acquisition: any α given by the caller, evaluated on a batch of one-step morphs of one node; the
+Bayesian policy uses expected improvement per unit of predicted cost (:mod:`morphnas.search.ei`),
+``α(x) = log EI(x) − κ·log ĉ(x)``, where ``−κ·log ĉ`` is the ``cost_penalty`` of the children's
+FLOPs that :func:`tree_search` adds (a child's FLOPs are known once it is materialised).
 
 Tree search: a max-priority queue on α, seeded with the observed architectures. Each iteration
 pops the best node, expands it into one-step morphs (all of them, or a fixed subset of
@@ -8,16 +11,19 @@ pops the best node, expands it into one-step morphs (all of them, or a fixed sub
 only on the seed and the node's structure, so it is the same on every ask and its children stay
 cached), evaluates α on the new children in one batch, and pushes each child with the
 simulated-annealing rule ``push if α' ≥ α* or U(0,1) < exp((α' − α*)/T)`` where α* is the best α
-found so far. ``T`` starts at T₀ = 1 and is multiplied by 0.9 per expansion; the search stops when
-``T < 1e-4`` (at most 88 expansions), when the queue is empty or at the wall-clock deadline (an
-expansion is not started when 1.5x the longest one so far would overrun it; the search goes on past
-the deadline until it has a candidate, so even a spent budget gives a GP-guided answer). The
-answer is the best child seen, with its observed ancestor and the morph path from it.
+found so far. ``T`` starts at T₀ = 1 and is multiplied per expansion by the cooling factor (0.9
+unless the caller gives another: the Bayesian policy picks the one that spans its expansion
+budget, see :func:`morphnas.search.cost.cooling`); the search stops when ``T < 1e-4`` (at most 88
+expansions at 0.9), after ``max_expansions``, when the queue is empty or at the wall-clock
+deadline (an expansion is not started when 1.5x the longest one so far would overrun it; the
+search goes on past the deadline until it has a candidate, so even a spent budget gives a
+GP-guided answer). The answer is the best child seen, with its observed ancestor and the morph
+path from it.
 
 Nodes :data:`MAX_PATH` morphs away from their observed ancestor are leaves. Without this limit the
-queue's best-first order dives: every child carries a little more σ than its parent, so with UCB
-the search follows one chain for dozens of morphs, and proposals land far from any trained
-network (where the GP is least reliable and weight inheritance helps least).
+queue's best-first order dives: every child carries a little more σ than its parent, so with an
+optimistic acquisition the search follows one chain for dozens of morphs, and proposals land far
+from any trained network (where the GP is least reliable and weight inheritance helps least).
 
 Children over the size caps, and architectures already observed, pending or proposed
 (``excluded`` holds their structural keys), are never pushed (nor returned). Materialised
@@ -82,6 +88,7 @@ class Child:
     descriptor: Descriptor
     params: int
     memory: int
+    flops: int  # forward FLOPs of one example (what the cost model reads)
 
 
 @dataclass(frozen=True)
@@ -163,6 +170,7 @@ def materialise(
             descriptor(child, graph, cache),
             child.num_params,
             child.training_memory_bytes(batch_size),
+            child.flops,
         )
 
     return cache.children.get_or((key, op, batch_size), build)
@@ -178,11 +186,14 @@ def tree_search(
     seed: int,
     max_children: int | None = None,
     max_expansions: int | None = None,
+    cost_penalty: Callable[[np.ndarray], np.ndarray] | None = None,
+    cooling: float = COOLING,
     cache: SearchCache | None = None,
 ) -> Found | None:
     """Best new architecture by acquisition reachable from ``roots`` (node, α) — see module doc.
 
-    ``acquisition(children, parent)`` gives α of a batch of one-step morphs of ``parent``.
+    ``acquisition(children, parent)`` gives α of a batch of one-step morphs of ``parent``;
+    ``cost_penalty(flops)`` (Q,) → (Q,), if given, is added to it.
     ``cache``: the search's cache (a fresh one when not given).
     """
     cache = cache if cache is not None else SearchCache()
@@ -223,6 +234,8 @@ def tree_search(
         expansions += 1
         if fresh:
             values = acquisition([child.descriptor for _, child in fresh], node.descriptor)
+            if cost_penalty is not None:
+                values = values + cost_penalty(np.array([c.flops for _, c in fresh], np.float64))
             for (op, child), value in zip(fresh, values.tolist(), strict=True):
                 path = (*node.operations, op)
                 new = Node(child.graph, child.key, child.descriptor, node.parent_id, path)
@@ -233,7 +246,7 @@ def tree_search(
                 ):
                     heapq.heappush(queue, (-value, counter, new))
                     counter += 1
-        temperature *= COOLING
+        temperature *= cooling
         longest = max(longest, time.perf_counter() - began)
     if queue and temperature >= T_MIN and (max_expansions is None or expansions < max_expansions):
         log.info("tree search stopped by its time budget after %d expansions", expansions)

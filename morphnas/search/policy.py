@@ -8,9 +8,12 @@
 * **random** (:attr:`Policy.RANDOM`, the baseline): a completed trial picked with probability
   proportional to 1/(rank by score), one uniformly sampled legal morph.
 * **bayesian** (:attr:`Policy.BAYESIAN`): the GP of :mod:`morphnas.search.surrogate` with pending
-  trials as fantasies at their predicted mean, maximised by the tree search of
-  :mod:`morphnas.search.acquisition`; each proposal of a ``count > 1`` call becomes a fantasy
-  before the next is searched, so k asks give k different architectures.
+  trials as fantasies at their predicted mean; the acquisition is expected improvement per unit
+  of predicted training cost (:mod:`morphnas.search.ei`, cost model of :mod:`morphnas.search.cost`
+  fitted on the snapshot's measured trial seconds), maximised by the tree search of
+  :mod:`morphnas.search.acquisition` with an effort in expansions that scales with the measured
+  trial time (:func:`morphnas.search.cost.expansions`); each proposal of a ``count > 1`` call
+  becomes a fantasy before the next is searched, so k asks give k different architectures.
 
 Every proposal is new (its content hash differs from every trial in the snapshot and from the
 other proposals of the call) and respects the size caps. Randomness comes from a numpy Generator
@@ -37,8 +40,8 @@ from morphnas.core.graph import Graph
 from morphnas.core.morphs import Morph, sample_morph
 from morphnas.core.records import Observation, Policy, SearchSnapshot
 from morphnas.core.seeds import seed_graph
-from morphnas.search import surrogate
-from morphnas.search.acquisition import Constraints, Node, architecture_key, tree_search, ucb
+from morphnas.search import cost, ei, surrogate
+from morphnas.search.acquisition import T0, T_MIN, Constraints, Node, architecture_key, tree_search
 from morphnas.search.cache import SearchCache
 from morphnas.search.descriptors import Descriptor, descriptor, parse
 
@@ -61,17 +64,19 @@ def propose(
     snapshot: SearchSnapshot,
     count: int,
     *,
-    time_budget_s: float = 1.0,
+    time_budget_s: float | None = None,
     max_expansions: int | None = None,
     cache: SearchCache | None = None,
 ) -> list[Proposal]:
     """Up to ``count`` new architectures for this search (fewer only if none can be found).
 
-    The tree search of each proposal stops after ``max_expansions`` expansions (a budget of
-    work, so the answer depends only on the snapshot and the seed), or at the annealing limit,
-    or, as a safety net, when ``time_budget_s`` is spent (then the answer depends on the
-    machine's speed; that is logged). ``cache``: the cache shared by the calls of a process
-    (a fresh one when not given: the same answer, more slowly).
+    The tree search of each proposal stops after ``max_expansions`` expansions (None: scaled
+    with the search's measured trial seconds by :func:`morphnas.search.cost.expansions`; either
+    way a budget of work, so the answer depends only on the snapshot and the seed), or, as a
+    safety net, when the call's ``time_budget_s`` is spent (None: ``count`` times
+    :func:`morphnas.search.cost.safety_seconds` of the planned expansions; past it the answer
+    depends on the machine's speed, which is logged). ``cache``: the cache shared by the calls
+    of a process (a fresh one when not given: the same answer, more slowly).
     """
     if count < 1:
         return []
@@ -84,13 +89,16 @@ def propose(
         config.max_memory_bytes,
         config.batch_size,
     )
-    deadline = time.perf_counter() + time_budget_s
     completed = snapshot.completed
     if not completed:
         return _bootstrap(snapshot, count, rng, taken, constraints)
     if config.policy is Policy.RANDOM:
         return _random(snapshot.ranked, count, rng, taken, constraints, cache)
-    return _bayesian(snapshot, count, rng, taken, constraints, deadline, cache, max_expansions)
+    planned = cost.expansions(completed) if max_expansions is None else max_expansions
+    if time_budget_s is None:
+        time_budget_s = cost.safety_seconds(planned) * count
+    deadline = time.perf_counter() + time_budget_s
+    return _bayesian(snapshot, count, rng, taken, constraints, deadline, cache, planned)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -291,10 +299,14 @@ def _bayesian(
     constraints: Constraints,
     deadline: float,
     cache: SearchCache,
-    max_expansions: int | None = None,
+    max_expansions: int,
 ) -> list[Proposal]:
     config = snapshot.search.config
     points = _points(snapshot.completed, cache)
+    costs = cost.CostModel.fit(
+        [parse(o.architecture, cache)[0].flops for o in snapshot.completed],
+        [o.seconds for o in snapshot.completed],
+    )
     model = surrogate.Surrogate(points.descriptors, points.scores, points.counts, cache)
     excluded = {parse(o.architecture, cache)[1].key for o in snapshot.observations}
     pending = {
@@ -304,6 +316,10 @@ def _bayesian(
     }
     model.add_fantasies(list(pending.values()))
     mean, std = model.predict_points()
+    incumbent = float(np.max(mean))
+    root_values = ei.acquisition(
+        mean, std, incumbent, costs.log_relative(np.array([g.flops for g in points.graphs]))
+    )
     roots = [
         (Node(g, key, desc, trial_id, ()), float(value))
         for g, key, desc, trial_id, value in zip(
@@ -311,14 +327,17 @@ def _bayesian(
             points.keys,
             points.descriptors,
             points.trial_ids,
-            ucb(mean, std, config.beta),
+            root_values,
             strict=True,
         )
     ]
 
     def acquisition_of(candidates: list[Descriptor], parent: Descriptor) -> np.ndarray:
         m, s = model.predict(candidates, parent)
-        return ucb(m, s, config.beta)
+        return ei.log_expected_improvement(m, s, incumbent)
+
+    def cost_penalty(flops: np.ndarray) -> np.ndarray:
+        return -ei.COST_EXPONENT * costs.log_relative(flops)
 
     start = time.perf_counter()
     budget = max(deadline - start, 0.0)
@@ -336,6 +355,8 @@ def _bayesian(
                 start + budget * (k + 1) / count,
                 config.seed % 2**63,
                 max_expansions=max_expansions,
+                cost_penalty=cost_penalty,
+                cooling=cost.cooling(max_expansions, T0, T_MIN),
                 cache=cache,
             )
             if found is None:

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from morphnas.core.errors import UnavailableError
 from morphnas.grpc_io import io_path
 from morphnas.search.cache import SearchCache
 from morphnas.server.metrics import Metrics, ObservabilityInterceptor
+from morphnas.server.reflection import enable_reflection
 from morphnas.server.security import TokenAuthInterceptor, server_credentials
 from morphnas.server.service import SearchService, ServiceLimits
 from morphnas.server.servicer import MorphNasServicer
@@ -100,13 +100,8 @@ def build_server(options: ServerOptions, repo: Repository | None = None) -> Runn
     morphnas_pb2_grpc.add_MorphNasServicer_to_server(MorphNasServicer(service, training), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (
-            SERVICE_NAME,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
+    enable_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server
     )
     address = f"{options.host}:{options.port}"
     if options.tls_cert or options.tls_key:

@@ -75,9 +75,10 @@ def search_config_from_pb(request: pb.CreateSearchRequest) -> SearchConfig:
     )
 
 
-def search_to_pb(search: Search) -> pb.Search:
+def search_to_pb(search: Search, best: Trial | None = None) -> pb.Search:
+    """``best``: the search's best completed trial, if it has one (Service.best_trials)."""
     c = search.config
-    return pb.Search(
+    message = pb.Search(
         id=search.id,
         name=c.name,
         input_shape=list(c.input_shape),
@@ -97,6 +98,10 @@ def search_to_pb(search: Search) -> pb.Search:
         trial_count=search.trial_count,
         stopped=search.stopped,
     )
+    if best is not None:
+        message.best_trial_id = best.id
+        message.best_score = best.score  # type: ignore[assignment]  # completed: a float
+    return message
 
 
 def trial_to_pb(trial: Trial) -> pb.Trial:

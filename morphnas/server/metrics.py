@@ -69,7 +69,8 @@ def _known_methods() -> frozenset[str]:
         health_pb2.DESCRIPTOR.services_by_name["Health"],
         reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
     ]
-    return frozenset(f"/{s.full_name}/{m.name}" for s in services for m in s.methods)
+    names = {f"/{s.full_name}/{m.name}" for s in services for m in s.methods}
+    return frozenset(names | {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"})
 
 
 class StoreCollector(Collector):

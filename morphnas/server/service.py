@@ -32,6 +32,7 @@ from morphnas.core.errors import (
     WeightsError,
 )
 from morphnas.core.graph import Graph
+from morphnas.core.ids import check_id, check_sha256
 from morphnas.core.morphs import apply_path
 from morphnas.core.records import (
     Measurement,
@@ -47,6 +48,7 @@ from morphnas.core.weights import (
     Weights,
     check_weights,
     init_weights,
+    require_float32,
     weights_from_bytes,
     weights_to_bytes,
 )
@@ -70,9 +72,11 @@ class ServiceLimits:
 
     max_weights_bytes: int = 512 * 1024**2
     #: Tree-search expansions per proposal: a budget of work, so proposals are reproducible.
-    suggest_expansions: int = 4
-    #: Safety net on a proposal's wall time (past it, proposals depend on the machine's speed).
-    suggest_time_budget_s: float = 2.0
+    #: None: scaled with the search's measured trial seconds (``morphnas.search.cost``).
+    suggest_expansions: int | None = None
+    #: Safety net on a suggest call's wall time (past it, proposals depend on the machine's
+    #: speed). None: 20x the planned expansions' estimated time, at least 5 s per proposal.
+    suggest_time_budget_s: float | None = None
     #: Memory for parsed weights of completed parents (a cache; 0 turns it off).
     weights_cache_bytes: int = 256 * 1024**2
     max_page_size: int = 1000
@@ -334,6 +338,10 @@ class SearchService:
         trial_id = _id(trial_id, "trial_id")
         if len(reason) > 10_000:
             raise InvalidArgumentError("reason must be at most 10,000 characters")
+        if len(worker_id) > 200:
+            raise InvalidArgumentError("worker_id must be at most 200 characters")
+        if weights_sha256:
+            check_sha256(weights_sha256, "weights_sha256")
         blob = None
         if weights or weights_sha256:
             if state is not TrialState.COMPLETED:
@@ -374,13 +382,17 @@ class SearchService:
                 f"weights of {len(blob):,} bytes exceed the limit of {self.limits.max_weights_bytes:,}"
             )
         try:
-            check_weights(Graph.from_json(trial.architecture), weights_from_bytes(blob))
+            check_weights(
+                Graph.from_json(trial.architecture), require_float32(weights_from_bytes(blob))
+            )
         except WeightsError as err:
             raise WeightsError(f"trial {trial.number}: {err}") from None
 
     def stage_weights(self, trial_id: str, blob: bytes, expected_sha: str) -> str:
         """Store uploaded weights until a report names them; returns their sha256."""
         trial = self.repo.get_trial(_id(trial_id, "trial_id"))
+        if expected_sha:
+            check_sha256(expected_sha, "sha256")
         digest = sha256_hex(blob)
         if expected_sha and expected_sha != digest:
             raise InvalidArgumentError(
@@ -445,15 +457,19 @@ class SearchService:
         """Delete weights uploaded for trials that finished without naming them."""
         return self.repo.drop_spent_staged_weights()
 
+    def best_trials(self, search_ids: Sequence[str]) -> dict[str, Trial]:
+        """The best completed trial of each search that has one (highest score, earliest on
+        ties), for ``Search.best_trial_id`` and ``best_score``."""
+        return self.repo.best_completed_trials(search_ids)
+
     def _page_size(self, requested: int, default: int) -> int:
-        if requested < 0:
-            raise InvalidArgumentError(f"page_size must be >= 0, got {requested}")
-        return min(requested or default, self.limits.max_page_size)
+        if not 0 <= requested <= self.limits.max_page_size:
+            raise InvalidArgumentError(
+                f"page_size must be between 0 (the default) and {self.limits.max_page_size}, "
+                f"got {requested}"
+            )
+        return requested or default
 
 
 def _id(value: str, field: str) -> str:
-    if not value:
-        raise InvalidArgumentError(f"{field} is required")
-    if len(value) > 64:
-        raise InvalidArgumentError(f"{field} is too long")
-    return value
+    return check_id(value, field)

@@ -8,6 +8,8 @@ from typing import Any
 import grpc
 
 from morphnas.core.errors import InvalidArgumentError, NotFoundError, ResourceExhaustedError
+from morphnas.core.ids import check_id
+from morphnas.core.records import Search
 from morphnas.server import convert
 from morphnas.server.errors import handles_errors, handles_stream_errors
 from morphnas.server.service import SearchService, sha256_hex
@@ -48,15 +50,17 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
 
     @handles_errors
     def GetSearch(self, request: pb.GetSearchRequest, context: grpc.ServicerContext) -> pb.Search:
-        return convert.search_to_pb(self.service.get_search(request.search_id))
+        return self._search_to_pb(self.service.get_search(request.search_id))
 
     @handles_errors
     def ListSearches(
         self, request: pb.ListSearchesRequest, context: grpc.ServicerContext
     ) -> pb.ListSearchesResponse:
         searches, token = self.service.list_searches(request.page_size, request.page_token)
+        best = self.service.best_trials([s.id for s in searches])
         return pb.ListSearchesResponse(
-            searches=[convert.search_to_pb(s) for s in searches], next_page_token=token
+            searches=[convert.search_to_pb(s, best.get(s.id)) for s in searches],
+            next_page_token=token,
         )
 
     @handles_errors
@@ -171,7 +175,7 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
 
     @handles_errors
     def StopSearch(self, request: pb.StopSearchRequest, context: grpc.ServicerContext) -> pb.Search:
-        return convert.search_to_pb(self.training.stop(request.search_id))
+        return self._search_to_pb(self.training.stop(request.search_id))
 
     @handles_errors
     def WatchSearch(
@@ -222,24 +226,30 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
             datasets=[convert.dataset_to_pb(d) for d in self.training.list_datasets()]
         )
 
+    def _search_to_pb(self, search: Search) -> pb.Search:
+        return convert.search_to_pb(search, self.service.best_trials([search.id]).get(search.id))
+
     @handles_errors
     def DeleteDataset(
         self, request: pb.DeleteDatasetRequest, context: grpc.ServicerContext
     ) -> pb.DeleteDatasetResponse:
-        if not request.dataset_id:
-            raise InvalidArgumentError("dataset_id is required")
-        self.training.delete_dataset(request.dataset_id)
+        self.training.delete_dataset(check_id(request.dataset_id, "dataset_id"))
         return pb.DeleteDatasetResponse()
 
 
 def _assemble(first: Any, rest: Iterator[Any], limit: int) -> bytes:
-    """The bytes of a client stream (``data`` of every message), refused past ``limit``."""
+    """The bytes of a client stream (``data`` of every message), refused past ``limit``; a
+    message carrying more than CHUNK_BYTES is refused (the contract's chunk size)."""
+    if first.total_size < 0:
+        raise InvalidArgumentError(f"total_size must be >= 0, got {first.total_size}")
     if first.total_size > limit:
         raise ResourceExhaustedError(
             f"an upload of {first.total_size:,} bytes exceeds the limit of {limit:,}"
         )
+    _check_chunk(first, 0)
     parts, size = [first.data], len(first.data)
-    for message in rest:
+    for index, message in enumerate(rest, start=1):
+        _check_chunk(message, index)
         size += len(message.data)
         if size > limit:
             raise ResourceExhaustedError(f"the upload exceeds the limit of {limit:,} bytes")
@@ -248,6 +258,14 @@ def _assemble(first: Any, rest: Iterator[Any], limit: int) -> bytes:
     if first.total_size and first.total_size != len(blob):
         raise InvalidArgumentError(f"announced {first.total_size} bytes, received {len(blob)}")
     return blob
+
+
+def _check_chunk(message: Any, index: int) -> None:
+    if len(message.data) > CHUNK_BYTES:
+        raise InvalidArgumentError(
+            f"message {index} of the upload carries {len(message.data):,} bytes; "
+            f"send at most {CHUNK_BYTES:,} (1 MiB) a message"
+        )
 
 
 def _chunks(blob: bytes, message: Any, context: grpc.ServicerContext) -> Iterator[Any]:

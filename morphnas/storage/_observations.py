@@ -34,6 +34,8 @@ _COLUMNS = (
     trials.c.score,
     trials.c.parent_id,
     trials.c.weights_sha256,
+    trials.c.created_at,
+    trials.c.updated_at,
 )
 _STATES = {state.value: state for state in TrialState}
 #: Trials numbered from ``count`` on, and (a UNION, not an OR: each half then uses its own index
@@ -163,4 +165,6 @@ def _observation(row: Any) -> Observation:
         score=row.score,
         parent_id=row.parent_id,
         has_trained_weights=bool(row.weights_sha256),
+        # A COMPLETED trial's row is last written by its report: suggestion to report.
+        seconds=row.updated_at - row.created_at if row.state == "COMPLETED" else None,
     )

@@ -615,6 +615,30 @@ class Repository(TrainingStorage):
 
         return self._unit(work, write=False)
 
+    def best_completed_trials(self, search_ids: Sequence[str]) -> dict[str, Trial]:
+        """Per search id: its COMPLETED trial with the highest score, the lowest number on ties
+        (searches without a completed trial, or unknown ids, are left out). One unit of work."""
+        query = (
+            select(trials)
+            .where(
+                trials.c.search_id == bindparam("search_id"),
+                trials.c.state == TrialState.COMPLETED.value,
+                trials.c.score.is_not(None),
+            )
+            .order_by(trials.c.score.desc(), trials.c.number)
+            .limit(1)
+        )
+
+        def work(c: Connection) -> dict[str, Trial]:
+            found = {}
+            for search_id in dict.fromkeys(search_ids):
+                row = c.execute(query, {"search_id": search_id}).first()
+                if row is not None:
+                    found[search_id] = trial_record(row)
+            return found
+
+        return self._unit(work, write=False)
+
 
 # ---------------------------------------------------------------------- trial helpers
 #: A report on an open trial: STALE (a late worker), or ACTIVE and leased to the reporting

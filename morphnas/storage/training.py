@@ -185,7 +185,6 @@ class TrainingStorage:
                     "dataset": dataset,
                     "trials": trials,
                     "budget_seconds": budget_seconds,
-                    "final_fit": final_fit,
                 },
                 at,
             )

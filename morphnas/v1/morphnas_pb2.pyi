@@ -54,7 +54,7 @@ STOPPED: RunState
 DONE: RunState
 
 class Search(_message.Message):
-    __slots__ = ("id", "name", "input_shape", "num_classes", "seed", "policy", "beta", "seed_width", "seed_depth", "max_params", "max_memory_bytes", "batch_size", "lease_seconds", "max_trials", "created_at", "size_cap_params", "trial_count", "stopped")
+    __slots__ = ("id", "name", "input_shape", "num_classes", "seed", "policy", "beta", "seed_width", "seed_depth", "max_params", "max_memory_bytes", "batch_size", "lease_seconds", "max_trials", "created_at", "size_cap_params", "trial_count", "stopped", "best_trial_id", "best_score")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,8 @@ class Search(_message.Message):
     SIZE_CAP_PARAMS_FIELD_NUMBER: _ClassVar[int]
     TRIAL_COUNT_FIELD_NUMBER: _ClassVar[int]
     STOPPED_FIELD_NUMBER: _ClassVar[int]
+    BEST_TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    BEST_SCORE_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     input_shape: _containers.RepeatedScalarFieldContainer[int]
@@ -91,7 +93,9 @@ class Search(_message.Message):
     size_cap_params: int
     trial_count: int
     stopped: bool
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., seed: _Optional[int] = ..., policy: _Optional[_Union[Policy, str]] = ..., beta: _Optional[float] = ..., seed_width: _Optional[int] = ..., seed_depth: _Optional[int] = ..., max_params: _Optional[int] = ..., max_memory_bytes: _Optional[int] = ..., batch_size: _Optional[int] = ..., lease_seconds: _Optional[float] = ..., max_trials: _Optional[int] = ..., created_at: _Optional[float] = ..., size_cap_params: _Optional[int] = ..., trial_count: _Optional[int] = ..., stopped: _Optional[bool] = ...) -> None: ...
+    best_trial_id: str
+    best_score: float
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., seed: _Optional[int] = ..., policy: _Optional[_Union[Policy, str]] = ..., beta: _Optional[float] = ..., seed_width: _Optional[int] = ..., seed_depth: _Optional[int] = ..., max_params: _Optional[int] = ..., max_memory_bytes: _Optional[int] = ..., batch_size: _Optional[int] = ..., lease_seconds: _Optional[float] = ..., max_trials: _Optional[int] = ..., created_at: _Optional[float] = ..., size_cap_params: _Optional[int] = ..., trial_count: _Optional[int] = ..., stopped: _Optional[bool] = ..., best_trial_id: _Optional[str] = ..., best_score: _Optional[float] = ...) -> None: ...
 
 class CreateSearchRequest(_message.Message):
     __slots__ = ("name", "input_shape", "num_classes", "seed", "policy", "beta", "seed_width", "seed_depth", "max_params", "max_memory_bytes", "batch_size", "lease_seconds", "max_trials")

@@ -169,7 +169,10 @@ class MorphNasServicer:
 
     def SuggestTrials(self, request, context):
         """Ask for trials. Idempotent per worker: a worker_id that already holds ACTIVE trials in this
-        search gets those back instead of new ones.
+        search gets those back instead of new ones. Each trial's INITIAL weights are its parent's
+        TRAINED weights carried through the morphs in operations_json; when the parent was reported
+        without weights, they are the parent's INITIAL weights carried the same way (the child then
+        computes what its parent computed before training). A seed's INITIAL weights are fresh.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -177,7 +180,8 @@ class MorphNasServicer:
 
     def ReportTrial(self, request, context):
         """Tell the outcome of a trial. Repeating the same report is a no-op that returns the same
-        trial; a different report for a finished trial fails with FAILED_PRECONDITION.
+        trial; a different report for a finished trial fails with FAILED_PRECONDITION. While the
+        trial is ACTIVE, only the worker it was handed to may report it (see worker_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -263,7 +267,9 @@ class MorphNasServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ExportModel(self, request, context):
-        """The ONNX file of a trial (default: the search's best), its input normalisation baked in.
+        """The ONNX file of a trial, its input normalisation baked in. Naming only search_id exports
+        the search's best trial among those with trained weights: Search.best_trial_id when that
+        trial reported weights (FAILED_PRECONDITION when no completed trial has weights).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

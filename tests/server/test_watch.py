@@ -113,6 +113,6 @@ def test_a_watch_past_the_cap_is_refused_and_cancelled_watches_are_released(
 
 def test_a_watch_of_a_missing_search_is_not_found(client: Client) -> None:
     search = _search(client)
-    search.info = dataclasses.replace(search.info, id="no-such-search")
+    search.info = dataclasses.replace(search.info, id="0" * 32)  # well-formed, unknown
     with pytest.raises(NotFoundError):
         list(search.watch(timeout=10))

@@ -11,6 +11,7 @@ from morphnas.core.errors import InvalidArgumentError, NotFoundError
 from morphnas.core.records import RunState, TrainingBudget, TrialState
 from morphnas.search.stopping import StoppingRule
 from morphnas.server.service import SearchService, ServiceLimits
+from morphnas.server.service import suggest_trials as suggest
 from morphnas.storage import Repository
 from tests.storage.conftest import make_config
 from tests.storage.test_repository_contract import Proposer
@@ -63,7 +64,7 @@ def test_a_spent_budget_frees_no_slot_and_is_handed_out_to_be_closed(repo: Repos
     )
     claimed = repo.claim_training_slot()
     assert claimed is not None and claimed.id == run.id and claimed.claimed == 1
-    (trial,) = repo.suggest(search.id, "w", 1, Proposer())
+    (trial,) = suggest(repo, search.id, "w", 1, Proposer())
     assert repo.charge_training_run(run.id, 6.0).seconds_left == 4.0
     assert repo.claim_training_slot().claimed == 2  # type: ignore[union-attr]  # 4 s left
     assert repo.charge_training_run(run.id, 4.5).budget_spent
@@ -81,7 +82,7 @@ def test_a_spent_budget_frees_no_slot_and_is_handed_out_to_be_closed(repo: Repos
 def _completed_with_curve(
     repo: Repository, search_id: str, values: list[float], parent_id: str | None = None
 ) -> str:
-    (trial,) = repo.suggest(search_id, "done", 1, Proposer(parent_id))
+    (trial,) = suggest(repo, search_id, "done", 1, Proposer(parent_id))
     for step, value in enumerate(values, start=1):
         repo.add_measurement(trial.id, step, value, "val_accuracy")
     repo.report(trial.id, state=COMPLETED, score=max(values))
@@ -94,7 +95,7 @@ def test_learning_curves_of_a_trial_and_its_completed_peers(repo: Repository) ->
     seed = _completed_with_curve(repo, search.id, [0.5, 0.7, 0.8])
     peer = _completed_with_curve(repo, search.id, [0.6], parent_id=seed)
     _completed_with_curve(repo, other.id, [0.9, 0.9])  # another search
-    (failed, active, child) = repo.suggest(search.id, "open", 3, Proposer(seed))
+    (failed, active, child) = suggest(repo, search.id, "open", 3, Proposer(seed))
     repo.add_measurement(failed.id, 1, 0.99, "val_accuracy")
     repo.report(failed.id, state=TrialState.FAILED, score=None, reason="x")
     repo.add_measurement(active.id, 1, 0.98, "val_accuracy")  # still training: not a peer
@@ -116,14 +117,14 @@ def test_progress_answers_should_stop_for_a_clearly_bad_child(repo: Repository) 
     seed = _completed_with_curve(repo, search.id, [0.50, 0.70, 0.80, 0.85])
     for values in ([0.80, 0.85, 0.88], [0.82, 0.86, 0.90], [0.70, 0.80, 0.84]):
         _completed_with_curve(repo, search.id, values, parent_id=seed)
-    (bad, good, late) = repo.suggest(search.id, "open", 3, Proposer(seed))
+    (bad, good, late) = suggest(repo, search.id, "open", 3, Proposer(seed))
     answers = [service.progress(bad.id, s, 0.2, "val_accuracy")[1] for s in (1, 2, 3)]
     assert answers == [False, False, True]  # warm-up of 3 epochs, then clearly below
     assert repo.get_trial(bad.id).state is TrialState.ACTIVE  # told, not stopped by the server
     assert [service.progress(good.id, s, 0.86, "val_accuracy")[1] for s in (1, 2, 3)] == [False] * 3
     assert service.progress(late.id, 3, 0.2, "objective")[1] is False  # no peers for this name
 
-    (seed2,) = repo.suggest(search.id, "seed", 1, Proposer(None))  # a seed is never stopped
+    (seed2,) = suggest(repo, search.id, "seed", 1, Proposer(None))  # a seed is never stopped
     assert service.progress(seed2.id, 5, 0.0, "val_accuracy")[1] is False
 
     quiet = SearchService(repo, ServiceLimits(early_stopping=None))

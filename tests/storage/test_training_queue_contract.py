@@ -15,6 +15,7 @@ import pytest
 
 from morphnas.core.errors import FailedPreconditionError
 from morphnas.core.records import RunState, TrainingBudget, TrainingRun, Trial, TrialState
+from morphnas.server.service import suggest_trials as suggest
 from morphnas.storage import Repository
 from tests.storage.conftest import make_config
 from tests.storage.test_repository_contract import Proposer
@@ -34,7 +35,7 @@ def _run(repo: Repository, trials: int, *, at: float = T0, name: str = "queue") 
 def _hand_out(repo: Repository, search_id: str, worker: str, n: int = 1, at: float = T0):
     """What a worker does after a claim: ask the search for trials (the only call of suggest
     here, so a change of its signature is made in one place)."""
-    return repo.suggest(search_id, worker, n, Proposer(), lease_seconds=LEASE, now=at)
+    return suggest(repo, search_id, worker, n, Proposer(), lease_seconds=LEASE, now=at)
 
 
 def _claim(repo: Repository, at: float = T0) -> TrainingRun | None:

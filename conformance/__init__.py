@@ -1,0 +1,1 @@
+"""Conformance vectors of the morphnas architecture format (see README.md beside this file)."""

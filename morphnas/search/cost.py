@@ -1,0 +1,149 @@
+"""What a candidate will cost to train, learned per search, and the search effort it is worth.
+
+Notation (``n`` completed trials with a measured time):
+
+``f`` (FLOPs)
+    the forward FLOPs of one example (:attr:`Graph.flops`); a training epoch costs about
+    ``examples × 3f`` operations plus a fixed overhead, so time grows with ``f``.
+``x = log f``, ``y = log s``
+    log FLOPs and log measured seconds ``s`` (``Observation.seconds``: suggestion to report) of
+    the trials with ``s ≥ S_min`` (:data:`MIN_SECONDS`). Shorter trials are left out of the fit
+    (censored, not "cheap": their time is the service's own overhead — the ask, weights, start-up
+    — more than the network's), which also keeps the model, and with it the proposals, from
+    following the jitter of a loaded or test machine: two runs of the same history whose times
+    differ only below S_min propose the same.
+``y ≈ a + b (x − x̄)``
+    the cost model, a log-log line. ``b`` has a Gaussian prior ``N(b₀, τ²)`` (b₀ = 1: time
+    proportional to FLOPs; τ = :data:`SLOPE_PRIOR_SD`); the residual variance is taken as
+    ``σ²`` = :data:`LOG_NOISE`²; ``a`` is flat. The posterior mean is closed form:
+    ``b̂ = (Σ x̃ ỹ / σ² + b₀/τ²) / (Σ x̃² / σ² + 1/τ²)``, ``â = ȳ`` (x̃, ỹ centred). With one
+    measured trial this is the prior slope through that trial; with none only *relative* costs
+    are known, ``ĉ(x) ∝ f^{b₀}`` — and relative costs are all the acquisition needs.
+``ĉ(f) = exp(â + b̂ (log f − x̄))``
+    predicted seconds.
+
+The acquisition divides expected improvement by ``ĉ^α`` (see :mod:`morphnas.search.ei`); only
+ratios of costs matter there, so :meth:`CostModel.log_relative` gives ``log ĉ(f) − log ĉ_ref``
+with ``ĉ_ref`` the cost at the mean log FLOPs of the observed points.
+
+**Search effort.** A proposal's tree search may spend about :data:`EFFORT_FRACTION` of a mean
+trial's measured time: ``E = clamp(round(φ · s̄ / t_e), E_min, E_max)`` expansions, with ``s̄``
+the mean (clamped) measured trial seconds, φ = :data:`EFFORT_FRACTION`, ``t_e`` =
+:data:`SECONDS_PER_EXPANSION` a *constant* estimate of an expansion's cost (measured on one CPU
+thread, see the constant) and the clamp :data:`MIN_EXPANSIONS`..:data:`MAX_EXPANSIONS`. It is
+counted in expansions and derived only from stored numbers, so the same snapshot gives the same
+effort on any machine; the wall clock is only a safety net (:func:`safety_seconds`).
+At the minimum effort a proposal costs about 0.2-0.5 s of CPU (``bench/suggest.py``), so for
+trials shorter than about 10 s the share φ is exceeded: quality is not given up for latency there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from morphnas.core.records import Observation
+
+#: Measured times below this (seconds) are not fitted, and count as this in the mean trial time
+#: (see ``S_min`` above): an ask on a loaded machine was measured at up to a few seconds.
+MIN_SECONDS = 5.0
+#: Prior mean and standard deviation of the log-log slope b.
+PRIOR_SLOPE = 1.0
+SLOPE_PRIOR_SD = 0.5
+#: Assumed standard deviation of log seconds around the line (σ): a factor of about 1.35.
+LOG_NOISE = 0.3
+#: Share of a mean trial's time a proposal's tree search may take (φ).
+EFFORT_FRACTION = 0.02
+#: Estimated seconds per tree-search expansion (t_e): the median on one CPU thread of
+#: ``bench/suggest.py`` (8 children materialised, distances and GP prediction) was about 5 ms;
+#: this errs high so that the effort stays within its share on slower machines.
+SECONDS_PER_EXPANSION = 0.01
+#: Bounds of the expansions per proposal (E_min, E_max). E_min keeps a cheap search's proposals
+#: GP-guided (each expansion scores all one-step children of a node, so 8 expansions still reach
+#: paths of 2 and 3 morphs from the best nodes) while its suggest stays within about 5 % of a
+#: 2-second trial (digits on one CPU thread: about 0.1 s of CPU at 8 expansions, 0.25 s at 24);
+#: E_max bounds the latency of an expensive one.
+MIN_EXPANSIONS = 8
+MAX_EXPANSIONS = 400
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """The fitted line ``log ĉ = a + b (log f − x̄)``; ``n`` is how many trials it saw."""
+
+    a: float
+    b: float
+    x_mean: float
+    n: int
+
+    @classmethod
+    def fit(cls, flops: Sequence[float], seconds: Sequence[float | None]) -> CostModel:
+        """Fit on the observed points' FLOPs and measured seconds (None: not measured).
+
+        Only times of at least :data:`MIN_SECONDS` are fitted (see the module docstring).
+
+        ``x̄`` is the mean log FLOPs over *all* given points (measured or not), so relative
+        costs are centred on the observed architectures even before any time is known.
+        """
+        x_all = np.log(np.maximum(np.asarray(flops, np.float64), 1.0))  # (N,)
+        x_mean = float(x_all.mean()) if len(x_all) else 0.0
+        known = [
+            i
+            for i, s in enumerate(seconds)
+            if s is not None and math.isfinite(s) and s >= MIN_SECONDS
+        ]
+        if not known:
+            return cls(0.0, PRIOR_SLOPE, x_mean, 0)
+        x = x_all[known]  # (n,)
+        y = np.log(np.asarray([seconds[i] for i in known], np.float64))  # (n,)
+        xc, yc = x - x.mean(), y - y.mean()
+        precision = 1.0 / SLOPE_PRIOR_SD**2
+        b = (float(xc @ yc) / LOG_NOISE**2 + PRIOR_SLOPE * precision) / (
+            float(xc @ xc) / LOG_NOISE**2 + precision
+        )
+        # The intercept at x_mean: the line through the measured points' centroid.
+        a = float(y.mean()) + b * (x_mean - float(x.mean()))
+        return cls(a, b, x_mean, len(known))
+
+    def log_seconds(self, flops: np.ndarray) -> np.ndarray:
+        """Predicted log seconds (Q,) at these FLOPs (Q,); meaningful only once n ≥ 1."""
+        return self.a + self.b * (np.log(np.maximum(flops, 1.0)) - self.x_mean)
+
+    def log_relative(self, flops: np.ndarray) -> np.ndarray:
+        """``log ĉ(f) − log ĉ_ref`` (Q,): log cost relative to the observed points' typical one."""
+        return self.b * (np.log(np.maximum(np.asarray(flops, np.float64), 1.0)) - self.x_mean)
+
+
+def mean_seconds(observations: Sequence[Observation]) -> float | None:
+    """Mean measured (clamped) seconds of the completed trials that have one; None if none."""
+    known = [max(o.seconds, MIN_SECONDS) for o in observations if o.seconds is not None]
+    known = [s for s in known if math.isfinite(s)]
+    return float(np.mean(known)) if known else None
+
+
+def expansions(observations: Sequence[Observation]) -> int:
+    """Tree-search expansions per proposal, from the measured trial times (see the module doc)."""
+    mean = mean_seconds(observations)
+    if mean is None:
+        return MIN_EXPANSIONS
+    wanted = round(EFFORT_FRACTION * mean / SECONDS_PER_EXPANSION)
+    return int(min(max(wanted, MIN_EXPANSIONS), MAX_EXPANSIONS))
+
+
+def safety_seconds(planned: int) -> float:
+    """The wall-clock safety net for ``planned`` expansions: 20x their estimated time, ≥ 5 s.
+
+    Past it the search stops early and its answer depends on the machine's speed (logged). The
+    margin is wide on purpose: on a shared, loaded machine (2 cores, load 9) an ask's wall time
+    was measured at 5-7x its CPU time, and the net must not decide proposals there.
+    """
+    return max(5.0, 20.0 * planned * SECONDS_PER_EXPANSION)
+
+
+def cooling(planned: int, t0: float, t_min: float) -> float:
+    """The annealing factor that takes the temperature from ``t0`` to ``t_min`` in ``planned``
+    expansions, so the schedule spans the whole budget (0.9 for 88 expansions)."""
+    return float((t_min / t0) ** (1.0 / max(planned, 1)))
