@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -18,17 +18,17 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from morphnas.client import Client, SearchHandle
-from morphnas.core.records import BUILTIN_DATASET_SHAPES, MAX_BUDGET_SECONDS
-from morphnas.tables import describe_path, table
+from morphnas.core.records import BUILTIN_DATASET_SHAPES
+from morphnas.options import check_run
+from morphnas.tables import describe_path, plural, table
 
 
 @contextmanager
-def embedded_server(db_path: str, workers: int, device: str | None) -> Iterator[str]:
+def embedded_server(url: str, workers: int, device: str | None) -> Iterator[str]:
     """A server on a free port and its worker processes; yields the address."""
     from morphnas.server.app import ServerOptions, build_server
     from morphnas.server.workers import WorkerPool
 
-    url = f"sqlite:///{os.path.abspath(db_path)}"
     running = build_server(ServerOptions(db_url=url, port=0, sweep_seconds=1.0))
     pool = WorkerPool(url, workers, device=device)
     pool.start()
@@ -37,6 +37,68 @@ def embedded_server(db_path: str, workers: int, device: str | None) -> Iterator[
     finally:
         pool.stop()
         running.stop(5)
+
+
+def database_url(db: str) -> str:
+    """``--db`` as a SQLAlchemy URL: a URL as given (SQLite or PostgreSQL), a path as SQLite."""
+    return db if "://" in db else f"sqlite:///{os.path.abspath(db)}"
+
+
+@contextmanager
+def stop_signals() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so both stop the search cleanly."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (a test calling run): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(search: SearchHandle | None) -> int:
+    """Ctrl-C or SIGTERM: stop the search this command started (it never trains again unless
+    resumed), say so in one line, exit 130."""
+    if search is None:
+        print("\nmorphnas run: interrupted", file=sys.stderr)
+        return 130
+    try:
+        search.stop()
+    except Exception as err:  # the server went away too: say so, still exit 130
+        print(
+            f"\nmorphnas run: interrupted; could not stop search {search.id}: {err}",
+            file=sys.stderr,
+        )
+        return 130
+    print(
+        f"\nmorphnas run: interrupted; stopped search {search.id} "
+        f"(continue it with: morphnas run --resume {search.id})",
+        file=sys.stderr,
+    )
+    return 130
+
+
+def _wait_for_a_worker(search: SearchHandle, server: str, timeout: float) -> None:
+    """Fail fast when no training worker takes the run: the server queues runs for workers,
+    and one that nobody claims within ``timeout`` seconds means the server has none (or none
+    free). The search is stopped, so it does not start training later without the user."""
+    deadline = time.monotonic() + timeout
+    while search.training_run().claimed == 0:
+        if time.monotonic() >= deadline:
+            search.stop()
+            raise SystemExit(
+                f"morphnas run: no training worker took the search in {timeout:g} s: the server "
+                f"at {server} has no free worker. Start one with `morphnas serve --workers N` or "
+                f"`morphnas worker --db URL`, then: morphnas run --resume {search.id} "
+                f"--server {server}"
+            )
+        time.sleep(0.5)
 
 
 def _dataset_for(client: Client, dataset: str) -> tuple[str, tuple[int, ...], int]:
@@ -51,28 +113,6 @@ def _dataset_for(client: Client, dataset: str) -> tuple[str, tuple[int, ...], in
     print(f"uploading {dataset} ...", file=sys.stderr)
     info = client.upload_dataset(dataset)
     return info.id, tuple(info.input_shape), info.num_classes
-
-
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_budget(text: str) -> float:
-    """Seconds of a ``--budget``: ``90s``, ``10m``, ``1.5h`` or plain seconds (``600``).
-
-    Raises ValueError with a message fit for one line of output."""
-    value = text.strip().lower()
-    scale = _UNITS.get(value[-1:], 0.0)
-    number = value[:-1] if scale else value
-    try:
-        seconds = float(number) * (scale or 1.0)
-    except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_BUDGET_SECONDS:
-        raise ValueError(
-            f"--budget {text!r}: give a positive time such as 90s, 10m, 1h or plain seconds "
-            "(at most 30 days)"
-        )
-    return seconds
 
 
 def _follow(
@@ -178,8 +218,8 @@ def _leaderboard(search: SearchHandle, top: int = 10) -> str:
 
 def _plan(trials: int, budget_seconds: float) -> str:
     if not budget_seconds:
-        return f"{trials} trial(s)"
-    limit = f"at most {trials} trial(s)" if trials else "as many trials as fit"
+        return plural(trials, "trial")
+    limit = f"at most {plural(trials, 'trial')}" if trials else "as many trials as fit"
     return f"{budget_seconds:g} s of training ({limit})"
 
 
@@ -198,40 +238,41 @@ def _shorten(text: str, width: int = 70) -> str:
 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    try:  # checked before anything is created
-        budget_seconds = parse_budget(args.budget) if args.budget else 0.0
-    except ValueError as err:
-        raise SystemExit(f"morphnas run: {err}") from None
-    # With a budget and no --trials, as many trials as the budget allows (the server caps them).
-    trials = args.trials if args.trials is not None else (0 if budget_seconds else 10)
-    if trials < 0 or (trials == 0 and not budget_seconds):
-        raise SystemExit("morphnas run: --trials must be positive (or 0 with a --budget)")
+    trials, budget_seconds = check_run(args)  # every option checked before anything is created
     if args.server:
         context: Any = nullcontext(args.server)
     else:
-        context = embedded_server(args.db, args.workers, args.device)
-    with context as address, Client(address, timeout=120) as client:
-        reference, shape, classes = _dataset_for(client, args.dataset)
-        search = client.create_search(
-            name=args.name or f"{os.path.basename(args.dataset)}-{time.strftime('%Y%m%d-%H%M%S')}",
-            input_shape=shape,
-            num_classes=classes,
-            seed=args.seed,
-            policy=args.policy,
-        )
-        print(
-            f"search {search.id}: {_plan(trials, budget_seconds)} on {args.dataset} {shape}, "
-            f"{classes} classes"
-        )
-        search.train(
-            reference,
-            trials,
-            budget_seconds=budget_seconds,
-            epochs=args.epochs,
-            max_seconds=args.max_seconds,
-            device=args.device or "auto",
-        )
-        finished = _follow(search, trials, args.epochs, args.quiet, budget_seconds)
+        context = embedded_server(database_url(args.db), args.workers, args.device)
+    search: SearchHandle | None = None
+    with stop_signals(), context as address, Client(address, timeout=120) as client:
+        try:
+            reference, shape, classes = _dataset_for(client, args.dataset)
+            search = client.create_search(
+                name=args.name
+                or f"{os.path.basename(args.dataset)}-{time.strftime('%Y%m%d-%H%M%S')}",
+                input_shape=shape,
+                num_classes=classes,
+                seed=args.seed,
+                policy=args.policy,
+            )
+            print(
+                f"search {search.id}: {_plan(trials, budget_seconds)} on {args.dataset} {shape}, "
+                f"{plural(classes, 'class')}",
+                flush=True,
+            )
+            search.train(
+                reference,
+                trials,
+                budget_seconds=budget_seconds,
+                epochs=args.epochs,
+                max_seconds=args.max_seconds,
+                device=args.device or "auto",
+            )
+            if args.server:
+                _wait_for_a_worker(search, args.server, args.claim_timeout)
+            finished = _follow(search, trials, args.epochs, args.quiet, budget_seconds)
+        except KeyboardInterrupt:
+            return _interrupted(search)
         print()
         print(_leaderboard(search))
         run_info = search.training_run()
@@ -243,7 +284,8 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"\nbest: trial {best.number}, validation accuracy {best.score:.4f}"
             + (f", test accuracy {test:.4f}" if test is not None else "")
-            + f" ({finished.get('trials', trials)} trials in {time.perf_counter() - started:.0f} s"
+            + f" ({plural(finished.get('trials', trials), 'trial')} in "
+            + f"{time.perf_counter() - started:.0f} s"
             + _budget_note(finished)
             + ")"
         )
@@ -280,9 +322,7 @@ def _verify_export(blob: bytes, dataset: str, seed: int, best: Any) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--dataset", required=True, help="digits, mnist1d, or PATH.npz (arrays x and y)"
-    )
+    parser.add_argument("--dataset", help="digits, mnist1d, or PATH.npz (arrays x and y); required")
     parser.add_argument(
         "--trials",
         type=int,
@@ -304,12 +344,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=600.0,
         help="wall-clock limit per trial, a guard against a runaway trial (default %(default)s)",
     )
-    parser.add_argument("--policy", choices=["bayesian", "random"], default="bayesian")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--policy",
+        choices=["bayesian", "random"],
+        default="bayesian",
+        help="how the next network is chosen: bayesian (a Gaussian process weighing expected "
+        "gain against cost) or random (random morphs, the baseline) (default %(default)s)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds the data split, the first network's weights and the policy; the same seed "
+        "and options repeat a search (default %(default)s)",
+    )
     parser.add_argument("--name", help="search name (default: dataset and time)")
     parser.add_argument("--export", metavar="PATH", help="write the best model as ONNX here")
-    parser.add_argument("--server", help="use this server instead of an embedded one")
-    parser.add_argument("--db", default="morphnas.db", help="SQLite file of the embedded server")
+    parser.add_argument(
+        "--server",
+        help="use this server (HOST:PORT; a bare HOST means port 50051) instead of an embedded one",
+    )
+    parser.add_argument(
+        "--claim-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="with --server: give up when no training worker takes the search within this long "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--db",
+        default=os.environ.get("MORPHNAS_DB", "morphnas.db"),
+        help="database of the embedded server: a SQLite file, sqlite:///FILE or "
+        "postgresql+psycopg://USER@HOST/DB (default $MORPHNAS_DB or morphnas.db)",
+    )
     parser.add_argument(
         "--workers", type=int, default=1, help="embedded training workers (default 1)"
     )
