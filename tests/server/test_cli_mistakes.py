@@ -4,9 +4,11 @@ status, nothing created, no traceback."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -101,3 +103,77 @@ def test_a_bare_host_gets_morphnas_port() -> None:
     assert server_address("unix:/tmp/morphnas.sock") == "unix:/tmp/morphnas.sock"
     with pytest.raises(UsageError, match="1..65535"):
         server_address("127.0.0.1:0")
+
+
+@pytest.fixture
+def workerless_server(tmp_path: Path):
+    """A real server with no training worker: what `morphnas serve` starts by default."""
+    from morphnas.server.app import ServerOptions, build_server
+
+    running = build_server(ServerOptions(db_url=f"sqlite:///{tmp_path / 's.db'}", port=0))
+    try:
+        yield running.address
+    finally:
+        running.stop(2)
+
+
+def _search_ids(address: str) -> list[tuple[str, bool]]:
+    from morphnas.client import Client
+
+    with Client(address) as client:
+        return [(s.id, s.info.stopped) for s in client.list_searches()]
+
+
+def test_run_against_a_server_without_workers_fails_fast(
+    tmp_path: Path, workerless_server: str
+) -> None:
+    started = time.monotonic()
+    result = _morphnas(
+        "run", "--dataset", "digits", "--trials", "1", "--epochs", "1", "--quiet",
+        "--server", workerless_server, "--claim-timeout", "1", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1 and time.monotonic() - started < 30
+    line = _one_line(result)
+    assert "no training worker took the search in 1 s" in line
+    assert "morphnas serve --workers N" in line and "morphnas worker --db URL" in line
+    [(search_id, stopped)] = _search_ids(workerless_server)
+    assert stopped and f"morphnas run --resume {search_id}" in line  # it never trains later
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupting_run_stops_its_search(
+    tmp_path: Path, workerless_server: str, signum: int
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "morphnas.cli", "run", "--dataset", "digits", "--trials", "2",
+         "--epochs", "1", "--quiet", "--server", workerless_server, "--claim-timeout", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        first = proc.stdout.readline()  # type: ignore[union-attr]
+        assert first.startswith("search "), first
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    [(search_id, stopped)] = _search_ids(workerless_server)
+    assert stopped
+    assert err.strip() == (
+        f"morphnas run: interrupted; stopped search {search_id} "
+        f"(continue it with: morphnas run --resume {search_id})"
+    )
+
+
+def test_morphnas_stop(tmp_path: Path, workerless_server: str) -> None:
+    from morphnas.client import Client
+
+    with Client(workerless_server) as client:
+        search = client.create_search(name="s", input_shape=(8,), num_classes=2)
+    result = _morphnas("stop", search.id, "--server", workerless_server, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"stopped search {search.id}")
+    assert _search_ids(workerless_server) == [(search.id, True)]
+    missing = _morphnas("stop", "0" * 32, "--server", workerless_server, cwd=tmp_path)
+    assert missing.returncode == 1 and "no search" in _one_line(missing).lower()
