@@ -177,3 +177,17 @@ def test_morphnas_stop(tmp_path: Path, workerless_server: str) -> None:
     assert _search_ids(workerless_server) == [(search.id, True)]
     missing = _morphnas("stop", "0" * 32, "--server", workerless_server, cwd=tmp_path)
     assert missing.returncode == 1 and "no search" in _one_line(missing).lower()
+
+
+def test_run_takes_a_database_url_from_morphnas_db(tmp_path: Path) -> None:
+    db = tmp_path / "elsewhere" / "custom.db"
+    db.parent.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "morphnas.cli", "run", "--dataset", "digits", "--trials", "1",
+         "--epochs", "1", "--quiet"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "MORPHNAS_DB": f"sqlite:///{db}"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert ": 1 trial on digits" in result.stdout and "(1 trial in " in result.stdout
+    assert db.exists() and not (tmp_path / "morphnas.db").exists()
