@@ -92,9 +92,14 @@ def check_run(args: argparse.Namespace) -> tuple[int, float]:
         )
     if args.server and not args.claim_timeout > 0:
         raise UsageError(f"--claim-timeout {args.claim_timeout:g}: give a positive number")
-    if getattr(args, "resume", None):
-        if args.dataset:
-            raise UsageError("--resume continues a search on its own dataset: drop --dataset")
+    if args.resume:
+        given = [o for o, v in (("--dataset", args.dataset), ("--trials", args.trials),
+                                ("--budget", args.budget)) if v is not None]  # fmt: skip
+        if given:
+            raise UsageError(
+                f"--resume continues a search with its own dataset and what it still owes: "
+                f"drop {' and '.join(given)}"
+            )
     elif not args.dataset:
         raise UsageError("--dataset is required: digits, mnist1d or PATH.npz")
     elif args.dataset not in BUILTIN_DATASET_SHAPES:

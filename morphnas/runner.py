@@ -116,9 +116,17 @@ def _dataset_for(client: Client, dataset: str) -> tuple[str, tuple[int, ...], in
 
 
 def _follow(
-    search: SearchHandle, trials: int, epochs: int, quiet: bool, budget_seconds: float = 0.0
+    search: SearchHandle,
+    trials: int,
+    epochs: int,
+    quiet: bool,
+    budget_seconds: float = 0.0,
+    run_id: str = "",
 ) -> dict[str, Any]:
     """Show an overall bar and one per trial until the run finishes; returns the final payload.
+
+    With ``run_id``, the events before that run's ``run_started`` are skipped: a resumed
+    search's earlier runs ended with ``search_stopped`` or ``search_finished`` too.
 
     With a compute budget the overall bar counts training seconds spent against the budget (the
     same seconds the workers charge: each trial's time at its epochs), and the trials done."""
@@ -154,6 +162,10 @@ def _follow(
     try:
         for event in search.watch():
             p = event.payload
+            if run_id:
+                if event.kind == "run_started" and p.get("run_id") == run_id:
+                    run_id = ""  # the events of this run follow
+                continue
             if event.kind == "trial_started":
                 per_trial[p["trial_id"]] = tqdm(
                     total=epochs,
@@ -236,6 +248,39 @@ def _shorten(text: str, width: int = 70) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _create(
+    client: Client, args: argparse.Namespace, trials: int, budget_seconds: float
+) -> tuple[SearchHandle, str, str]:
+    """A new search on ``--dataset``; returns it, the dataset reference the server knows and
+    the line that announces it (printed once its training run exists)."""
+    reference, shape, classes = _dataset_for(client, args.dataset)
+    search = client.create_search(
+        name=args.name or f"{os.path.basename(args.dataset)}-{time.strftime('%Y%m%d-%H%M%S')}",
+        input_shape=shape,
+        num_classes=classes,
+        seed=args.seed,
+        policy=args.policy,
+    )
+    announce = (
+        f"search {search.id}: {_plan(trials, budget_seconds)} on {args.dataset} {shape}, "
+        f"{plural(classes, 'class')}"
+    )
+    return search, reference, announce
+
+
+def _resume(client: Client, search_id: str) -> tuple[SearchHandle, int, float, str]:
+    """``--resume``: the search's training continued with what it is still owed; returns the
+    search, the trials and budget seconds of the new run, and the run's id."""
+    search = client.get_search(search_id)
+    resumed = search.resume()
+    print(
+        f"search {search.id}: resumed, {_plan(resumed.trials, resumed.budget_seconds)} "
+        f"left on {resumed.dataset}",
+        flush=True,
+    )
+    return search, resumed.trials, resumed.budget_seconds, resumed.id
+
+
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     trials, budget_seconds = check_run(args)  # every option checked before anything is created
@@ -246,31 +291,24 @@ def run(args: argparse.Namespace) -> int:
     search: SearchHandle | None = None
     with stop_signals(), context as address, Client(address, timeout=120) as client:
         try:
-            reference, shape, classes = _dataset_for(client, args.dataset)
-            search = client.create_search(
-                name=args.name
-                or f"{os.path.basename(args.dataset)}-{time.strftime('%Y%m%d-%H%M%S')}",
-                input_shape=shape,
-                num_classes=classes,
-                seed=args.seed,
-                policy=args.policy,
-            )
-            print(
-                f"search {search.id}: {_plan(trials, budget_seconds)} on {args.dataset} {shape}, "
-                f"{plural(classes, 'class')}",
-                flush=True,
-            )
-            search.train(
-                reference,
-                trials,
-                budget_seconds=budget_seconds,
-                epochs=args.epochs,
-                max_seconds=args.max_seconds,
-                device=args.device or "auto",
-            )
+            if args.resume:
+                search, trials, budget_seconds, run_id = _resume(client, args.resume)
+                epochs = search.training_run().budget.epochs
+            else:
+                search, reference, announce = _create(client, args, trials, budget_seconds)
+                run = search.train(
+                    reference,
+                    trials,
+                    budget_seconds=budget_seconds,
+                    epochs=args.epochs,
+                    max_seconds=args.max_seconds,
+                    device=args.device or "auto",
+                )
+                print(announce, flush=True)
+                run_id, epochs = run.id, args.epochs
             if args.server:
                 _wait_for_a_worker(search, args.server, args.claim_timeout)
-            finished = _follow(search, trials, args.epochs, args.quiet, budget_seconds)
+            finished = _follow(search, trials, epochs, args.quiet, budget_seconds, run_id)
         except KeyboardInterrupt:
             return _interrupted(search)
         print()
@@ -292,7 +330,9 @@ def run(args: argparse.Namespace) -> int:
         if args.export:
             blob = search.export_onnx(args.export)
             print(f"wrote {args.export} ({len(blob):,} bytes)")
-            print(_verify_export(blob, args.dataset, args.seed, best))
+            dataset = args.dataset or run_info.dataset
+            if dataset in BUILTIN_DATASET_SHAPES or os.path.isfile(dataset):
+                print(_verify_export(blob, dataset, search.info.seed, best))
     return 0
 
 
@@ -359,6 +399,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "and options repeat a search (default %(default)s)",
     )
     parser.add_argument("--name", help="search name (default: dataset and time)")
+    parser.add_argument(
+        "--resume",
+        metavar="SEARCH",
+        help="continue a stopped search (Ctrl-C, `morphnas stop`) with the trials and budget it "
+        "still owes, on its own dataset (no --dataset)",
+    )
     parser.add_argument("--export", metavar="PATH", help="write the best model as ONNX here")
     parser.add_argument(
         "--server",

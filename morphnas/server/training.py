@@ -23,6 +23,7 @@ from morphnas.core.graph import Graph
 from morphnas.core.records import (
     BUILTIN_DATASETS,
     DatasetInfo,
+    RunState,
     Search,
     SearchEvent,
     TrainingBudget,
@@ -134,6 +135,37 @@ class TrainingService:
         # Writes the run_started event too (before any worker can claim the run).
         return self.repo.create_training_run(
             search.id, dataset=dataset, trials=trials, budget=budget, budget_seconds=budget_seconds
+        )
+
+    def resume_training(self, search_id: str) -> TrainingRun:
+        """Continue a search (a stopped one too) with what its latest run still owes: the
+        trials that did not complete (those the stop cancelled included) and the budget seconds
+        not spent, on the same dataset and per-trial budget."""
+        search = self.service.get_search(search_id)
+        last = self.repo.latest_training_run(search.id)
+        if last is None:
+            raise FailedPreconditionError(
+                f"search {search.id!r} never trained: start a run with a dataset first"
+            )
+        if last.state is RunState.RUNNING and not search.stopped:
+            raise FailedPreconditionError(
+                f"search {search.id!r} is training now (run {last.id}); watch it instead"
+            )
+        completed = self.repo.run_counts(last).get(TrialState.COMPLETED, 0)
+        owed = last.trials - completed
+        seconds_left = last.seconds_left
+        if owed <= 0 or (seconds_left is not None and seconds_left <= 0):
+            raise FailedPreconditionError(
+                f"search {search.id!r} is owed no training: its last run trained all it was "
+                "asked to; start a new run to train more"
+            )
+        return self.repo.create_training_run(
+            search.id,
+            dataset=last.dataset,
+            trials=owed,
+            budget=last.budget,
+            budget_seconds=seconds_left or 0.0,
+            resume=True,
         )
 
     def stop(self, search_id: str) -> Search:

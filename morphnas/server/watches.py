@@ -138,15 +138,17 @@ class EventWatches:
 
     def _send_new_events(self, watch: _Watch) -> bool:
         """Send what happened since the watch's last event; True when the watch is over."""
+        final = False
         while watch.context.is_active():
             events = self._events(watch.search_id, watch.after)
+            if not events:
+                # Over when the latest thing that happened ends the search; a final event
+                # followed by more (a resumed search) does not end the watch.
+                return final
             for event in events:
                 watch.send(convert.event_to_pb(event))
                 watch.after = event.id
-            if events and events[-1].kind in FINAL_EVENTS:
-                return True  # the latest thing that happened ends the search
-            if not events:
-                return False
+            final = events[-1].kind in FINAL_EVENTS
         return True  # the client cancelled or its deadline passed
 
 

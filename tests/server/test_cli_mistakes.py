@@ -152,7 +152,7 @@ def test_interrupting_run_stops_its_search(
     )  # fmt: skip
     try:
         first = proc.stdout.readline()  # type: ignore[union-attr]
-        assert first.startswith("search "), first
+        assert first.startswith("search "), proc.communicate(timeout=60)
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -191,3 +191,52 @@ def test_run_takes_a_database_url_from_morphnas_db(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert ": 1 trial on digits" in result.stdout and "(1 trial in " in result.stdout
     assert db.exists() and not (tmp_path / "morphnas.db").exists()
+
+
+def test_a_stopped_search_trains_again_only_when_resumed(tmp_path: Path) -> None:
+    from morphnas.client import Client
+    from morphnas.server.app import ServerOptions, build_server
+    from morphnas.server.workers import WorkerPool
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    running = build_server(ServerOptions(db_url=url, port=0))
+    address = running.address
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "morphnas.cli", "run", "--dataset", "digits", "--trials", "2",
+             "--epochs", "1", "--quiet", "--server", address, "--claim-timeout", "60"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        assert proc.stdout.readline().startswith("search ")  # type: ignore[union-attr]
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+        assert proc.returncode == 130
+        [(search_id, stopped)] = _search_ids(address)
+        assert stopped
+        pool = WorkerPool(url, 1)
+        pool.start()  # a worker now: the stopped search must still not train
+        try:
+            time.sleep(2)
+            with Client(address) as client:
+                assert client.get_search(search_id).trials() == []
+            refused = _morphnas(
+                "run", "--resume", search_id, "--trials", "3", "--server", address, cwd=tmp_path
+            )
+            assert refused.returncode == 2 and "drop --trials" in _one_line(refused)
+            resumed = _morphnas(
+                "run", "--resume", search_id, "--quiet", "--server", address, cwd=tmp_path,
+                timeout=300,
+            )  # fmt: skip
+        finally:
+            pool.stop()
+        assert resumed.returncode == 0, resumed.stderr
+        assert resumed.stdout.startswith(f"search {search_id}: resumed, 2 trials left on digits")
+        assert "(2 trials in " in resumed.stdout
+        with Client(address) as client:
+            trials = client.get_search(search_id).trials()
+        assert [t.state for t in trials] == ["COMPLETED", "COMPLETED"]
+        again = _morphnas("run", "--resume", search_id, "--server", address, cwd=tmp_path)
+        assert again.returncode == 1 and "owed no training" in _one_line(again)
+    finally:
+        running.stop(2)
