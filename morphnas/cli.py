@@ -281,7 +281,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(run)
     run.set_defaults(func=cmd_run)
 
-    export = sub.add_parser("export", help="write a search's best model (or a trial) as ONNX")
+    export = sub.add_parser(
+        "export",
+        help="write a search's best model (or a trial) as ONNX",
+        description="Write a search's best model (or a trial) as ONNX. Its input is named "
+        "'input': float32, shape (N, *input_shape) with channels first ((N, C, H, W) images, "
+        "(N, C, L) sequences, (N, D) vectors), holding the values the search was trained on, "
+        "unscaled: the normalisation is baked in (digits: pixel counts 0..16 as load_digits() "
+        "gives them). The metadata key 'expected_input' says the same for each file.",
+    )
     export.add_argument("search", help="search id")
     export.add_argument("-o", "--output", required=True, help="ONNX file to write")
     export.add_argument("--trial", help="export this trial instead of the best")

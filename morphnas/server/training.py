@@ -39,6 +39,7 @@ from morphnas.nn.datasets import (
     builtin_dataset,
     compute_normalisation,
     dataset_split,
+    expected_input,
     load_npz,
     validate_for,
 )
@@ -234,6 +235,7 @@ class TrainingService:
             "trial_number": str(trial.number),
             "score": repr(trial.score),
             "dataset": run.dataset if run else "",
+            "expected_input": expected_input(graph.input_shape, run.dataset if run else None),
         }
         if run is not None and run.test_accuracy is not None and run.best_trial_id == trial.id:
             metadata["test_accuracy"] = repr(run.test_accuracy)

@@ -179,18 +179,40 @@ def test_morphnas_stop(tmp_path: Path, workerless_server: str) -> None:
     assert missing.returncode == 1 and "no search" in _one_line(missing).lower()
 
 
-def test_run_takes_a_database_url_from_morphnas_db(tmp_path: Path) -> None:
+def test_run_takes_a_database_url_from_morphnas_db_and_its_onnx_takes_raw_digits(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from morphnas.nn.onnx_export import onnx_metadata, run_onnx
+
     db = tmp_path / "elsewhere" / "custom.db"
     db.parent.mkdir()
     result = subprocess.run(
         [sys.executable, "-m", "morphnas.cli", "run", "--dataset", "digits", "--trials", "1",
-         "--epochs", "1", "--quiet"],
+         "--epochs", "2", "--quiet", "--export", "digits.onnx"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(ROOT), "MORPHNAS_DB": f"sqlite:///{db}"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert ": 1 trial on digits" in result.stdout and "(1 trial in " in result.stdout
     assert db.exists() and not (tmp_path / "morphnas.db").exists()
+    # The file takes what load_digits() gives (0..16), not the /16 the training once used.
+    blob = (tmp_path / "digits.onnx").read_bytes()
+    digits = load_digits()
+    raw = digits.images[:, None].astype(np.float32)  # (1797, 1, 8, 8), 0..16
+    raw_accuracy = float((run_onnx(blob, raw).argmax(1) == digits.target).mean())
+    scaled_accuracy = float((run_onnx(blob, raw / 16).argmax(1) == digits.target).mean())
+    assert raw_accuracy > 0.5 and raw_accuracy > scaled_accuracy + 0.2
+    meta = onnx_metadata(blob)
+    assert "pixel counts 0..16" in meta["expected_input"]
+    assert "float32 (N, 1, 8, 8)" in meta["expected_input"]
+    assert json.loads(meta["normalisation"])["mean"][0] > 1  # the scaling lives here now
+    helptext = " ".join(_morphnas("export", "--help", cwd=tmp_path).stdout.split())
+    assert "float32" in helptext and "pixel counts 0..16" in helptext
 
 
 def test_a_stopped_search_trains_again_only_when_resumed(tmp_path: Path) -> None:
