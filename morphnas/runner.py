@@ -20,6 +20,7 @@ from typing import Any
 from morphnas.client import Client, SearchHandle
 from morphnas.core.records import BUILTIN_DATASET_SHAPES
 from morphnas.options import check_run
+from morphnas.own_data import LAYOUTS, Upload, prepare_upload
 from morphnas.tables import describe_path, plural, table
 
 
@@ -101,17 +102,15 @@ def _wait_for_a_worker(search: SearchHandle, server: str, timeout: float) -> Non
         time.sleep(0.5)
 
 
-def _dataset_for(client: Client, dataset: str) -> tuple[str, tuple[int, ...], int]:
+def _dataset_for(
+    client: Client, dataset: str, upload: Upload | None
+) -> tuple[str, tuple[int, ...], int]:
     """The dataset reference the server knows, its input shape and its number of classes."""
-    if dataset in BUILTIN_DATASET_SHAPES:
+    if upload is None:
         shape, classes = BUILTIN_DATASET_SHAPES[dataset]
         return dataset, shape, classes
-    if not os.path.exists(dataset):
-        raise SystemExit(
-            f"morphnas: no such dataset {dataset!r}: use digits, mnist1d or a PATH.npz"
-        )
-    print(f"uploading {dataset} ...", file=sys.stderr)
-    info = client.upload_dataset(dataset)
+    print(f"uploading {dataset}: {upload.note}", file=sys.stderr)
+    info = client.upload_dataset(upload.data, name=os.path.basename(dataset))
     return info.id, tuple(info.input_shape), info.num_classes
 
 
@@ -249,11 +248,15 @@ def _shorten(text: str, width: int = 70) -> str:
 
 
 def _create(
-    client: Client, args: argparse.Namespace, trials: int, budget_seconds: float
+    client: Client,
+    args: argparse.Namespace,
+    trials: int,
+    budget_seconds: float,
+    upload: Upload | None,
 ) -> tuple[SearchHandle, str, str]:
     """A new search on ``--dataset``; returns it, the dataset reference the server knows and
     the line that announces it (printed once its training run exists)."""
-    reference, shape, classes = _dataset_for(client, args.dataset)
+    reference, shape, classes = _dataset_for(client, args.dataset, upload)
     search = client.create_search(
         name=args.name or f"{os.path.basename(args.dataset)}-{time.strftime('%Y%m%d-%H%M%S')}",
         input_shape=shape,
@@ -284,6 +287,9 @@ def _resume(client: Client, search_id: str) -> tuple[SearchHandle, int, float, s
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     trials, budget_seconds = check_run(args)  # every option checked before anything is created
+    upload = None
+    if args.dataset and args.dataset not in BUILTIN_DATASET_SHAPES:
+        upload = prepare_upload(args.dataset, args.layout)  # the user's arrays checked here too
     if args.server:
         context: Any = nullcontext(args.server)
     else:
@@ -295,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
                 search, trials, budget_seconds, run_id = _resume(client, args.resume)
                 epochs = search.training_run().budget.epochs
             else:
-                search, reference, announce = _create(client, args, trials, budget_seconds)
+                search, reference, announce = _create(client, args, trials, budget_seconds, upload)
                 run = search.train(
                     reference,
                     trials,
@@ -332,11 +338,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {args.export} ({len(blob):,} bytes)")
             dataset = args.dataset or run_info.dataset
             if dataset in BUILTIN_DATASET_SHAPES or os.path.isfile(dataset):
-                print(_verify_export(blob, dataset, search.info.seed, best))
+                print(_verify_export(blob, dataset, search.info.seed, best, upload))
     return 0
 
 
-def _verify_export(blob: bytes, dataset: str, seed: int, best: Any) -> str:
+def _verify_export(
+    blob: bytes, dataset: str, seed: int, best: Any, upload: Upload | None = None
+) -> str:
     """Run the ONNX file in onnxruntime on the search's test split and compare with torch."""
     import numpy as np
 
@@ -345,6 +353,8 @@ def _verify_export(blob: bytes, dataset: str, seed: int, best: Any) -> str:
 
     if dataset in BUILTIN_DATASET_SHAPES:
         data = builtin_dataset(dataset)
+    elif upload is not None:  # as uploaded (channels first)
+        data = load_npz(upload.data, max_bytes=2**40)
     else:
         with open(dataset, "rb") as handle:
             data = load_npz(handle.read(), max_bytes=2**40)
@@ -397,6 +407,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="seeds the data split, the first network's weights and the policy; the same seed "
         "and options repeat a search (default %(default)s)",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="nchw",
+        help="layout of your PATH.npz's x: nchw, channels first as morphnas trains (default), "
+        "or nhwc, channels last (N, H, W, C) / (N, L, C), transposed before the upload",
     )
     parser.add_argument("--name", help="search name (default: dataset and time)")
     parser.add_argument(

@@ -188,6 +188,11 @@ def load_npz(
     upload and the decompressed arrays. ``num_classes`` defaults to ``max(y) + 1``.
     """
     _check_upload_size(len(data), max_bytes)
+    if not data.startswith((b"PK\x03\x04", b"\x93NUMPY")):
+        raise InvalidArgumentError(
+            "the upload is not an .npz file (an .npz is a zip of arrays; a text or CSV file?): "
+            "save it with np.savez(f, x=x, y=y)"
+        )
     try:
         archive = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:

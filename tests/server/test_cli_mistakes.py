@@ -262,3 +262,45 @@ def test_a_stopped_search_trains_again_only_when_resumed(tmp_path: Path) -> None
         assert again.returncode == 1 and "owed no training" in _one_line(again)
     finally:
         running.stop(2)
+
+
+def test_own_data_mistakes_are_caught_before_anything_is_created(tmp_path: Path) -> None:
+    import numpy as np
+
+    text = tmp_path / "data.npz"
+    text.write_text("x,y\n1,2\n")
+    notnpz = _morphnas("run", "--dataset", str(text), cwd=tmp_path)
+    assert notnpz.returncode == 2
+    assert "is not an .npz file" in _one_line(notnpz) and "numpy.savez" in notnpz.stderr
+    rng = np.random.default_rng(0)
+    nhwc = tmp_path / "nhwc.npz"
+    np.savez(nhwc, x=rng.random((40, 8, 8, 1), dtype=np.float32), y=np.arange(40) % 2)
+    mistake = _morphnas("run", "--dataset", str(nhwc), cwd=tmp_path)
+    assert mistake.returncode == 2
+    line = _one_line(mistake)
+    assert "(40, 8, 8, 1), which looks channels-last" in line and "--layout nhwc" in line
+    assert "(40, 1, 8, 8)" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.npz", "nhwc.npz"]
+
+
+def test_layout_nhwc_is_transposed_and_the_scaling_is_said() -> None:
+    import io
+    import tempfile
+
+    import numpy as np
+
+    from morphnas.nn.datasets import load_npz
+    from morphnas.own_data import prepare_upload
+
+    x = np.arange(12 * 8 * 6 * 3, dtype=np.float32).reshape(12, 8, 6, 3)  # (N, H, W, C)
+    with tempfile.NamedTemporaryFile(suffix=".npz") as file:
+        buffer = io.BytesIO()
+        np.savez(buffer, x=x, y=np.arange(12) % 2)
+        file.write(buffer.getvalue())
+        file.flush()
+        upload = prepare_upload(file.name, "nhwc")
+    data = load_npz(upload.data, max_bytes=2**20)
+    assert data.x.shape == (12, 3, 8, 6)
+    np.testing.assert_array_equal(data.x[1, 2], x[1, :, :, 2])
+    assert "standardised with its training-split mean and std" in upload.note
+    assert "(12, 3, 8, 6) (N, C, H, W) float32, values 0..1727" in upload.note
