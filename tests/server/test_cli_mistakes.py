@@ -304,3 +304,13 @@ def test_layout_nhwc_is_transposed_and_the_scaling_is_said() -> None:
     np.testing.assert_array_equal(data.x[1, 2], x[1, :, :, 2])
     assert "standardised with its training-split mean and std" in upload.note
     assert "(12, 3, 8, 6) (N, C, H, W) float32, values 0..1727" in upload.note
+
+
+@pytest.mark.postgres
+def test_run_takes_a_postgresql_url(tmp_path: Path, postgres_url: str) -> None:
+    result = _morphnas(
+        "run", "--dataset", "digits", "--trials", "1", "--epochs", "1", "--quiet",
+        "--db", postgres_url, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "(1 trial in " in result.stdout and list(tmp_path.iterdir()) == []
