@@ -195,7 +195,7 @@ class TrainingStorage:
                     "dataset": dataset,
                     "trials": trials,
                     "budget_seconds": budget_seconds,
-                    "resumed": resume,
+                    **({"resumed": True} if resume else {}),
                 },
                 at,
             )
