@@ -116,3 +116,28 @@ def test_a_watch_of_a_missing_search_is_not_found(client: Client) -> None:
     search.info = dataclasses.replace(search.info, id="0" * 32)  # well-formed, unknown
     with pytest.raises(NotFoundError):
         list(search.watch(timeout=10))
+
+
+def test_a_final_event_ends_a_watch_only_when_nothing_follows_it() -> None:
+    """A resumed search: its first run's ``search_stopped`` is followed by the new run's
+    events, and a page of the feed may end right at the old final event."""
+    from types import SimpleNamespace
+
+    from morphnas.core.records import SearchEvent
+    from morphnas.server.watches import EventWatches, _Watch
+
+    feed = [
+        SearchEvent(id=i, search_id="s", kind=kind, payload={}, created_at=0.0)
+        for i, kind in enumerate(["run_started", "search_stopped", "run_started"], start=1)
+    ]
+
+    def events(search_id: str, after: int) -> list[SearchEvent]:
+        return [e for e in feed if e.id > after][:1]  # pages of one event
+
+    sent: list[object] = []
+    context = SimpleNamespace(is_active=lambda: True)
+    watch = _Watch("s", 0, context, sent.append)  # type: ignore[arg-type]
+    assert EventWatches(events)._send_new_events(watch) is False  # not over: the search runs again
+    assert watch.after == 3 and len(sent) == 3
+    feed.append(SearchEvent(id=4, search_id="s", kind="search_finished", payload={}, created_at=0))
+    assert EventWatches(events)._send_new_events(watch) is True
