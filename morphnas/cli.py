@@ -359,7 +359,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # a bug or the machine: one line unless -v asks for the traceback
         if args.verbose:
             raise
-        print(f"{prog}: {type(err).__name__}: {err} (run with -v for details)", file=sys.stderr)
+        print(
+            f"{prog}: {type(err).__name__}: {err} "
+            f"(`morphnas -v {args.command} ...` shows the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -314,3 +314,13 @@ def test_run_takes_a_postgresql_url(tmp_path: Path, postgres_url: str) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "(1 trial in " in result.stdout and list(tmp_path.iterdir()) == []
+
+
+def test_an_unexpected_error_is_one_line_and_a_traceback_only_with_v(tmp_path: Path) -> None:
+    args = ("searches", "--token-file", str(tmp_path / "missing-token"))
+    quiet = _morphnas(*args, cwd=tmp_path)
+    assert quiet.returncode == 1
+    line = _one_line(quiet)
+    assert "FileNotFoundError" in line and "morphnas -v searches" in line
+    verbose = _morphnas("-v", *args, cwd=tmp_path)
+    assert verbose.returncode == 1 and "Traceback" in verbose.stderr
