@@ -18,7 +18,16 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from morphnas.tables import describe_path, table
+from morphnas import __version__
+from morphnas.options import (
+    UsageError,
+    check_output_file,
+    check_serve,
+    port_in_use_message,
+    server_address,
+    unreachable_message,
+)
+from morphnas.tables import describe_path, plural, table
 
 if TYPE_CHECKING:  # imported lazily below: `morphnas --help` stays fast
     from morphnas.client import Client
@@ -27,19 +36,24 @@ DEFAULT_SERVER = os.environ.get("MORPHNAS_SERVER", "127.0.0.1:50051")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    check_serve(args)
     _serve_logging(args)  # before the imports below, which log as they load
     from morphnas.server.app import ServerOptions, serve
 
-    serve(
-        ServerOptions(
-            **_serve_options(args),
-            db_url=args.db,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            worker_device=args.device,
-        )
+    options = ServerOptions(
+        **_serve_options(args),
+        db_url=args.db,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        worker_device=args.device,
     )
+    try:
+        serve(options)
+    except (RuntimeError, OSError) as err:  # the port was taken between the check and the bind
+        if "bind" not in str(err).lower():
+            raise
+        raise UsageError(port_in_use_message(args.host, args.port)) from None
     return 0
 
 
@@ -57,6 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    check_output_file(args.output, "--output")
     with client_from_args(args, timeout=300) as client:
         if args.trial:
             blob = client.export_onnx(
@@ -86,6 +101,13 @@ def _onnx_metadata(blob: bytes) -> dict[str, str]:
     except ImportError:
         return {}
     return {p.key: p.value for p in onnx.load_from_string(blob).metadata_props}
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    with client_from_args(args) as client:
+        search = client.get_search(args.search).stop()
+    print(f"stopped search {search.id}; continue it with: morphnas run --resume {search.id}")
+    return 0
 
 
 def cmd_searches(args: argparse.Namespace) -> int:
@@ -126,7 +148,7 @@ def cmd_trials(args: argparse.Namespace) -> int:
             )
             for t in trials
         ]
-    print(f"search {search.id} ({search.name}): {len(rows)} trial(s)")
+    print(f"search {search.id} ({search.name}): {plural(len(rows), 'trial')}")
     print(table(("#", "state", "score", "params", "parent", "beat", "morphs", "reason"), rows))
     return 0
 
@@ -218,7 +240,7 @@ def client_from_args(args: argparse.Namespace, **kwargs: Any) -> Client:
         with open(args.token_file, encoding="utf-8") as file:
             token = file.read().strip()
     return Client(
-        args.server,
+        server_address(args.server),
         token=token or None,
         tls=getattr(args, "tls", False),
         tls_ca=getattr(args, "tls_ca", None),
@@ -233,7 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="morphnas",
         description="Neural architecture search as a service: network morphism + Bayesian optimisation.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log at INFO level; tracebacks on errors"
+    )
+    parser.add_argument("--version", action="version", version=f"morphnas {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gRPC server")
@@ -251,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=0,
-        help="training worker processes to start beside the server (default 0)",
+        help="training worker processes to start beside the server (default 0: none, so "
+        "`morphnas run --server` needs `morphnas worker` processes)",
     )
     serve.add_argument("--device", help="device of those workers: cpu, cuda or cuda:N")
     _add_serve_security_flags(serve)
@@ -277,7 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(run)
     run.set_defaults(func=cmd_run)
 
-    export = sub.add_parser("export", help="write a search's best model (or a trial) as ONNX")
+    export = sub.add_parser(
+        "export",
+        help="write a search's best model (or a trial) as ONNX",
+        description="Write a search's best model (or a trial) as ONNX. Its input is named "
+        "'input': float32, shape (N, *input_shape) with channels first ((N, C, H, W) images, "
+        "(N, C, L) sequences, (N, D) vectors), holding the values the search was trained on, "
+        "unscaled: the normalisation is baked in (digits: pixel counts 0..16 as load_digits() "
+        "gives them). The metadata key 'expected_input' says the same for each file.",
+    )
     export.add_argument("search", help="search id")
     export.add_argument("-o", "--output", required=True, help="ONNX file to write")
     export.add_argument("--trial", help="export this trial instead of the best")
@@ -291,6 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--server", default=DEFAULT_SERVER, help="server address (default %(default)s)"
     )
     export.set_defaults(func=cmd_export)
+
+    stop = sub.add_parser("stop", help="stop a search: no trial trains after this")
+    stop.add_argument("search", help="search id")
+    stop.add_argument(
+        "--server", default=DEFAULT_SERVER, help="server address (default %(default)s)"
+    )
+    stop.set_defaults(func=cmd_stop)
 
     searches = sub.add_parser("searches", help="list the searches on a server")
     searches.add_argument(
@@ -321,12 +362,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    from morphnas.core.errors import MorphnasError
+    from morphnas.core.errors import MorphnasError, UnavailableError
 
+    prog = f"morphnas {args.command}"
     try:
         return int(args.func(args))
+    except UsageError as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return 2
+    except UnavailableError as err:
+        if args.verbose:
+            raise
+        address = getattr(args, "server", None)
+        detail = unreachable_message(server_address(address)) if address else str(err)
+        print(f"{prog}: {detail}", file=sys.stderr)
+        return 1
     except MorphnasError as err:
-        print(f"morphnas: {err}", file=sys.stderr)
+        print(f"{prog}: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug or the machine: one line unless -v asks for the traceback
+        if args.verbose:
+            raise
+        print(
+            f"{prog}: {type(err).__name__}: {err} "
+            f"(`morphnas -v {args.command} ...` shows the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -20,17 +20,18 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from morphnas.client import Client, SearchHandle
-from morphnas.core.records import BUILTIN_DATASET_SHAPES, MAX_BUDGET_SECONDS
-from morphnas.tables import describe_path, table
+from morphnas.core.records import BUILTIN_DATASET_SHAPES
+from morphnas.options import check_run
+from morphnas.own_data import LAYOUTS, Upload, prepare_upload
+from morphnas.tables import describe_path, plural, table
 
 
 @contextmanager
-def embedded_server(db_path: str, workers: int, device: str | None) -> Iterator[str]:
+def embedded_server(url: str, workers: int, device: str | None) -> Iterator[str]:
     """A server on a free port and its worker processes; yields the address."""
     from morphnas.server.app import ServerOptions, build_server
     from morphnas.server.workers import WorkerPool
 
-    url = f"sqlite:///{os.path.abspath(db_path)}"
     running = build_server(ServerOptions(db_url=url, port=0, sweep_seconds=1.0))
     pool = WorkerPool(url, workers, device=device)
     pool.start()
@@ -41,46 +42,92 @@ def embedded_server(db_path: str, workers: int, device: str | None) -> Iterator[
         running.stop(5)
 
 
-def _dataset_for(client: Client, dataset: str) -> tuple[str, tuple[int, ...], int]:
+def database_url(db: str) -> str:
+    """``--db`` as a SQLAlchemy URL: a URL as given (SQLite or PostgreSQL), a path as SQLite."""
+    return db if "://" in db else f"sqlite:///{os.path.abspath(db)}"
+
+
+@contextmanager
+def stop_signals() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so both stop the search cleanly."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (a test calling run): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(search: SearchHandle | None) -> int:
+    """Ctrl-C or SIGTERM: stop the search this command started (it never trains again unless
+    resumed), say so in one line, exit 130."""
+    if search is None:
+        print("\nmorphnas run: interrupted", file=sys.stderr)
+        return 130
+    try:
+        search.stop()
+    except Exception as err:  # the server went away too: say so, still exit 130
+        print(
+            f"\nmorphnas run: interrupted; could not stop search {search.id}: {err}",
+            file=sys.stderr,
+        )
+        return 130
+    print(
+        f"\nmorphnas run: interrupted; stopped search {search.id} "
+        f"(continue it with: morphnas run --resume {search.id})",
+        file=sys.stderr,
+    )
+    return 130
+
+
+def _wait_for_a_worker(search: SearchHandle, server: str, timeout: float) -> None:
+    """Fail fast when no training worker takes the run: the server queues runs for workers,
+    and one that nobody claims within ``timeout`` seconds means the server has none (or none
+    free). The search is stopped, so it does not start training later without the user."""
+    deadline = time.monotonic() + timeout
+    while search.training_run().claimed == 0:
+        if time.monotonic() >= deadline:
+            search.stop()
+            raise SystemExit(
+                f"morphnas run: no training worker took the search in {timeout:g} s: the server "
+                f"at {server} has no free worker. Start one with `morphnas serve --workers N` or "
+                f"`morphnas worker --db URL`, then: morphnas run --resume {search.id} "
+                f"--server {server}"
+            )
+        time.sleep(0.5)
+
+
+def _dataset_for(
+    client: Client, dataset: str, upload: Upload | None
+) -> tuple[str, tuple[int, ...], int]:
     """The dataset reference the server knows, its input shape and its number of classes."""
-    if dataset in BUILTIN_DATASET_SHAPES:
+    if upload is None:
         shape, classes = BUILTIN_DATASET_SHAPES[dataset]
         return dataset, shape, classes
-    if not os.path.exists(dataset):
-        raise SystemExit(
-            f"morphnas: no such dataset {dataset!r}: use digits, mnist1d or a PATH.npz"
-        )
-    print(f"uploading {dataset} ...", file=sys.stderr)
-    info = client.upload_dataset(dataset)
+    print(f"uploading {dataset}: {upload.note}", file=sys.stderr)
+    info = client.upload_dataset(upload.data, name=os.path.basename(dataset))
     return info.id, tuple(info.input_shape), info.num_classes
 
 
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_budget(text: str) -> float:
-    """Seconds of a ``--budget``: ``90s``, ``10m``, ``1.5h`` or plain seconds (``600``).
-
-    Raises ValueError with a message fit for one line of output."""
-    value = text.strip().lower()
-    scale = _UNITS.get(value[-1:], 0.0)
-    number = value[:-1] if scale else value
-    try:
-        seconds = float(number) * (scale or 1.0)
-    except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_BUDGET_SECONDS:
-        raise ValueError(
-            f"--budget {text!r}: give a positive time such as 90s, 10m, 1h or plain seconds "
-            "(at most 30 days)"
-        )
-    return seconds
-
-
 def _follow(
-    search: SearchHandle, trials: int, epochs: int, quiet: bool, budget_seconds: float = 0.0
+    search: SearchHandle,
+    trials: int,
+    epochs: int,
+    quiet: bool,
+    budget_seconds: float = 0.0,
+    run_id: str = "",
 ) -> dict[str, Any]:
     """Show an overall bar and one per trial until the run finishes; returns the final payload.
+
+    With ``run_id``, the events before that run's ``run_started`` are skipped: a resumed
+    search's earlier runs ended with ``search_stopped`` or ``search_finished`` too.
 
     With a compute budget the overall bar counts training seconds spent against the budget (the
     same seconds the workers charge: each trial's time at its epochs), and the trials done."""
@@ -116,6 +163,10 @@ def _follow(
     try:
         for event in search.watch():
             p = event.payload
+            if run_id:
+                if event.kind == "run_started" and p.get("run_id") == run_id:
+                    run_id = ""  # the events of this run follow
+                continue
             if event.kind == "trial_started":
                 per_trial[p["trial_id"]] = tqdm(
                     total=epochs,
@@ -193,8 +244,8 @@ def _leaderboard(search: SearchHandle, top: int = 10) -> str:
 
 def _plan(trials: int, budget_seconds: float) -> str:
     if not budget_seconds:
-        return f"{trials} trial(s)"
-    limit = f"at most {trials} trial(s)" if trials else "as many trials as fit"
+        return plural(trials, "trial")
+    limit = f"at most {plural(trials, 'trial')}" if trials else "as many trials as fit"
     return f"{budget_seconds:g} s of training ({limit})"
 
 
@@ -211,43 +262,75 @@ def _shorten(text: str, width: int = 70) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def _create(
+    client: Client,
+    args: argparse.Namespace,
+    trials: int,
+    budget_seconds: float,
+    upload: Upload | None,
+) -> tuple[SearchHandle, str, str]:
+    """A new search on ``--dataset``; returns it, the dataset reference the server knows and
+    the line that announces it (printed once its training run exists)."""
+    reference, shape, classes = _dataset_for(client, args.dataset, upload)
+    search = client.create_search(
+        name=args.name or f"{os.path.basename(args.dataset)}-{time.strftime('%Y%m%d-%H%M%S')}",
+        input_shape=shape,
+        num_classes=classes,
+        seed=args.seed,
+        policy=args.policy,
+    )
+    announce = (
+        f"search {search.id}: {_plan(trials, budget_seconds)} on {args.dataset} {shape}, "
+        f"{plural(classes, 'class')}"
+    )
+    return search, reference, announce
+
+
+def _resume(client: Client, search_id: str) -> tuple[SearchHandle, int, float, str]:
+    """``--resume``: the search's training continued with what it is still owed; returns the
+    search, the trials and budget seconds of the new run, and the run's id."""
+    search = client.get_search(search_id)
+    resumed = search.resume()
+    left = _plan(resumed.trials, resumed.budget_seconds) if resumed.trials else "nothing"
+    fit = f" and the final fit ({resumed.final_fit})" if resumed.final_fit != "none" else ""
+    print(f"search {search.id}: resumed, {left}{fit} left on {resumed.dataset}", flush=True)
+    return search, resumed.trials, resumed.budget_seconds, resumed.id
+
+
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    try:  # checked before anything is created
-        budget_seconds = parse_budget(args.budget) if args.budget else 0.0
-    except ValueError as err:
-        raise SystemExit(f"morphnas run: {err}") from None
-    # With a budget and no --trials, as many trials as the budget allows (the server caps them).
-    trials = args.trials if args.trials is not None else (0 if budget_seconds else 10)
-    if trials < 0 or (trials == 0 and not budget_seconds):
-        raise SystemExit("morphnas run: --trials must be positive (or 0 with a --budget)")
+    trials, budget_seconds = check_run(args)  # every option checked before anything is created
+    upload = None
+    if args.dataset and args.dataset not in BUILTIN_DATASET_SHAPES:
+        upload = prepare_upload(args.dataset, args.layout)  # the user's arrays checked here too
     if args.server:
         context: Any = nullcontext(args.server)
     else:
-        context = embedded_server(args.db, args.workers, args.device)
-    with context as address, Client(address, timeout=120) as client:
-        reference, shape, classes = _dataset_for(client, args.dataset)
-        search = client.create_search(
-            name=args.name or f"{os.path.basename(args.dataset)}-{time.strftime('%Y%m%d-%H%M%S')}",
-            input_shape=shape,
-            num_classes=classes,
-            seed=args.seed,
-            policy=args.policy,
-        )
-        print(
-            f"search {search.id}: {_plan(trials, budget_seconds)} on {args.dataset} {shape}, "
-            f"{classes} classes"
-        )
-        search.train(
-            reference,
-            trials,
-            budget_seconds=budget_seconds,
-            epochs=args.epochs,
-            max_seconds=args.max_seconds,
-            device=args.device or "auto",
-            final_fit=args.final_fit,
-        )
-        finished = _follow(search, trials, args.epochs, args.quiet, budget_seconds)
+        context = embedded_server(database_url(args.db), args.workers, args.device)
+    search: SearchHandle | None = None
+    with stop_signals(), context as address, Client(address, timeout=120) as client:
+        try:
+            if args.resume:
+                search, trials, budget_seconds, run_id = _resume(client, args.resume)
+                epochs = search.training_run().budget.epochs
+            else:
+                search, reference, announce = _create(client, args, trials, budget_seconds, upload)
+                run = search.train(
+                    reference,
+                    trials,
+                    budget_seconds=budget_seconds,
+                    epochs=args.epochs,
+                    max_seconds=args.max_seconds,
+                    device=args.device or "auto",
+                    final_fit=args.final_fit,
+                )
+                print(announce, flush=True)
+                run_id, epochs = run.id, args.epochs
+            if args.server:
+                _wait_for_a_worker(search, args.server, args.claim_timeout)
+            finished = _follow(search, trials, epochs, args.quiet, budget_seconds, run_id)
+        except KeyboardInterrupt:
+            return _interrupted(search)
         print()
         print(_leaderboard(search))
         run_info = search.training_run()
@@ -265,18 +348,23 @@ def run(args: argparse.Namespace) -> int:
                 if final_test is not None
                 else ""
             )
-            + f" ({finished.get('trials', trials)} trials in {time.perf_counter() - started:.0f} s"
+            + f" ({plural(finished.get('trials', trials), 'trial')} in "
+            + f"{time.perf_counter() - started:.0f} s"
             + _budget_note(finished)
             + ")"
         )
         if args.export:
             blob = search.export_onnx(args.export)
             print(f"wrote {args.export} ({len(blob):,} bytes)")
-            print(_verify_export(blob, args.dataset, args.seed, best))
+            dataset = args.dataset or run_info.dataset
+            if dataset in BUILTIN_DATASET_SHAPES or os.path.isfile(dataset):
+                print(_verify_export(blob, dataset, search.info.seed, best, upload))
     return 0
 
 
-def _verify_export(blob: bytes, dataset: str, seed: int, best: Any) -> str:
+def _verify_export(
+    blob: bytes, dataset: str, seed: int, best: Any, upload: Upload | None = None
+) -> str:
     """Run the ONNX file in onnxruntime on the search's test split and compare with torch."""
     import numpy as np
 
@@ -285,6 +373,8 @@ def _verify_export(blob: bytes, dataset: str, seed: int, best: Any) -> str:
 
     if dataset in BUILTIN_DATASET_SHAPES:
         data = builtin_dataset(dataset)
+    elif upload is not None:  # as uploaded (channels first)
+        data = load_npz(upload.data, max_bytes=2**40)
     else:
         with open(dataset, "rb") as handle:
             data = load_npz(handle.read(), max_bytes=2**40)
@@ -304,9 +394,7 @@ def _verify_export(blob: bytes, dataset: str, seed: int, best: Any) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--dataset", required=True, help="digits, mnist1d, or PATH.npz (arrays x and y)"
-    )
+    parser.add_argument("--dataset", help="digits, mnist1d, or PATH.npz (arrays x and y); required")
     parser.add_argument(
         "--trials",
         type=int,
@@ -328,8 +416,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=600.0,
         help="wall-clock limit per trial, a guard against a runaway trial (default %(default)s)",
     )
-    parser.add_argument("--policy", choices=["bayesian", "random"], default="bayesian")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--policy",
+        choices=["bayesian", "random"],
+        default="bayesian",
+        help="how the next network is chosen: bayesian (a Gaussian process weighing expected "
+        "gain against cost) or random (random morphs, the baseline) (default %(default)s)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds the data split, the first network's weights and the policy; the same seed "
+        "and options repeat a search (default %(default)s)",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="nchw",
+        help="layout of your PATH.npz's x: nchw, channels first as morphnas trains (default), "
+        "or nhwc, channels last (N, H, W, C) / (N, L, C), transposed before the upload",
+    )
     parser.add_argument("--name", help="search name (default: dataset and time)")
     parser.add_argument(
         "--final-fit",
@@ -340,12 +447,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default %(default)s; see docs/final-fit.md)",
     )
     parser.add_argument(
+        "--resume",
+        metavar="SEARCH",
+        help="continue a stopped search (Ctrl-C, `morphnas stop`) with the trials and budget it "
+        "still owes, on its own dataset (no --dataset)",
+    )
+    parser.add_argument(
         "--export",
         metavar="PATH",
         help="write the final model (the best trial's, with --final-fit none) as ONNX here",
     )
-    parser.add_argument("--server", help="use this server instead of an embedded one")
-    parser.add_argument("--db", default="morphnas.db", help="SQLite file of the embedded server")
+    parser.add_argument(
+        "--server",
+        help="use this server (HOST:PORT; a bare HOST means port 50051) instead of an embedded one",
+    )
+    parser.add_argument(
+        "--claim-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="with --server: give up when no training worker takes the search within this long "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--db",
+        default=os.environ.get("MORPHNAS_DB", "morphnas.db"),
+        help="database of the embedded server: a SQLite file, sqlite:///FILE or "
+        "postgresql+psycopg://USER@HOST/DB (default $MORPHNAS_DB or morphnas.db)",
+    )
     parser.add_argument(
         "--workers", type=int, default=1, help="embedded training workers (default 1)"
     )

@@ -17,6 +17,13 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 trial``, ``3 trials``, ``10 classes``."""
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {noun}es" if noun.endswith("s") else f"{count} {noun}s"
+
+
 def _cell(value: object) -> str:
     if value is None:
         return "-"

@@ -408,6 +408,13 @@ class SearchHandle:
                         raise RuntimeError(f"run {run_id} ended without a final fit")
                     return found
 
+    def resume(self) -> TrainingRunInfo:
+        """Continue this search (a stopped one too) with what its latest run still owes: the
+        trials that did not complete and the budget seconds not spent. Follow with ``watch``,
+        from the new run's ``run_started`` event (earlier events belong to earlier runs)."""
+        request = pb.StartTrainingRequest(search_id=self.id, resume=True)
+        return training_run_from_pb(self.client.call("StartTraining", request))
+
     def training_run(self) -> TrainingRunInfo:
         """The latest training run of this search."""
         request = pb.GetTrainingRunRequest(search_id=self.id)

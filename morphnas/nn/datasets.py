@@ -122,7 +122,10 @@ def _check_consistent(
 def builtin_dataset(name: str, seed: int = 0) -> Dataset:
     """A built-in dataset, generated locally (never downloaded).
 
-    ``digits``: scikit-learn's 8×8 digits, x/16 as ``(N, 1, 8, 8)``, 10 classes, no official test.
+    ``digits``: scikit-learn's 8×8 digits as they come, pixel counts 0..16 as ``(N, 1, 8, 8)``,
+    10 classes, no official test. No scaling here: the per-channel normalisation fitted on the
+    training split (baked into the ONNX export) is all the scaling, so the exported model takes
+    what ``load_digits()`` gives.
     ``mnist1d``: 5000 sequences ``(N, 1, 40)``, 10 classes, the last 1000 the official test set.
     ``seed`` changes the generation seed of synthetic datasets (mnist1d uses 42 + seed, so the
     default gives the published dataset); it does not affect digits.
@@ -140,7 +143,7 @@ def _digits() -> Dataset:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    x = (bunch.data / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)  # (1797, 1, 8, 8)
+    x = bunch.data.astype(np.float32).reshape(-1, 1, 8, 8)  # (1797, 1, 8, 8), values 0..16
     return Dataset("digits", x, bunch.target.astype(np.int64), 10, (1, 8, 8))
 
 
@@ -185,6 +188,11 @@ def load_npz(
     upload and the decompressed arrays. ``num_classes`` defaults to ``max(y) + 1``.
     """
     _check_upload_size(len(data), max_bytes)
+    if not data.startswith((b"PK\x03\x04", b"\x93NUMPY")):
+        raise InvalidArgumentError(
+            "the upload is not an .npz file (an .npz is a zip of arrays; a text or CSV file?): "
+            "save it with np.savez(f, x=x, y=y)"
+        )
     try:
         archive = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
@@ -434,6 +442,26 @@ def dataset_split(
 
 
 # ------------------------------------------------------------------------------------ normalisation
+
+#: What the input of a model trained on a built-in dataset holds (for the ONNX metadata).
+BUILTIN_INPUT_VALUES = {
+    "digits": "pixel counts 0..16, as sklearn.datasets.load_digits().images[:, None] gives them",
+    "mnist1d": "the signal values of mnist1d's make_dataset, unscaled",
+}
+
+
+def expected_input(input_shape: Sequence[int], dataset: str | None) -> str:
+    """One line for an export's metadata: the layout, dtype and values its input takes."""
+    dims = {1: "(N, D)", 2: "(N, C, L), channels first", 3: "(N, C, H, W), channels first"}
+    layout = dims.get(len(input_shape), f"(N, {len(input_shape)} dims)")
+    shape = "(N, " + ", ".join(str(n) for n in input_shape) + ")"
+    if dataset is None:
+        values = "what the worker fed its model (ask/tell: no normalisation is baked in)"
+    else:
+        values = BUILTIN_INPUT_VALUES.get(
+            dataset, "raw values like the uploaded x; the normalisation is baked in"
+        )
+    return f"float32 {shape}, layout {layout}; values: {values}"
 
 
 @dataclass(frozen=True)

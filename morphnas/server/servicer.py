@@ -153,6 +153,19 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
     def StartTraining(
         self, request: pb.StartTrainingRequest, context: grpc.ServicerContext
     ) -> pb.TrainingRun:
+        if request.resume:
+            if (
+                request.dataset
+                or request.trials
+                or request.budget_seconds
+                or request.HasField("budget")
+                or request.final_fit
+            ):
+                raise InvalidArgumentError(
+                    "resume continues the latest run as it was: leave dataset, trials, budget, "
+                    "budget_seconds and final_fit unset"
+                )
+            return convert.run_to_pb(self.training.resume_training(request.search_id))
         run = self.training.start_training(
             request.search_id,
             request.dataset,

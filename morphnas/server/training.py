@@ -24,6 +24,7 @@ from morphnas.core.records import (
     BUILTIN_DATASETS,
     FINAL_FIT_OPTIONS,
     DatasetInfo,
+    RunState,
     Search,
     SearchEvent,
     TrainingBudget,
@@ -39,6 +40,7 @@ from morphnas.nn.datasets import (
     builtin_dataset,
     compute_normalisation,
     dataset_split,
+    expected_input,
     load_npz,
     validate_for,
 )
@@ -159,6 +161,60 @@ class TrainingService:
             ),
         )
 
+    def resume_training(self, search_id: str) -> TrainingRun:
+        """Continue a search (a stopped one too) with what its latest run still owes: the
+        trials that did not complete (those the stop cancelled included) and the budget seconds
+        not spent, on the same dataset and per-trial budget."""
+        search = self.service.get_search(search_id)
+        last = self.repo.latest_training_run(search.id)
+        if last is None:
+            raise FailedPreconditionError(
+                f"search {search.id!r} never trained: start a run with a dataset first"
+            )
+        if last.state is RunState.RUNNING and not search.stopped:
+            raise FailedPreconditionError(
+                f"search {search.id!r} is training now (run {last.id}); watch it instead"
+            )
+        completed = self.repo.run_counts(last).get(TrialState.COMPLETED, 0)
+        owed = last.trials - completed
+        seconds_left = last.seconds_left  # for trials: the final fit's reservation held back
+        trials_owed = owed > 0 and (seconds_left is None or seconds_left > 0)
+        # The final fit the last run asked for is owed until it has run (a stop during the
+        # search or the fit); the resumed run does it, like the run it continues.
+        fit_owed = last.final_fit != "none" and last.final_test_accuracy is None
+        if not trials_owed and not fit_owed:
+            raise FailedPreconditionError(
+                f"search {search.id!r} is owed no training: its last run trained all it was "
+                "asked to; start a new run to train more"
+            )
+        if not trials_owed:
+            # Only the final fit is left: a run that only does it (no trials, no budget).
+            self.best_trial(search.id)  # FailedPrecondition when there is nothing to fit
+            return self.repo.create_training_run(
+                search.id,
+                dataset=last.dataset,
+                trials=0,
+                budget=last.budget,
+                final_fit=last.final_fit,
+                resume=True,
+            )
+        # The budget seconds not spent, the final fit's reservation included (reserved anew).
+        budget_seconds = (
+            max(0.0, last.budget_seconds - last.spent_seconds) if last.budget_seconds > 0 else 0.0
+        )
+        return self.repo.create_training_run(
+            search.id,
+            dataset=last.dataset,
+            trials=owed,
+            budget=last.budget,
+            budget_seconds=budget_seconds,
+            final_fit=last.final_fit,
+            reserved_seconds=(
+                INITIAL_FINAL_FIT_SHARE * budget_seconds if last.final_fit != "none" else 0.0
+            ),
+            resume=True,
+        )
+
     def stop(self, search_id: str) -> Search:
         self.repo.stop_training(self.service.get_search(search_id).id)
         search = self.repo.stop_search(search_id)
@@ -236,6 +292,7 @@ class TrainingService:
             "score": repr(trial.score),
             "dataset": run.dataset if run else "",
             "weights": kind,
+            "expected_input": expected_input(graph.input_shape, run.dataset if run else None),
         }
         if run is not None and run.best_trial_id == trial.id:
             measured = run.final_test_accuracy if kind == "final" else run.test_accuracy

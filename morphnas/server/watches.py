@@ -137,16 +137,23 @@ class EventWatches:
                 self._watches.discard(watch)
 
     def _send_new_events(self, watch: _Watch) -> bool:
-        """Send what happened since the watch's last event; True when the watch is over."""
+        """Send what happened since the watch's last event; True when the watch is over.
+
+        The watch ends right after a final event unless a later event of the same batch is a
+        ``run_started`` (a resumed search), in which case it goes on. Events after a final one
+        that are not a new run (a worker's late ``trial_finished`` after ``search_finished``
+        when the budget ran out as it started a trial) do not keep it open."""
         while watch.context.is_active():
             events = self._events(watch.search_id, watch.after)
-            for event in events:
-                watch.send(convert.event_to_pb(event))
-                watch.after = event.id
-            if events and events[-1].kind in FINAL_EVENTS:
-                return True  # the latest thing that happened ends the search
             if not events:
                 return False
+            for index, event in enumerate(events):
+                watch.send(convert.event_to_pb(event))
+                watch.after = event.id
+                if event.kind in FINAL_EVENTS and not any(
+                    later.kind == "run_started" for later in events[index + 1 :]
+                ):
+                    return True
         return True  # the client cancelled or its deadline passed
 
 

@@ -40,7 +40,14 @@ from morphnas.core.records import (
     TrialState,
 )
 from morphnas.storage._rows import expire, lock_search
-from morphnas.storage._tables import dataset_blobs, datasets, events, training_runs, trials
+from morphnas.storage._tables import (
+    dataset_blobs,
+    datasets,
+    events,
+    searches,
+    training_runs,
+    trials,
+)
 
 
 def _now(now: float | None) -> float:
@@ -139,15 +146,22 @@ class TrainingStorage:
         budget_seconds: float = 0.0,
         final_fit: str = "none",
         reserved_seconds: float = 0.0,
+        resume: bool = False,
         now: float | None = None,
     ) -> TrainingRun:
-        """A RUNNING run of the search (one at a time), with its ``run_started`` event."""
+        """A RUNNING run of the search (one at a time), with its ``run_started`` event.
+
+        ``resume`` lets a stopped search train again (it is no longer stopped)."""
         at = _now(now)
 
         def work(c: Connection) -> TrainingRun:
             search = lock_search(c, search_id)
+            if search.stopped and not resume:
+                raise FailedPreconditionError(
+                    f"search {search_id!r} is stopped (resume it to train it again)"
+                )
             if search.stopped:
-                raise FailedPreconditionError(f"search {search_id!r} is stopped")
+                c.execute(update(searches).where(searches.c.id == search_id).values(stopped=False))
             running = c.execute(
                 select(training_runs.c.id).where(
                     training_runs.c.search_id == search_id,
@@ -185,6 +199,7 @@ class TrainingStorage:
                     "dataset": dataset,
                     "trials": trials,
                     "budget_seconds": budget_seconds,
+                    **({"resumed": True} if resume else {}),
                 },
                 at,
             )

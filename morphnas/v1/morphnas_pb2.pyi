@@ -348,20 +348,22 @@ class TrainingBudget(_message.Message):
     def __init__(self, epochs: _Optional[int] = ..., max_seconds: _Optional[float] = ..., batch_size: _Optional[int] = ..., optimizer: _Optional[str] = ..., learning_rate: _Optional[float] = ..., patience: _Optional[int] = ..., device: _Optional[str] = ...) -> None: ...
 
 class StartTrainingRequest(_message.Message):
-    __slots__ = ("search_id", "dataset", "trials", "budget", "budget_seconds", "final_fit")
+    __slots__ = ("search_id", "dataset", "trials", "budget", "budget_seconds", "final_fit", "resume")
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     TRIALS_FIELD_NUMBER: _ClassVar[int]
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     BUDGET_SECONDS_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIT_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
     search_id: str
     dataset: str
     trials: int
     budget: TrainingBudget
     budget_seconds: float
     final_fit: str
-    def __init__(self, search_id: _Optional[str] = ..., dataset: _Optional[str] = ..., trials: _Optional[int] = ..., budget: _Optional[_Union[TrainingBudget, _Mapping]] = ..., budget_seconds: _Optional[float] = ..., final_fit: _Optional[str] = ...) -> None: ...
+    resume: bool
+    def __init__(self, search_id: _Optional[str] = ..., dataset: _Optional[str] = ..., trials: _Optional[int] = ..., budget: _Optional[_Union[TrainingBudget, _Mapping]] = ..., budget_seconds: _Optional[float] = ..., final_fit: _Optional[str] = ..., resume: _Optional[bool] = ...) -> None: ...
 
 class TrainingRun(_message.Message):
     __slots__ = ("id", "search_id", "dataset", "trials", "claimed", "budget", "state", "first_number", "created_at", "finished_at", "best_trial_id", "test_accuracy", "budget_seconds", "spent_seconds", "final_fit", "final_test_accuracy", "reserved_seconds")

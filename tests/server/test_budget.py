@@ -18,7 +18,8 @@ import pytest
 
 from morphnas.client import Client, InvalidArgumentError
 from morphnas.nn.datasets import builtin_dataset
-from morphnas.runner import _follow, parse_budget
+from morphnas.options import parse_budget
+from morphnas.runner import _follow
 from morphnas.server.app import RunningServer
 from morphnas.server.training import TrainingService
 from morphnas.server.worker import Worker

@@ -29,6 +29,7 @@ from morphnas.server.budget import (
 )
 from morphnas.server.training import TrainingService
 from morphnas.server.worker import Worker
+from morphnas.v1 import morphnas_pb2 as pb
 
 
 @pytest.fixture
@@ -241,3 +242,18 @@ def test_morphnas_run_does_a_final_fit_by_default_and_exports_it(tmp_path) -> No
     meta = onnx_metadata((tmp_path / "m.onnx").read_bytes())
     assert meta["weights"] == "final"
     assert f"{float(meta['test_accuracy']):.4f}" in summary.split("final model")[1]
+
+
+def test_a_resumed_run_keeps_the_final_fit_of_the_run_it_continues(client: Client) -> None:
+    search = _search(client)
+    search.train("digits", 2, epochs=1, budget_seconds=100, final_fit="retrain")
+    search.stop()  # no worker: nothing trained, all of it is owed
+    with pytest.raises(InvalidArgumentError, match="final_fit"):
+        client.call(
+            "StartTraining",
+            pb.StartTrainingRequest(search_id=search.id, resume=True, final_fit="continue"),
+        )
+    resumed = search.resume()
+    assert (resumed.trials, resumed.budget_seconds) == (2, 100)
+    assert resumed.final_fit == "retrain"
+    assert resumed.reserved_seconds == INITIAL_FINAL_FIT_SHARE * 100

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
+from typing import Any
 
 import grpc
 import pytest
@@ -116,3 +117,46 @@ def test_a_watch_of_a_missing_search_is_not_found(client: Client) -> None:
     search.info = dataclasses.replace(search.info, id="0" * 32)  # well-formed, unknown
     with pytest.raises(NotFoundError):
         list(search.watch(timeout=10))
+
+
+def _feed_watch(kinds: list[str]) -> tuple[bool, list[str], int]:
+    """Serve one watch over a feed of events of ``kinds`` fetched as one batch: whether it is
+    over, the kinds it sent and the id of its last event."""
+    from types import SimpleNamespace
+
+    from morphnas.core.records import SearchEvent
+    from morphnas.server.watches import EventWatches, _Watch
+
+    feed = [
+        SearchEvent(id=i, search_id="s", kind=kind, payload={}, created_at=0.0)
+        for i, kind in enumerate(kinds, start=1)
+    ]
+
+    def events(search_id: str, after: int) -> list[SearchEvent]:
+        return [e for e in feed if e.id > after]
+
+    sent: list[Any] = []
+    context = SimpleNamespace(is_active=lambda: True)
+    watch = _Watch("s", 0, context, sent.append)  # type: ignore[arg-type]
+    over = EventWatches(events)._send_new_events(watch)
+    return over, [message.kind for message in sent], watch.after
+
+
+def test_a_late_trial_finished_after_search_finished_ends_the_watch_there() -> None:
+    """A worker may write a trial_finished after search_finished (the budget ran out while it
+    was starting a trial): the watch ends at search_finished instead of waiting for ever."""
+    kinds = ["run_started", "trial_finished", "search_finished", "trial_finished"]
+    over, sent, after = _feed_watch(kinds)
+    assert over is True
+    assert sent == ["run_started", "trial_finished", "search_finished"]
+    assert after == 3
+
+
+def test_search_stopped_then_run_started_continues_the_watch() -> None:
+    """A resumed search: the first run's search_stopped is followed by the new run's events."""
+    kinds = ["run_started", "search_stopped", "run_started", "trial_finished"]
+    over, sent, after = _feed_watch(kinds)
+    assert over is False  # not over: the search runs again
+    assert sent == kinds and after == 4
+    over, sent, after = _feed_watch([*kinds, "search_finished"])
+    assert over is True and sent[-1] == "search_finished" and after == 5

@@ -245,3 +245,21 @@ def test_run_counts_cover_the_runs_trials_only(repo: Repository) -> None:
             TrialState.STALE: 1,
         }
     )
+
+
+def test_a_stopped_search_gets_a_run_again_only_when_resumed(repo: Repository) -> None:
+    run = _run(repo, 3)
+    repo.stop_training(run.search_id, now=T0 + 1)
+    repo.stop_search(run.search_id)
+    with pytest.raises(FailedPreconditionError, match="is stopped"):
+        repo.create_training_run(run.search_id, dataset="digits", trials=2, budget=BUDGET)
+    assert _claim(repo, at=T0 + 2) is None  # a stopped search's run is never claimed
+    resumed = repo.create_training_run(
+        run.search_id, dataset="digits", trials=2, budget=BUDGET, resume=True, now=T0 + 3
+    )
+    assert not repo.get_search(run.search_id).stopped
+    assert resumed.state is RunState.RUNNING and resumed.trials == 2
+    claimed = _claim(repo, at=T0 + 4)
+    assert claimed is not None and claimed.id == resumed.id
+    started = [e for e in repo.list_events(run.search_id) if e.kind == "run_started"]
+    assert [e.payload.get("resumed", False) for e in started] == [False, True]
