@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
-from morphnas.client import Client, SearchHandle
+from morphnas.client import Client, SearchHandle, TrainingRunInfo
 from morphnas.core.records import BUILTIN_DATASET_SHAPES
 from morphnas.options import check_run
 from morphnas.own_data import LAYOUTS, Upload, prepare_upload
@@ -92,7 +92,7 @@ def _wait_for_a_worker(search: SearchHandle, server: str, timeout: float) -> Non
     and one that nobody claims within ``timeout`` seconds means the server has none (or none
     free). The search is stopped, so it does not start training later without the user."""
     deadline = time.monotonic() + timeout
-    while search.training_run().claimed == 0:
+    while _unclaimed(search.training_run()):
         if time.monotonic() >= deadline:
             search.stop()
             raise SystemExit(
@@ -102,6 +102,12 @@ def _wait_for_a_worker(search: SearchHandle, server: str, timeout: float) -> Non
                 f"--server {server}"
             )
         time.sleep(0.5)
+
+
+def _unclaimed(run: TrainingRunInfo) -> bool:
+    """Whether a run still waits for its first worker. A run of only a final fit (a resumed
+    run that owes nothing else) claims no trial slot, so it is not waited for."""
+    return run.state == "RUNNING" and run.trials > 0 and run.claimed == 0
 
 
 def _dataset_for(
@@ -444,7 +450,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="retrain",
         help="after the search, train the best architecture on training + validation data, "
         "from its weights (continue) or from scratch (retrain); within --budget "
-        "(default %(default)s; see docs/final-fit.md)",
+        "(default %(default)s; a --resume keeps the resumed run's; see docs/final-fit.md)",
     )
     parser.add_argument(
         "--resume",
