@@ -25,8 +25,7 @@ Methods (``--methods``):
   worker runs one: a temporary SQLite :class:`Repository`, :class:`SearchService`,
   ``create_search`` with the CLI's defaults (seed width/depth, parameter cap), then per trial
   ``suggest`` → the trial's initial (inherited) weights → ``train_trial`` with the run's
-  :class:`TrainConfig` (:func:`morphnas_train_config`: the recipe's builder when the checkout
-  has it, else as ``Worker._train`` built it before; from
+  :class:`TrainConfig` (:func:`morphnas_train_config`: the worker's recipe, ``nn.recipe``; from
   ``morphnas run``'s default budget, except its per-trial wall-clock limit, lifted unless
   ``--trial-max-seconds``: on a busy machine it would cut trials by load, not by compute, and
   Optuna's trials have none) → ``progress`` after every epoch (its ``should_stop`` stops
@@ -259,7 +258,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "max_params": args.max_params or defaults["max_params"],
         "morphnas": defaults,
-        "morphnas_train_config": train_config_builder(),
+        "morphnas_train_config": "morphnas.nn.recipe.recipe_config",
         "optuna": {
             "pruner": args.pruner,
             "epochs": {
@@ -290,40 +289,13 @@ def prepare(dataset: str, seed: int) -> tuple[Any, Any, Any]:
 
 
 def morphnas_train_config(budget: Any, search: Any, trial: Any, parent: Any) -> Any:
-    """The TrainConfig of one morphnas trial: THE place to switch to the product's own builder.
+    """The TrainConfig of one morphnas trial, as the worker builds it (``nn.recipe``)."""
+    from morphnas.nn.recipe import recipe_config, trial_seed
 
-    With the recipe for inherited weights in the checkout (``morphnas.nn.recipe.recipe_config``)
-    it is used, as the worker uses it (a trial is inherited when its parent has trained
-    weights); without it, ``Worker._train``'s construction from before the recipe, verbatim.
-    :func:`train_config_builder` names which one ran; it goes into the results' settings.
-    """
-    from morphnas.nn.train import TrainConfig
-
-    seed = search.config.seed * 100_003 + trial.number
-    try:
-        from morphnas.nn.recipe import recipe_config  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return TrainConfig(
-            epochs=budget.epochs,
-            batch_size=budget.batch_size,
-            optimizer=budget.optimizer,
-            lr=budget.learning_rate or None,
-            patience=budget.patience,
-            max_seconds=budget.max_seconds,
-            seed=seed,
-            device=budget.device,
-        )
     inherited = parent is not None and parent.has_trained_weights
-    return recipe_config(budget, seed=seed, inherited=inherited, device=budget.device)
-
-
-def train_config_builder() -> str:
-    """Which TrainConfig builder :func:`morphnas_train_config` uses in this checkout."""
-    try:
-        from morphnas.nn.recipe import recipe_config  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
-    except ImportError:
-        return "Worker._train before the recipe (no morphnas.nn.recipe)"
-    return "morphnas.nn.recipe.recipe_config"
+    return recipe_config(
+        budget, seed=trial_seed(search, trial), inherited=inherited, device=budget.device
+    )
 
 
 def run_morphnas(

@@ -59,11 +59,6 @@ MAX_CHILDREN = 8
 MAX_PATH = 3
 
 
-def ucb(mean: np.ndarray, std: np.ndarray, beta: float) -> np.ndarray:
-    """Upper confidence bound μ + β·σ."""
-    return mean + beta * std
-
-
 @dataclass(frozen=True)
 class Constraints:
     """Size caps a proposal must respect."""
