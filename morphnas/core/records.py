@@ -59,6 +59,11 @@ class SearchConfig:
     batch_size: int = 128  # used for the memory estimate
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     max_trials: int = 10_000
+    #: What to minimise besides maximising the score, any of :data:`OBJECTIVES` (empty: the
+    #: score alone). A search with objectives is a Pareto search (:mod:`morphnas.search.pareto`).
+    objectives: tuple[str, ...] = ()
+    #: Hard constraint on the measured batch-1 latency (milliseconds); None: no constraint.
+    max_latency_ms: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not 1 <= len(self.name) <= 200:
@@ -88,6 +93,69 @@ class SearchConfig:
             raise InvalidArgumentError("lease_seconds must be between 1 s and 7 days")
         if not 1 <= self.max_trials <= 1_000_000:
             raise InvalidArgumentError("max_trials must be between 1 and 1,000,000")
+        check_objectives(self.objectives)
+        if self.max_latency_ms is not None and not (
+            math.isfinite(self.max_latency_ms) and 0 < self.max_latency_ms <= MAX_LATENCY_MS
+        ):
+            raise InvalidArgumentError(
+                f"max_latency_ms must be positive and at most {MAX_LATENCY_MS:g}, "
+                f"got {self.max_latency_ms}"
+            )
+
+    @property
+    def measures_latency(self) -> bool:
+        """Whether trials of this search should have their inference latency measured."""
+        return LATENCY in self.objectives or self.max_latency_ms is not None
+
+
+#: Names of the objectives a search may minimise besides maximising its score, and of the
+#: metrics a worker reports for them: trainable parameters, forward FLOPs of one example, and
+#: the median inference latency at batch 1 in milliseconds (ONNX Runtime on the CPU).
+PARAMS = "params"
+FLOPS = "flops"
+LATENCY = "latency_ms"
+OBJECTIVES = (PARAMS, FLOPS, LATENCY)
+#: The latency at the configurable batch size is reported as this metric (milliseconds per
+#: batch); its batch size as :data:`LATENCY_BATCH_METRIC`.
+LATENCY_BATCHED = "latency_ms_batch"
+LATENCY_BATCH_METRIC = "latency_batch_size"
+#: Largest max_latency_ms (one hour) and most metrics a report may carry, with their name length.
+MAX_LATENCY_MS = 3_600_000.0
+MAX_METRICS = 32
+MAX_METRIC_NAME = 100
+MAX_MACHINE_CHARS = 200
+
+
+def check_objectives(objectives: Sequence[str]) -> None:
+    """:class:`InvalidArgumentError` unless ``objectives`` are distinct names of OBJECTIVES."""
+    if not isinstance(objectives, tuple):
+        raise InvalidArgumentError("objectives must be a tuple of names")
+    unknown = [o for o in objectives if o not in OBJECTIVES]
+    if unknown:
+        raise InvalidArgumentError(
+            f"unknown objective(s) {unknown}: choose among {', '.join(OBJECTIVES)}"
+        )
+    if len(set(objectives)) != len(objectives):
+        raise InvalidArgumentError(f"objectives repeat a name: {list(objectives)}")
+
+
+def check_metrics(metrics: Mapping[str, float], measured_on: str) -> dict[str, float]:
+    """The reported named metrics as a plain dict, checked: at most :data:`MAX_METRICS` names of
+    1 to :data:`MAX_METRIC_NAME` characters, finite values, ``measured_on`` (the machine they
+    were measured on) at most :data:`MAX_MACHINE_CHARS` characters."""
+    if len(metrics) > MAX_METRICS:
+        raise InvalidArgumentError(f"at most {MAX_METRICS} metrics a report, got {len(metrics)}")
+    checked: dict[str, float] = {}
+    for name, value in metrics.items():
+        if not isinstance(name, str) or not 1 <= len(name) <= MAX_METRIC_NAME:
+            raise InvalidArgumentError(f"metric names must be 1 to {MAX_METRIC_NAME} characters")
+        value = float(value)
+        if not math.isfinite(value):
+            raise InvalidArgumentError(f"metric {name!r} must be finite, got {value}")
+        checked[name] = value
+    if len(measured_on) > MAX_MACHINE_CHARS:
+        raise InvalidArgumentError(f"measured_on must be at most {MAX_MACHINE_CHARS} characters")
+    return checked
 
 
 @dataclass(frozen=True)
@@ -124,6 +192,9 @@ class Trial:
     has_trained_weights: bool = False
     weights_sha256: str = ""  # of the reported (trained) weights, "" if none
     num_params: int | None = None  # trainable parameters; None when not recorded (old rows)
+    #: Named metrics the report carried (e.g. ``latency_ms``, see :data:`OBJECTIVES`).
+    metrics: Mapping[str, float] = field(default_factory=dict, hash=False)
+    measured_on: str = ""  # the machine the metrics were measured on ("" if not said)
 
 
 @dataclass(frozen=True)
@@ -164,6 +235,8 @@ class Observation:
     #: Seconds from suggestion to the final report of a COMPLETED trial (what it cost to
     #: train); None when not known. The cost model of :mod:`morphnas.search.cost` learns from it.
     seconds: float | None = None
+    #: Named metrics of its report (e.g. the measured ``latency_ms``); empty when none.
+    metrics: Mapping[str, float] = field(default_factory=dict, hash=False)
 
 
 def _number(observation: Observation) -> int:

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select, union_all
 
 from morphnas.core.records import Observation, ObservationIndex, TrialState
+from morphnas.storage._rows import metrics_from_json
 from morphnas.storage._tables import trials
 
 _COLUMNS = (
@@ -36,6 +37,7 @@ _COLUMNS = (
     trials.c.weights_sha256,
     trials.c.created_at,
     trials.c.updated_at,
+    trials.c.metrics,
 )
 _STATES = {state.value: state for state in TrialState}
 #: Trials numbered from ``count`` on, and (a UNION, not an OR: each half then uses its own index
@@ -167,4 +169,5 @@ def _observation(row: Any) -> Observation:
         has_trained_weights=bool(row.weights_sha256),
         # A COMPLETED trial's row is last written by its report: suggestion to report.
         seconds=row.updated_at - row.created_at if row.state == "COMPLETED" else None,
+        metrics=metrics_from_json(row.metrics),
     )

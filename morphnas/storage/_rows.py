@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -90,7 +91,18 @@ def trial_record(row: Row[Any]) -> Trial:
         has_trained_weights=bool(row.weights_sha256),
         weights_sha256=row.weights_sha256,
         num_params=row.num_params,
+        metrics=metrics_from_json(row.metrics),
+        measured_on=row.measured_on or "",
     )
+
+
+def metrics_to_json(metrics: Mapping[str, float]) -> str | None:
+    """A report's named metrics as stored (None: the report carried none)."""
+    return json.dumps(dict(metrics), sort_keys=True) if metrics else None
+
+
+def metrics_from_json(text: str | None) -> dict[str, float]:
+    return {str(k): float(v) for k, v in json.loads(text).items()} if text else {}
 
 
 # ---------------------------------------------------------------------- search helpers
@@ -143,4 +155,5 @@ def config_from_json(text: str) -> SearchConfig:
     kwargs = {key: value for key, value in data.items() if key in known}
     kwargs["input_shape"] = tuple(kwargs["input_shape"])
     kwargs["policy"] = Policy(kwargs["policy"])
+    kwargs["objectives"] = tuple(kwargs.get("objectives", ()))
     return SearchConfig(**kwargs)

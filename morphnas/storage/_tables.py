@@ -75,6 +75,10 @@ trials = Table(
     Column("reissue_of", ID, nullable=True),  # the STALE trial this one repeats
     Column("reissued_as", ID, nullable=True),  # set on a STALE trial once handed out again
     Column("num_params", BigInteger, nullable=True),  # of the architecture; NULL: not recorded
+    # The report's named metrics as a JSON object (NULL: none), and the machine they were
+    # measured on ("" if not said).
+    Column("metrics", Text, nullable=True),
+    Column("measured_on", String(200), nullable=False, server_default=""),
     UniqueConstraint("search_id", "number"),
     Index(None, "search_id", "state", "number"),
     # Covers the per-ask scan of (id, state) by number without touching the wide rows.

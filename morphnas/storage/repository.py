@@ -72,6 +72,7 @@ from morphnas.core.records import (
     SearchSnapshot,
     Trial,
     TrialState,
+    check_metrics,
 )
 from morphnas.storage import _engine
 from morphnas.storage._migrate import SchemaVersionError, prepare_schema
@@ -79,6 +80,7 @@ from morphnas.storage._observations import ObservationCache, load_observations
 from morphnas.storage._rows import (
     config_to_json,
     expire,
+    metrics_to_json,
     lock_search,
     put_weights,
     require_trial,
@@ -112,7 +114,16 @@ T = TypeVar("T")
 
 DEFAULT_URL = "sqlite:///morphnas.db"
 WEIGHT_KINDS = ("initial", "trained", "final")
-_REPORTED_COLUMNS = ("state", "score", "reason", "lease_expires_at", "updated_at", "weights_sha256")
+_REPORTED_COLUMNS = (
+    "state",
+    "score",
+    "reason",
+    "lease_expires_at",
+    "updated_at",
+    "weights_sha256",
+    "metrics",
+    "measured_on",
+)
 
 
 class Repository(TrainingStorage):
@@ -329,6 +340,21 @@ class Repository(TrainingStorage):
         page = [trial_record(row) for row in rows[:page_size]]
         return page, _encode_token(page[-1].number) if len(rows) > page_size else ""
 
+    def completed_trials(self, search_id: str) -> list[Trial]:
+        """Every COMPLETED trial of a search, by number, in one read (what a Pareto front is
+        chosen from; NotFoundError for an unknown search)."""
+        query = (
+            select(trials)
+            .where(trials.c.search_id == search_id, trials.c.state == TrialState.COMPLETED.value)
+            .order_by(trials.c.number)
+        )
+
+        def work(c: Connection) -> list[Trial]:
+            search_row(c, search_id)
+            return [trial_record(row) for row in c.execute(query)]
+
+        return self._unit(work, write=False)
+
     def count_trials(self, search_id: str, states: Sequence[TrialState] = ()) -> int:
         query = select(func.count()).select_from(trials).where(trials.c.search_id == search_id)
         if states:
@@ -450,9 +476,14 @@ class Repository(TrainingStorage):
         reason: str = "",
         weights: bytes | None = None,
         worker_id: str = "",
+        metrics: Mapping[str, float] | None = None,
+        measured_on: str = "",
         now: float | None = None,
     ) -> tuple[Trial, bool]:
         """Store a trial's final result; returns (trial, changed).
+
+        ``metrics``: named values measured with it (e.g. ``latency_ms``), on the machine
+        ``measured_on``; checked by :func:`check_metrics` and part of what a repeat must match.
 
         COMPLETED needs a finite score; FAILED and INFEASIBLE take none (a non-finite one is
         dropped). Repeating the same report (state, score, reason and weights digest) is a no-op
@@ -467,6 +498,7 @@ class Repository(TrainingStorage):
             )
         score = _reported_score(state, score)
         sha = hashlib.sha256(weights).hexdigest() if weights is not None else ""
+        checked = check_metrics(metrics or {}, measured_on)
         at = _now(now)
 
         values = {  # bound as new_<column> (see _REPORT_OPEN)
@@ -476,6 +508,8 @@ class Repository(TrainingStorage):
             "new_lease_expires_at": None,
             "new_updated_at": at,
             "new_weights_sha256": sha,
+            "new_metrics": metrics_to_json(checked),
+            "new_measured_on": measured_on,
         }
 
         def work(c: Connection) -> tuple[Trial, bool]:
@@ -494,6 +528,11 @@ class Repository(TrainingStorage):
             if row is None:
                 current = trial_record(trial_row(c, trial_id, lock=True))
                 if current.state in FINAL_STATES:
+                    if checked and dict(current.metrics) != checked:
+                        raise FailedPreconditionError(
+                            f"trial {current.number} is already {current.state.value} "
+                            "with other metrics"
+                        )
                     return _repeat(current, state, score, reason, sha), False
                 # Under the lock an open trial missed by _REPORT_OPEN is another worker's.
                 assert worker_id and current.worker_id and worker_id != current.worker_id
