@@ -184,12 +184,16 @@ def tree_search(
     cost_penalty: Callable[[np.ndarray], np.ndarray] | None = None,
     cooling: float = COOLING,
     cache: SearchCache | None = None,
+    child_acquisition: Callable[[list[Child], Descriptor], np.ndarray] | None = None,
 ) -> Found | None:
     """Best new architecture by acquisition reachable from ``roots`` (node, α) — see module doc.
 
     ``acquisition(children, parent)`` gives α of a batch of one-step morphs of ``parent``;
     ``cost_penalty(flops)`` (Q,) → (Q,), if given, is added to it.
     ``cache``: the search's cache (a fresh one when not given).
+    ``child_acquisition(children, parent)``, if given, replaces ``acquisition`` and sees the
+    materialised children (their parameters and FLOPs): the Pareto acquisition of
+    :mod:`morphnas.search.pareto_acquisition`.
     """
     cache = cache if cache is not None else SearchCache()
     limit = MAX_CHILDREN if max_children is None else max_children
@@ -228,7 +232,10 @@ def tree_search(
                 fresh.append((op, child))
         expansions += 1
         if fresh:
-            values = acquisition([child.descriptor for _, child in fresh], node.descriptor)
+            if child_acquisition is not None:
+                values = child_acquisition([child for _, child in fresh], node.descriptor)
+            else:
+                values = acquisition([child.descriptor for _, child in fresh], node.descriptor)
             if cost_penalty is not None:
                 values = values + cost_penalty(np.array([c.flops for _, c in fresh], np.float64))
             for (op, child), value in zip(fresh, values.tolist(), strict=True):

@@ -14,6 +14,11 @@
   :mod:`morphnas.search.acquisition` with an effort in expansions that scales with the measured
   trial time (:func:`morphnas.search.cost.expansions`); each proposal of a ``count > 1`` call
   becomes a fantasy before the next is searched, so k asks give k different architectures.
+* **Pareto** (a search with ``objectives``): first the seeds of
+  :func:`morphnas.core.seed_ladder.seed_ladder` (the search's seed, then narrower and shallower
+  ones: morphs only grow networks, so small ones must be started from), then the bayesian
+  policy with log EHVI in place of log EI (:mod:`morphnas.search.pareto_acquisition`); the
+  random policy morphs as usual.
 
 Every proposal is new (its content hash differs from every trial in the snapshot and from the
 other proposals of the call) and respects the size caps. Randomness comes from a numpy Generator
@@ -39,11 +44,13 @@ from morphnas.core.errors import InvalidArgumentError
 from morphnas.core.graph import Graph
 from morphnas.core.morphs import Morph, sample_morph
 from morphnas.core.records import Observation, Policy, SearchSnapshot
+from morphnas.core.seed_ladder import seed_ladder
 from morphnas.core.seeds import seed_graph
 from morphnas.search import cost, ei, surrogate
 from morphnas.search.acquisition import T0, T_MIN, Constraints, Node, architecture_key, tree_search
 from morphnas.search.cache import SearchCache
 from morphnas.search.descriptors import Descriptor, descriptor, parse
+from morphnas.search.pareto_acquisition import ParetoAcquisition
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +96,20 @@ def propose(
         config.max_memory_bytes,
         config.batch_size,
     )
+    seeds = _ladder(snapshot, count, taken, constraints) if config.objectives else []
+    count -= len(seeds)
+    if count < 1:
+        return seeds
     completed = snapshot.completed
     if not completed:
-        return _bootstrap(snapshot, count, rng, taken, constraints)
+        return seeds + _bootstrap(snapshot, count, rng, taken, constraints)
     if config.policy is Policy.RANDOM:
-        return _random(snapshot.ranked, count, rng, taken, constraints, cache)
+        return seeds + _random(snapshot.ranked, count, rng, taken, constraints, cache)
     planned = cost.expansions(completed) if max_expansions is None else max_expansions
     if time_budget_s is None:
         time_budget_s = cost.safety_seconds(planned) * count
     deadline = time.perf_counter() + time_budget_s
-    return _bayesian(snapshot, count, rng, taken, constraints, deadline, cache, planned)
+    return seeds + _bayesian(snapshot, count, rng, taken, constraints, deadline, cache, planned)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -208,6 +219,25 @@ def _bootstrap(
             proposals.append(Proposal(None, *drawn))
             taken.add(drawn[1].content_hash)
     return proposals[:count]
+
+
+def _ladder(
+    snapshot: SearchSnapshot, count: int, taken: Taken, constraints: Constraints
+) -> list[Proposal]:
+    """A Pareto search's seeds not handed out yet, the search's own seed first
+    (:func:`morphnas.core.seed_ladder.seed_ladder`: morphs only grow, so the small end of the
+    front needs small starting points)."""
+    config = snapshot.search.config
+    proposals: list[Proposal] = []
+    for graph in seed_ladder(
+        config.input_shape, config.num_classes, config.seed_width, config.seed_depth
+    ):
+        if len(proposals) >= count:
+            break
+        if _accept(graph, taken, constraints):
+            proposals.append(Proposal(None, (), graph))
+            taken.add(graph.content_hash)
+    return proposals
 
 
 def _ranked(completed: Sequence[Observation]) -> list[Observation]:
@@ -320,6 +350,17 @@ def _bayesian(
     root_values = ei.acquisition(
         mean, std, incumbent, costs.log_relative(np.array([g.flops for g in points.graphs]))
     )
+    front = None  # a Pareto search: log EHVI instead of log EI (search/pareto_acquisition.py)
+    if config.objectives:
+        front = ParetoAcquisition.build(
+            config.objectives,
+            model,
+            costs,
+            points.graphs,
+            [snapshot.by_id[i].metrics for i in points.trial_ids],
+            rng,
+        )
+        root_values = front.roots()
     roots = [
         (Node(g, key, desc, trial_id, ()), float(value))
         for g, key, desc, trial_id, value in zip(
@@ -345,6 +386,8 @@ def _bayesian(
     proposals: list[Proposal] = []
     for k in range(count):
         proposal = None
+        if front is not None and k > 0:
+            front.redraw(rng)
         for _ in range(3):  # the structural key and the content hash agree; this is a guard
             found = tree_search(
                 roots,
@@ -355,9 +398,10 @@ def _bayesian(
                 start + budget * (k + 1) / count,
                 config.seed % 2**63,
                 max_expansions=max_expansions,
-                cost_penalty=cost_penalty,
+                cost_penalty=cost_penalty if front is None else None,
                 cooling=cost.cooling(max_expansions, T0, T_MIN),
                 cache=cache,
+                child_acquisition=front.children if front is not None else None,
             )
             if found is None:
                 break

@@ -285,6 +285,10 @@ class SearchService:
     def _initial_weights(self, snapshot: SearchSnapshot, proposal: Proposal) -> Weights:
         """The parent's weights carried along the proposal's path (the policy already built the
         final graph, so the last morph only transfers)."""
+        if proposal.parent_id is None and not proposal.operations:
+            # A seed: the search's seed architecture or one of a Pareto search's smaller seeds
+            # (morphnas.core.seed_ladder), fresh weights seeded by the search seed.
+            return init_weights(proposal.graph, snapshot.search.config.seed)
         graph, weights = self._parent(snapshot, proposal.parent_id)
         if not proposal.operations:
             return weights
