@@ -64,6 +64,8 @@ class SearchConfig:
     objectives: tuple[str, ...] = ()
     #: Hard constraint on the measured batch-1 latency (milliseconds); None: no constraint.
     max_latency_ms: float | None = None
+    #: The second batch size latency is measured at (besides 1), see :mod:`morphnas.nn.latency`.
+    latency_batch_size: int = 32
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not 1 <= len(self.name) <= 200:
@@ -94,6 +96,10 @@ class SearchConfig:
         if not 1 <= self.max_trials <= 1_000_000:
             raise InvalidArgumentError("max_trials must be between 1 and 1,000,000")
         check_objectives(self.objectives)
+        if not 1 <= self.latency_batch_size <= 4096:
+            raise InvalidArgumentError(
+                f"latency_batch_size must be 1 to 4096, got {self.latency_batch_size}"
+            )
         if self.max_latency_ms is not None and not (
             math.isfinite(self.max_latency_ms) and 0 < self.max_latency_ms <= MAX_LATENCY_MS
         ):

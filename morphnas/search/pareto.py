@@ -40,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import logsumexp
 
-from morphnas.search.ei import log_expected_improvement
+from morphnas.search.ei import MIN_STD, log_h
 
 #: Candidates costlier than the reference are given this much width (normalised cost units) so
 #: that their acquisition stays finite and ordered by expected score.
@@ -111,10 +111,8 @@ def log_ehvi(
     cost = np.minimum(np.asarray(cost, np.float64), c_ref - MIN_WIDTH)  # (Q,)
     lo = np.maximum(breaks[None, :-1], cost[:, None])  # (Q, K+1)
     width = np.maximum(breaks[None, 1:] - lo, 0.0)  # (Q, K+1)
-    q, k = width.shape
-    log_ei = log_expected_improvement(
-        np.repeat(mean, k), np.repeat(std, k), np.tile(levels, q)
-    ).reshape(q, k)  # (Q, K+1)
+    s = np.maximum(std, MIN_STD)[:, None]  # (Q, 1)
+    log_ei = np.log(s) + log_h((mean[:, None] - levels[None, :]) / s)  # (Q, K+1): log EI_k
     with np.errstate(divide="ignore"):
         terms = np.where(width > 0, np.log(width) + log_ei, -np.inf)
     return np.asarray(logsumexp(terms, axis=1), np.float64)

@@ -8,6 +8,7 @@ import json
 from morphnas.core.errors import InvalidArgumentError
 from morphnas.core.graph import Graph
 from morphnas.core.records import (
+    OBJECTIVES,
     DatasetInfo,
     Policy,
     RunState,
@@ -19,6 +20,7 @@ from morphnas.core.records import (
     Trial,
     TrialState,
 )
+from morphnas.server import pareto
 from morphnas.v1 import morphnas_pb2 as pb
 
 POLICY_TO_PB = {Policy.BAYESIAN: pb.POLICY_BAYESIAN, Policy.RANDOM: pb.POLICY_RANDOM}
@@ -62,9 +64,14 @@ def search_config_from_pb(request: pb.CreateSearchRequest) -> SearchConfig:
         "batch_size",
         "lease_seconds",
         "max_trials",
+        "max_latency_ms",
+        "latency_batch_size",
     ):
         if request.HasField(field):
             optional[field] = getattr(request, field)
+    if len(request.objectives) > len(OBJECTIVES):
+        raise InvalidArgumentError(f"at most {len(OBJECTIVES)} objectives")
+    optional["objectives"] = tuple(request.objectives)
     return SearchConfig(
         name=request.name,
         input_shape=tuple(request.input_shape),
@@ -72,6 +79,16 @@ def search_config_from_pb(request: pb.CreateSearchRequest) -> SearchConfig:
         seed=request.seed,
         policy=policy_from_pb(request.policy),
         **optional,
+    )
+
+
+def constraints_from_pb(
+    request: pb.GetParetoFrontRequest | pb.ExportModelRequest,
+) -> pareto.Constraints:
+    """The optional ``max_latency_ms`` and ``max_params`` of a request (validated)."""
+    return pareto.Constraints(
+        request.max_latency_ms if request.HasField("max_latency_ms") else None,
+        request.max_params if request.HasField("max_params") else None,
     )
 
 
@@ -97,7 +114,11 @@ def search_to_pb(search: Search, best: Trial | None = None) -> pb.Search:
         size_cap_params=search.size_cap_params,
         trial_count=search.trial_count,
         stopped=search.stopped,
+        objectives=list(c.objectives),
+        latency_batch_size=c.latency_batch_size,
     )
+    if c.max_latency_ms is not None:
+        message.max_latency_ms = c.max_latency_ms
     if best is not None:
         message.best_trial_id = best.id
         message.best_score = best.score  # type: ignore[assignment]  # completed: a float
@@ -124,6 +145,8 @@ def trial_to_pb(trial: Trial) -> pb.Trial:
         num_params=(
             trial.num_params if trial.num_params is not None else _num_params(trial.architecture)
         ),
+        metrics=dict(trial.metrics),
+        measured_on=trial.measured_on,
     )
     if trial.score is not None:
         message.score = trial.score

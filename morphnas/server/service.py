@@ -20,7 +20,7 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +55,7 @@ from morphnas.core.weights import (
 from morphnas.search.cache import SearchCache
 from morphnas.search.policy import Proposal, propose
 from morphnas.search.stopping import StoppingRule, should_stop
+from morphnas.server import pareto
 from morphnas.storage import Repository, StalePlan
 
 log = logging.getLogger(__name__)
@@ -337,8 +338,11 @@ class SearchService:
         weights: bytes = b"",
         weights_sha256: str = "",
         worker_id: str = "",
+        metrics: Mapping[str, float] | None = None,
+        measured_on: str = "",
     ) -> Trial:
-        """Store a trial's final result (the state and score rules are the repository's)."""
+        """Store a trial's final result (the state and score rules are the repository's);
+        ``metrics``: named values measured with it (e.g. ``latency_ms``) on ``measured_on``."""
         trial_id = _id(trial_id, "trial_id")
         if len(reason) > 10_000:
             raise InvalidArgumentError("reason must be at most 10,000 characters")
@@ -353,7 +357,14 @@ class SearchService:
             # Only weights need the stored trial (its architecture); a plain report is one write.
             blob = self._reported_weights(self.repo.get_trial(trial_id), weights, weights_sha256)
         updated, changed = self.repo.report(
-            trial_id, state=state, score=score, reason=reason, weights=blob, worker_id=worker_id
+            trial_id,
+            state=state,
+            score=score,
+            reason=reason,
+            weights=blob,
+            worker_id=worker_id,
+            metrics=metrics,
+            measured_on=measured_on,
         )
         if changed and state is TrialState.FAILED and is_out_of_memory(reason):
             params = Graph.from_json(updated.architecture).num_params
@@ -460,6 +471,20 @@ class SearchService:
     def drop_spent_uploads(self) -> int:
         """Delete weights uploaded for trials that finished without naming them."""
         return self.repo.drop_spent_staged_weights()
+
+    def pareto_front(
+        self,
+        search_id: str,
+        objectives: Sequence[str] = (),
+        constraints: pareto.Constraints | None = None,
+    ) -> tuple[tuple[str, ...], list[Trial]]:
+        """The objectives used and the search's Pareto front (:func:`morphnas.server.pareto
+        .front`); objectives default to the search's (``params`` without any), the latency
+        constraint to the search's ``max_latency_ms``."""
+        search = self.repo.get_search(_id(search_id, "search_id"))
+        chosen = pareto.objectives_for(search, objectives)
+        limits = pareto.search_constraints(search, constraints or pareto.Constraints())
+        return chosen, pareto.front(self.repo.completed_trials(search.id), chosen, limits)
 
     def best_trials(self, search_ids: Sequence[str]) -> dict[str, Trial]:
         """The best completed trial of each search that has one (highest score, earliest on

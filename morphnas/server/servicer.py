@@ -89,6 +89,8 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
             weights=request.weights,
             weights_sha256=request.weights_sha256,
             worker_id=request.worker_id,
+            metrics=dict(request.metrics),
+            measured_on=request.measured_on,
         )
         return convert.trial_to_pb(trial)
 
@@ -112,6 +114,17 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
     @handles_errors
     def GetTrial(self, request: pb.GetTrialRequest, context: grpc.ServicerContext) -> pb.Trial:
         return convert.trial_to_pb(self.service.get_trial(request.trial_id))
+
+    @handles_errors
+    def GetParetoFront(
+        self, request: pb.GetParetoFrontRequest, context: grpc.ServicerContext
+    ) -> pb.GetParetoFrontResponse:
+        objectives, trials = self.service.pareto_front(
+            request.search_id, tuple(request.objectives), convert.constraints_from_pb(request)
+        )
+        return pb.GetParetoFrontResponse(
+            objectives=list(objectives), trials=[convert.trial_to_pb(t) for t in trials]
+        )
 
     @handles_errors
     def ListTrials(
@@ -216,6 +229,7 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
             request.trial_id,
             request.softmax,
             weights="trained" if request.trained_weights else "auto",
+            constraints=convert.constraints_from_pb(request),
         )
         yield from _chunks(blob, pb.ExportChunk, context)
 

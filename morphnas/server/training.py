@@ -44,6 +44,7 @@ from morphnas.nn.datasets import (
     load_npz,
     validate_for,
 )
+from morphnas.server import pareto
 from morphnas.server.budget import INITIAL_FINAL_FIT_SHARE, run_trials
 from morphnas.server.service import SearchService, sha256_hex
 
@@ -248,19 +249,35 @@ class TrainingService:
         return best
 
     def export_onnx(
-        self, search_id: str, trial_id: str, softmax: bool, weights: str = "auto"
+        self,
+        search_id: str,
+        trial_id: str,
+        softmax: bool,
+        weights: str = "auto",
+        constraints: pareto.Constraints | None = None,
     ) -> bytes:
         """ONNX bytes of a trial (default: the search's best) with its normalisation baked in.
 
         ``weights``: "auto" exports the trial's ``final`` weights (a final fit on training +
         validation data) when it has them, else its ``trained`` ones; "trained" always the
         trial's own trained weights. The metadata says which (``weights``) and, when the run
-        measured it, that model's ``test_accuracy``."""
+        measured it, that model's ``test_accuracy``. ``constraints`` (with a search and no
+        trial): the most accurate trial that meets them (:func:`morphnas.server.pareto
+        .best_under`)."""
         if weights not in ("auto", "trained"):
             raise InvalidArgumentError(f"weights must be 'auto' or 'trained', got {weights!r}")
         from morphnas.nn.onnx_export import export_onnx
 
-        if trial_id:
+        constrained = constraints is not None and (
+            constraints.max_latency_ms is not None or constraints.max_params is not None
+        )
+        if constrained and trial_id:
+            raise InvalidArgumentError("name a trial_id or constraints to export, not both")
+        if constrained and search_id:
+            assert constraints is not None
+            found = self.service.get_search(search_id)
+            trial = pareto.best_under(self.repo.completed_trials(found.id), constraints)
+        elif trial_id:
             trial = self.service.get_trial(trial_id)
             if search_id and trial.search_id != search_id:
                 raise InvalidArgumentError(f"trial {trial_id!r} is not in search {search_id!r}")

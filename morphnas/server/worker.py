@@ -58,6 +58,7 @@ from morphnas.server.training import PreparedData, TrainingService
 if TYPE_CHECKING:
     from morphnas.core.weights import Weights
     from morphnas.nn.train import EpochResult, TrainConfig, TrainResult
+    from morphnas.nn.latency import Latency
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class Worker:
             self._report_failed(job, f"{type(err).__name__}: {err}")
             return
         job.meter.charge()
-        self._report_result(job, result)
+        self._report_result(job, result, self._latency(job, graph, result, prepared))
 
     def _announce_start(self, job: _Job, graph: Graph) -> None:
         trial = job.trial
@@ -248,8 +249,32 @@ class Worker:
                 job.search_stopped.set()
         return bool(stop) or self.stopping.is_set() or job.meter.exhausted()
 
+    def _latency(
+        self, job: _Job, graph: Graph, result: TrainResult, prepared: PreparedData
+    ) -> Latency | None:
+        """The trained model's ONNX Runtime latency when the search wants it (a Pareto search
+        on latency, or one with max_latency_ms); None otherwise or when it cannot be measured
+        (logged: the trial still counts, only without a latency)."""
+        config = job.search.config
+        if not config.measures_latency or result.stopped_reason == "cancelled":
+            return None
+        from morphnas.nn.latency import LatencySettings, measure_latency
+
+        try:
+            return measure_latency(
+                graph,
+                result.weights,
+                prepared.norm,
+                LatencySettings(batch_size=config.latency_batch_size),
+            )
+        except Exception:  # noqa: BLE001 - a measurement must not lose the trained trial
+            log.exception("trial %d: latency could not be measured", job.trial.number)
+            return None
+
     # ------------------------------------------------------------------ reporting
-    def _report_result(self, job: _Job, result: TrainResult) -> None:
+    def _report_result(
+        self, job: _Job, result: TrainResult, latency: Latency | None = None
+    ) -> None:
         """Report a finished training as COMPLETED (also when the budget or pruning stopped it:
         its best so far), FAILED (search stopped), or not at all."""
         if job.lease_lost.is_set():
@@ -272,6 +297,8 @@ class Worker:
             score=result.val_accuracy,
             reason="",
             weights=weights_to_bytes(result.weights),
+            metrics=latency.metrics() if latency is not None else None,
+            measured_on=latency.machine if latency is not None else "",
             extra={
                 "epochs": result.epochs_run,
                 "best_epoch": result.best_epoch,
@@ -296,12 +323,20 @@ class Worker:
         reason: str,
         weights: bytes = b"",
         extra: dict | None = None,
+        metrics: dict[str, float] | None = None,
+        measured_on: str = "",
     ) -> None:
         """Report the trial to the search and write its ``trial_finished`` event."""
         trial = job.trial
         try:
             reported = self.service.report(
-                trial.id, state=state, score=score, reason=reason, weights=weights
+                trial.id,
+                state=state,
+                score=score,
+                reason=reason,
+                weights=weights,
+                metrics=metrics,
+                measured_on=measured_on,
             )
         except FailedPreconditionError as err:
             log.warning("trial %d: report refused: %s", trial.number, err)
@@ -315,6 +350,7 @@ class Worker:
                 "state": reported.state.value,
                 "score": reported.score,
                 "reason": reported.reason,
+                **(metrics or {}),
                 **(extra or {}),
             },
         )

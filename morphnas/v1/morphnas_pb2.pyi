@@ -54,7 +54,7 @@ STOPPED: RunState
 DONE: RunState
 
 class Search(_message.Message):
-    __slots__ = ("id", "name", "input_shape", "num_classes", "seed", "policy", "beta", "seed_width", "seed_depth", "max_params", "max_memory_bytes", "batch_size", "lease_seconds", "max_trials", "created_at", "size_cap_params", "trial_count", "stopped", "best_trial_id", "best_score")
+    __slots__ = ("id", "name", "input_shape", "num_classes", "seed", "policy", "beta", "seed_width", "seed_depth", "max_params", "max_memory_bytes", "batch_size", "lease_seconds", "max_trials", "created_at", "size_cap_params", "trial_count", "stopped", "best_trial_id", "best_score", "objectives", "max_latency_ms", "latency_batch_size")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,9 @@ class Search(_message.Message):
     STOPPED_FIELD_NUMBER: _ClassVar[int]
     BEST_TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     BEST_SCORE_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
+    MAX_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     input_shape: _containers.RepeatedScalarFieldContainer[int]
@@ -95,10 +98,13 @@ class Search(_message.Message):
     stopped: bool
     best_trial_id: str
     best_score: float
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., seed: _Optional[int] = ..., policy: _Optional[_Union[Policy, str]] = ..., beta: _Optional[float] = ..., seed_width: _Optional[int] = ..., seed_depth: _Optional[int] = ..., max_params: _Optional[int] = ..., max_memory_bytes: _Optional[int] = ..., batch_size: _Optional[int] = ..., lease_seconds: _Optional[float] = ..., max_trials: _Optional[int] = ..., created_at: _Optional[float] = ..., size_cap_params: _Optional[int] = ..., trial_count: _Optional[int] = ..., stopped: _Optional[bool] = ..., best_trial_id: _Optional[str] = ..., best_score: _Optional[float] = ...) -> None: ...
+    objectives: _containers.RepeatedScalarFieldContainer[str]
+    max_latency_ms: float
+    latency_batch_size: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., seed: _Optional[int] = ..., policy: _Optional[_Union[Policy, str]] = ..., beta: _Optional[float] = ..., seed_width: _Optional[int] = ..., seed_depth: _Optional[int] = ..., max_params: _Optional[int] = ..., max_memory_bytes: _Optional[int] = ..., batch_size: _Optional[int] = ..., lease_seconds: _Optional[float] = ..., max_trials: _Optional[int] = ..., created_at: _Optional[float] = ..., size_cap_params: _Optional[int] = ..., trial_count: _Optional[int] = ..., stopped: _Optional[bool] = ..., best_trial_id: _Optional[str] = ..., best_score: _Optional[float] = ..., objectives: _Optional[_Iterable[str]] = ..., max_latency_ms: _Optional[float] = ..., latency_batch_size: _Optional[int] = ...) -> None: ...
 
 class CreateSearchRequest(_message.Message):
-    __slots__ = ("name", "input_shape", "num_classes", "seed", "policy", "beta", "seed_width", "seed_depth", "max_params", "max_memory_bytes", "batch_size", "lease_seconds", "max_trials")
+    __slots__ = ("name", "input_shape", "num_classes", "seed", "policy", "beta", "seed_width", "seed_depth", "max_params", "max_memory_bytes", "batch_size", "lease_seconds", "max_trials", "objectives", "max_latency_ms", "latency_batch_size")
     NAME_FIELD_NUMBER: _ClassVar[int]
     INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
     NUM_CLASSES_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +118,9 @@ class CreateSearchRequest(_message.Message):
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MAX_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
+    MAX_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     name: str
     input_shape: _containers.RepeatedScalarFieldContainer[int]
     num_classes: int
@@ -125,7 +134,10 @@ class CreateSearchRequest(_message.Message):
     batch_size: int
     lease_seconds: float
     max_trials: int
-    def __init__(self, name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., seed: _Optional[int] = ..., policy: _Optional[_Union[Policy, str]] = ..., beta: _Optional[float] = ..., seed_width: _Optional[int] = ..., seed_depth: _Optional[int] = ..., max_params: _Optional[int] = ..., max_memory_bytes: _Optional[int] = ..., batch_size: _Optional[int] = ..., lease_seconds: _Optional[float] = ..., max_trials: _Optional[int] = ...) -> None: ...
+    objectives: _containers.RepeatedScalarFieldContainer[str]
+    max_latency_ms: float
+    latency_batch_size: int
+    def __init__(self, name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., num_classes: _Optional[int] = ..., seed: _Optional[int] = ..., policy: _Optional[_Union[Policy, str]] = ..., beta: _Optional[float] = ..., seed_width: _Optional[int] = ..., seed_depth: _Optional[int] = ..., max_params: _Optional[int] = ..., max_memory_bytes: _Optional[int] = ..., batch_size: _Optional[int] = ..., lease_seconds: _Optional[float] = ..., max_trials: _Optional[int] = ..., objectives: _Optional[_Iterable[str]] = ..., max_latency_ms: _Optional[float] = ..., latency_batch_size: _Optional[int] = ...) -> None: ...
 
 class GetSearchRequest(_message.Message):
     __slots__ = ("search_id",)
@@ -160,7 +172,14 @@ class DeleteSearchResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class Trial(_message.Message):
-    __slots__ = ("id", "search_id", "number", "state", "architecture_json", "architecture_hash", "parent_id", "operations_json", "score", "reason", "worker_id", "lease_expires_at", "created_at", "updated_at", "has_trained_weights", "trained_weights_sha256", "num_params")
+    __slots__ = ("id", "search_id", "number", "state", "architecture_json", "architecture_hash", "parent_id", "operations_json", "score", "reason", "worker_id", "lease_expires_at", "created_at", "updated_at", "has_trained_weights", "trained_weights_sha256", "num_params", "metrics", "measured_on")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     NUMBER_FIELD_NUMBER: _ClassVar[int]
@@ -178,6 +197,8 @@ class Trial(_message.Message):
     HAS_TRAINED_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     TRAINED_WEIGHTS_SHA256_FIELD_NUMBER: _ClassVar[int]
     NUM_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_ON_FIELD_NUMBER: _ClassVar[int]
     id: str
     search_id: str
     number: int
@@ -195,7 +216,29 @@ class Trial(_message.Message):
     has_trained_weights: bool
     trained_weights_sha256: str
     num_params: int
-    def __init__(self, id: _Optional[str] = ..., search_id: _Optional[str] = ..., number: _Optional[int] = ..., state: _Optional[_Union[TrialState, str]] = ..., architecture_json: _Optional[str] = ..., architecture_hash: _Optional[str] = ..., parent_id: _Optional[str] = ..., operations_json: _Optional[str] = ..., score: _Optional[float] = ..., reason: _Optional[str] = ..., worker_id: _Optional[str] = ..., lease_expires_at: _Optional[float] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., has_trained_weights: _Optional[bool] = ..., trained_weights_sha256: _Optional[str] = ..., num_params: _Optional[int] = ...) -> None: ...
+    metrics: _containers.ScalarMap[str, float]
+    measured_on: str
+    def __init__(self, id: _Optional[str] = ..., search_id: _Optional[str] = ..., number: _Optional[int] = ..., state: _Optional[_Union[TrialState, str]] = ..., architecture_json: _Optional[str] = ..., architecture_hash: _Optional[str] = ..., parent_id: _Optional[str] = ..., operations_json: _Optional[str] = ..., score: _Optional[float] = ..., reason: _Optional[str] = ..., worker_id: _Optional[str] = ..., lease_expires_at: _Optional[float] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., has_trained_weights: _Optional[bool] = ..., trained_weights_sha256: _Optional[str] = ..., num_params: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ..., measured_on: _Optional[str] = ...) -> None: ...
+
+class GetParetoFrontRequest(_message.Message):
+    __slots__ = ("search_id", "objectives", "max_latency_ms", "max_params")
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
+    MAX_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    search_id: str
+    objectives: _containers.RepeatedScalarFieldContainer[str]
+    max_latency_ms: float
+    max_params: int
+    def __init__(self, search_id: _Optional[str] = ..., objectives: _Optional[_Iterable[str]] = ..., max_latency_ms: _Optional[float] = ..., max_params: _Optional[int] = ...) -> None: ...
+
+class GetParetoFrontResponse(_message.Message):
+    __slots__ = ("objectives", "trials")
+    OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    objectives: _containers.RepeatedScalarFieldContainer[str]
+    trials: _containers.RepeatedCompositeFieldContainer[Trial]
+    def __init__(self, objectives: _Optional[_Iterable[str]] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ...) -> None: ...
 
 class SuggestTrialsRequest(_message.Message):
     __slots__ = ("search_id", "count", "worker_id")
@@ -214,7 +257,14 @@ class SuggestTrialsResponse(_message.Message):
     def __init__(self, trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ...) -> None: ...
 
 class ReportTrialRequest(_message.Message):
-    __slots__ = ("trial_id", "state", "score", "reason", "weights", "weights_sha256", "worker_id")
+    __slots__ = ("trial_id", "state", "score", "reason", "weights", "weights_sha256", "worker_id", "metrics", "measured_on")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -222,6 +272,8 @@ class ReportTrialRequest(_message.Message):
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_SHA256_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_ON_FIELD_NUMBER: _ClassVar[int]
     trial_id: str
     state: TrialState
     score: float
@@ -229,7 +281,9 @@ class ReportTrialRequest(_message.Message):
     weights: bytes
     weights_sha256: str
     worker_id: str
-    def __init__(self, trial_id: _Optional[str] = ..., state: _Optional[_Union[TrialState, str]] = ..., score: _Optional[float] = ..., reason: _Optional[str] = ..., weights: _Optional[bytes] = ..., weights_sha256: _Optional[str] = ..., worker_id: _Optional[str] = ...) -> None: ...
+    metrics: _containers.ScalarMap[str, float]
+    measured_on: str
+    def __init__(self, trial_id: _Optional[str] = ..., state: _Optional[_Union[TrialState, str]] = ..., score: _Optional[float] = ..., reason: _Optional[str] = ..., weights: _Optional[bytes] = ..., weights_sha256: _Optional[str] = ..., worker_id: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., measured_on: _Optional[str] = ...) -> None: ...
 
 class ReportProgressRequest(_message.Message):
     __slots__ = ("trial_id", "step", "value", "name")
@@ -438,16 +492,20 @@ class SearchEvent(_message.Message):
     def __init__(self, id: _Optional[int] = ..., search_id: _Optional[str] = ..., kind: _Optional[str] = ..., payload_json: _Optional[str] = ..., created_at: _Optional[float] = ...) -> None: ...
 
 class ExportModelRequest(_message.Message):
-    __slots__ = ("search_id", "trial_id", "softmax", "trained_weights")
+    __slots__ = ("search_id", "trial_id", "softmax", "trained_weights", "max_latency_ms", "max_params")
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     SOFTMAX_FIELD_NUMBER: _ClassVar[int]
     TRAINED_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_PARAMS_FIELD_NUMBER: _ClassVar[int]
     search_id: str
     trial_id: str
     softmax: bool
     trained_weights: bool
-    def __init__(self, search_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., softmax: _Optional[bool] = ..., trained_weights: _Optional[bool] = ...) -> None: ...
+    max_latency_ms: float
+    max_params: int
+    def __init__(self, search_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., softmax: _Optional[bool] = ..., trained_weights: _Optional[bool] = ..., max_latency_ms: _Optional[float] = ..., max_params: _Optional[int] = ...) -> None: ...
 
 class ExportChunk(_message.Message):
     __slots__ = ("total_size", "sha256", "data")

@@ -94,6 +94,11 @@ class MorphNasStub:
                 request_serializer=morphnas_dot_v1_dot_morphnas__pb2.DownloadWeightsRequest.SerializeToString,
                 response_deserializer=morphnas_dot_v1_dot_morphnas__pb2.WeightsChunk.FromString,
                 _registered_method=True)
+        self.GetParetoFront = channel.unary_unary(
+                '/morphnas.v1.MorphNas/GetParetoFront',
+                request_serializer=morphnas_dot_v1_dot_morphnas__pb2.GetParetoFrontRequest.SerializeToString,
+                response_deserializer=morphnas_dot_v1_dot_morphnas__pb2.GetParetoFrontResponse.FromString,
+                _registered_method=True)
         self.StartTraining = channel.unary_unary(
                 '/morphnas.v1.MorphNas/StartTraining',
                 request_serializer=morphnas_dot_v1_dot_morphnas__pb2.StartTrainingRequest.SerializeToString,
@@ -234,6 +239,15 @@ class MorphNasServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetParetoFront(self, request, context):
+        """The Pareto front of a search: its COMPLETED trials that meet the constraints and that no
+        other such trial dominates (a trial dominates another when its score is at least as high
+        and every objective at most as high, one of them strictly).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StartTraining(self, request, context):
         """--- Server-side training -------------------------------------------------------------
         Start training `trials` suggestions of a search on a dataset with the server's workers,
@@ -358,6 +372,11 @@ def add_MorphNasServicer_to_server(servicer, server):
                     servicer.DownloadWeights,
                     request_deserializer=morphnas_dot_v1_dot_morphnas__pb2.DownloadWeightsRequest.FromString,
                     response_serializer=morphnas_dot_v1_dot_morphnas__pb2.WeightsChunk.SerializeToString,
+            ),
+            'GetParetoFront': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetParetoFront,
+                    request_deserializer=morphnas_dot_v1_dot_morphnas__pb2.GetParetoFrontRequest.FromString,
+                    response_serializer=morphnas_dot_v1_dot_morphnas__pb2.GetParetoFrontResponse.SerializeToString,
             ),
             'StartTraining': grpc.unary_unary_rpc_method_handler(
                     servicer.StartTraining,
@@ -724,6 +743,33 @@ class MorphNas:
             '/morphnas.v1.MorphNas/DownloadWeights',
             morphnas_dot_v1_dot_morphnas__pb2.DownloadWeightsRequest.SerializeToString,
             morphnas_dot_v1_dot_morphnas__pb2.WeightsChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetParetoFront(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/morphnas.v1.MorphNas/GetParetoFront',
+            morphnas_dot_v1_dot_morphnas__pb2.GetParetoFrontRequest.SerializeToString,
+            morphnas_dot_v1_dot_morphnas__pb2.GetParetoFrontResponse.FromString,
             options,
             channel_credentials,
             insecure,
