@@ -118,9 +118,7 @@ def log_ehvi(
     return np.asarray(logsumexp(terms, axis=1), np.float64)
 
 
-def normalised_log_costs(
-    costs: np.ndarray, observed: np.ndarray
-) -> np.ndarray:
+def normalised_log_costs(costs: np.ndarray, observed: np.ndarray) -> np.ndarray:
     """``(log C − lo) / (hi − lo)`` per column (Q, M), lo and hi the observed (N, M) range of
     the log costs (a range of zero counts as 1)."""
     logs = np.log(np.maximum(np.asarray(costs, np.float64), 1e-12))

@@ -57,8 +57,8 @@ from morphnas.server.training import PreparedData, TrainingService
 
 if TYPE_CHECKING:
     from morphnas.core.weights import Weights
-    from morphnas.nn.train import EpochResult, TrainConfig, TrainResult
     from morphnas.nn.latency import Latency
+    from morphnas.nn.train import EpochResult, TrainConfig, TrainResult
 
 log = logging.getLogger(__name__)
 

@@ -80,8 +80,8 @@ from morphnas.storage._observations import ObservationCache, load_observations
 from morphnas.storage._rows import (
     config_to_json,
     expire,
-    metrics_to_json,
     lock_search,
+    metrics_to_json,
     put_weights,
     require_trial,
     search_record,
