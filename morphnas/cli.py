@@ -27,6 +27,12 @@ from morphnas.options import (
     server_address,
     unreachable_message,
 )
+from morphnas.pareto_cli import (
+    add_export_constraints,
+    add_pareto_command,
+    constrained,
+    export_constrained,
+)
 from morphnas.tables import describe_path, plural, table
 
 if TYPE_CHECKING:  # imported lazily below: `morphnas --help` stays fast
@@ -73,7 +79,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     check_output_file(args.output, "--output")
     with client_from_args(args, timeout=300) as client:
-        if args.trial:
+        if constrained(args):
+            blob = export_constrained(client, args)
+        elif args.trial:
             blob = client.export_onnx(
                 args.output,
                 trial_id=args.trial,
@@ -324,7 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--server", default=DEFAULT_SERVER, help="server address (default %(default)s)"
     )
+    add_export_constraints(export)
     export.set_defaults(func=cmd_export)
+    add_pareto_command(sub, DEFAULT_SERVER)
 
     stop = sub.add_parser("stop", help="stop a search: no trial trains after this")
     stop.add_argument("search", help="search id")

@@ -23,6 +23,7 @@ from morphnas.client import Client, SearchHandle, TrainingRunInfo
 from morphnas.core.records import BUILTIN_DATASET_SHAPES
 from morphnas.options import check_run
 from morphnas.own_data import LAYOUTS, Upload, prepare_upload
+from morphnas.pareto_cli import add_objective_arguments, objective_options
 from morphnas.tables import describe_path, plural, table
 
 
@@ -284,6 +285,7 @@ def _create(
         num_classes=classes,
         seed=args.seed,
         policy=args.policy,
+        **objective_options(args),
     )
     announce = (
         f"search {search.id}: {_plan(trials, budget_seconds)} on {args.dataset} {shape}, "
@@ -486,3 +488,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when present)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_objective_arguments(parser)

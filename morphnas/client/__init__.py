@@ -10,6 +10,7 @@ from morphnas.client.errors import ServerError
 from morphnas.client.records import (
     DatasetInfo,
     FinalFitInfo,
+    ParetoFront,
     SearchEvent,
     SearchInfo,
     TrainingBudgetInfo,
@@ -40,6 +41,7 @@ __all__ = [
     "InvalidGraphError",
     "MorphnasError",
     "NotFoundError",
+    "ParetoFront",
     "PermissionDeniedError",
     "ResourceExhaustedError",
     "SearchEvent",

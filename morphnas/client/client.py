@@ -30,12 +30,14 @@ from morphnas.client.records import (
     TRIAL_STATES,
     DatasetInfo,
     FinalFitInfo,
+    ParetoFront,
     SearchEvent,
     SearchInfo,
     TrainingRunInfo,
     TrialInfo,
     dataset_from_pb,
     event_from_pb,
+    pareto_from_pb,
     search_from_pb,
     training_run_from_pb,
     trial_from_pb,
@@ -118,7 +120,9 @@ class Client:
         **options: Any,
     ) -> SearchHandle:
         """Create a search. ``options``: beta, seed_width, seed_depth, max_params,
-        max_memory_bytes, batch_size, lease_seconds, max_trials (see the proto)."""
+        max_memory_bytes, batch_size, lease_seconds, max_trials, and for a Pareto search
+        objectives (e.g. ``["params", "latency_ms"]``), max_latency_ms, latency_batch_size
+        (see the proto)."""
         policy_value = Policy(policy).value if isinstance(policy, str) else policy.value
         request = pb.CreateSearchRequest(
             name=name,
@@ -222,18 +226,26 @@ class Client:
         trial_id: str = "",
         softmax: bool = False,
         trained_weights: bool = False,
+        max_latency_ms: float | None = None,
+        max_params: int | None = None,
     ) -> bytes:
         """The ONNX file of a trial (default: the search's best); written to ``path`` if given.
 
         It holds the trial's final-fit weights when it has them, else its trained ones;
         ``trained_weights=True`` exports its own trained weights regardless. The file's metadata
-        ``weights`` says which, ``test_accuracy`` that model's (when the run measured it)."""
+        ``weights`` says which, ``test_accuracy`` that model's (when the run measured it).
+        ``max_latency_ms`` / ``max_params`` (with ``search_id``): the most accurate trial whose
+        measured latency and parameter count meet them."""
         request = pb.ExportModelRequest(
             search_id=search_id,
             trial_id=trial_id,
             softmax=softmax,
             trained_weights=trained_weights,
         )
+        if max_latency_ms is not None:
+            request.max_latency_ms = max_latency_ms
+        if max_params is not None:
+            request.max_params = max_params
         try:
             chunks = list(self.stub.ExportModel(request, timeout=max(self.timeout, 300)))
         except grpc.RpcError as error:
@@ -301,6 +313,23 @@ class SearchHandle:
             return self.client.call("ListTrials", request)
 
         return [TrialHandle(self.client, trial_from_pb(t)) for t in _all_pages(fetch, "trials")]
+
+    def pareto(
+        self,
+        objectives: Sequence[str] = (),
+        *,
+        max_latency_ms: float | None = None,
+        max_params: int | None = None,
+    ) -> ParetoFront:
+        """The search's Pareto front: completed trials meeting the constraints that no other
+        dominates (score up, each objective down). ``objectives``: default the search's own
+        (``params`` for a search without any); see ``GetParetoFront`` in the proto."""
+        request = pb.GetParetoFrontRequest(search_id=self.id, objectives=list(objectives))
+        if max_latency_ms is not None:
+            request.max_latency_ms = max_latency_ms
+        if max_params is not None:
+            request.max_params = max_params
+        return pareto_from_pb(self.client.call("GetParetoFront", request))
 
     def best_trial(self) -> TrialHandle | None:
         """The completed trial with the highest score (the earliest on ties), or None."""
@@ -435,12 +464,24 @@ class SearchHandle:
         return self
 
     def export_onnx(
-        self, path: str | None = None, *, softmax: bool = False, trained_weights: bool = False
+        self,
+        path: str | None = None,
+        *,
+        softmax: bool = False,
+        trained_weights: bool = False,
+        max_latency_ms: float | None = None,
+        max_params: int | None = None,
     ) -> bytes:
         """The best trial as ONNX (normalisation baked in); written to ``path`` if given. Its
-        final-fit weights when it has them, unless ``trained_weights`` (see Client.export_onnx)."""
+        final-fit weights when it has them, unless ``trained_weights`` (see Client.export_onnx).
+        With ``max_latency_ms`` / ``max_params``: the most accurate trial that meets them."""
         return self.client.export_onnx(
-            path, search_id=self.id, softmax=softmax, trained_weights=trained_weights
+            path,
+            search_id=self.id,
+            softmax=softmax,
+            trained_weights=trained_weights,
+            max_latency_ms=max_latency_ms,
+            max_params=max_params,
         )
 
 
@@ -511,11 +552,20 @@ class TrialHandle:
         state: str = "COMPLETED",
         reason: str = "",
         worker_id: str = "",
+        metrics: Mapping[str, float] | None = None,
+        measured_on: str = "",
     ) -> TrialHandle:
         """Tell the outcome. ``weights``: a torch ``state_dict()`` of the built model, or a mapping
-        of numpy arrays named as in the architecture. Safe to repeat with the same content."""
+        of numpy arrays named as in the architecture. Safe to repeat with the same content.
+        ``metrics``: named values measured with it, e.g. ``{"latency_ms": 0.4}`` (what a Pareto
+        search on latency reads), measured on the machine ``measured_on``."""
         request = pb.ReportTrialRequest(
-            trial_id=self.id, state=TRIAL_STATES[state.upper()], reason=reason, worker_id=worker_id
+            trial_id=self.id,
+            state=TRIAL_STATES[state.upper()],
+            reason=reason,
+            worker_id=worker_id,
+            metrics=dict(metrics or {}),
+            measured_on=measured_on,
         )
         if score is not None:
             request.score = score

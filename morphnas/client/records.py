@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from morphnas.v1 import morphnas_pb2 as pb
@@ -53,6 +53,9 @@ class SearchInfo:
     size_cap_params: int  # the current cap (lowered by out-of-memory failures)
     trial_count: int  # trials handed out so far
     stopped: bool
+    objectives: tuple[str, ...] = ()  # minimised besides the score (a Pareto search)
+    max_latency_ms: float | None = None  # the latency constraint, if any
+    latency_batch_size: int = 32
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,13 @@ class TrialInfo:
     has_trained_weights: bool
     trained_weights_sha256: str
     num_params: int
+    metrics: Mapping[str, float] = field(default_factory=dict)  # named, e.g. latency_ms
+    measured_on: str = ""  # the machine the metrics were measured on
+
+    @property
+    def latency_ms(self) -> float | None:
+        """The measured batch-1 inference latency, if reported."""
+        return self.metrics.get("latency_ms")
 
 
 @dataclass(frozen=True)
@@ -207,6 +217,9 @@ def search_from_pb(message: pb.Search) -> SearchInfo:
         size_cap_params=message.size_cap_params,
         trial_count=message.trial_count,
         stopped=message.stopped,
+        objectives=tuple(message.objectives),
+        max_latency_ms=(message.max_latency_ms if message.HasField("max_latency_ms") else None),
+        latency_batch_size=message.latency_batch_size,
     )
 
 
@@ -229,7 +242,23 @@ def trial_from_pb(message: pb.Trial) -> TrialInfo:
         has_trained_weights=message.has_trained_weights,
         trained_weights_sha256=message.trained_weights_sha256,
         num_params=message.num_params,
+        metrics=dict(message.metrics),
+        measured_on=message.measured_on,
     )
+
+
+@dataclass(frozen=True)
+class ParetoFront:
+    """A search's Pareto front: the objectives minimised besides the score, and the trials no
+    other (constraint-meeting, completed) trial dominates, cheapest in the first objective
+    first."""
+
+    objectives: tuple[str, ...]
+    trials: tuple[TrialInfo, ...]
+
+
+def pareto_from_pb(message: pb.GetParetoFrontResponse) -> ParetoFront:
+    return ParetoFront(tuple(message.objectives), tuple(trial_from_pb(t) for t in message.trials))
 
 
 def dataset_from_pb(message: pb.Dataset) -> DatasetInfo:
