@@ -47,7 +47,9 @@ def field_comments() -> dict[tuple[str, str], str]:
         if text.startswith("//"):
             comments.append(text)
             continue
-        field = re.match(r"(?:optional |repeated )?[\w.]+ (\w+) = \d+;(.*)", text)
+        field = re.match(
+            r"(?:optional |repeated )?(?:map<[\w.]+, ?[\w.]+>|[\w.]+) (\w+) = \d+;(.*)", text
+        )
         if message and field:
             own = field.group(2).partition("//")[2]
             found[(message, field.group(1))] = " ".join([*comments, own]).strip()
@@ -166,6 +168,62 @@ CHECKS: dict[tuple[str, str], Callable[[Context], None]] = {
     ),
     ("CreateSearchRequest", "max_trials"): _create_limits(
         "max_trials", [0, 1_000_001], [1, 1_000_000]
+    ),
+    ("CreateSearchRequest", "max_latency_ms"): _create_limits(
+        "max_latency_ms", [0.0, -1.0, 3_600_001.0, float("nan")], [3_600_000.0, 0.5]
+    ),
+    ("CreateSearchRequest", "latency_batch_size"): _create_limits(
+        "latency_batch_size", [0, 4097], [1, 4096]
+    ),
+    ("ReportTrialRequest", "metrics"): lambda ctx: _refused(
+        ctx,
+        "ReportTrial",
+        BAD,
+        _report(ctx, reason="x", worker_id="w", metrics={f"m{i}": 1.0 for i in range(33)}),
+        _report(ctx, reason="x", worker_id="w", metrics={"": 1.0}),
+        _report(ctx, reason="x", worker_id="w", metrics={"m" * 101: 1.0}),
+        _report(ctx, reason="x", worker_id="w", metrics={"latency_ms": float("nan")}),
+    ),
+    ("ReportTrialRequest", "measured_on"): lambda ctx: _refused(
+        ctx, "ReportTrial", BAD, _report(ctx, reason="x", worker_id="w", measured_on="m" * 201)
+    ),
+    ("ExportModelRequest", "max_latency_ms"): lambda ctx: _refused(
+        ctx,
+        "ExportModel",
+        BAD,
+        pb.ExportModelRequest(search_id=ctx.search_id, max_latency_ms=0.0),
+        pb.ExportModelRequest(search_id=ctx.search_id, max_latency_ms=float("nan")),
+    ),
+    ("ExportModelRequest", "max_params"): lambda ctx: _refused(
+        ctx, "ExportModel", BAD, pb.ExportModelRequest(search_id=ctx.search_id, max_params=0)
+    ),
+    ("GetParetoFrontRequest", "max_params"): lambda ctx: (
+        _refused(
+            ctx,
+            "GetParetoFront",
+            BAD,
+            pb.GetParetoFrontRequest(search_id=ctx.search_id, max_params=0),
+            pb.GetParetoFrontRequest(search_id=ctx.search_id, objectives=["accuracy"]),
+        ),
+        _accepted(
+            ctx,
+            "GetParetoFront",
+            pb.GetParetoFrontRequest(search_id=ctx.search_id, max_params=1),
+        ),
+    ),
+    ("GetParetoFrontRequest", "max_latency_ms"): lambda ctx: (
+        _refused(
+            ctx,
+            "GetParetoFront",
+            BAD,
+            *[
+                pb.GetParetoFrontRequest(search_id=ctx.search_id, max_latency_ms=v)
+                for v in (0.0, -1.0, float("inf"))
+            ],
+        ),
+        _accepted(
+            ctx, "GetParetoFront", pb.GetParetoFrontRequest(search_id=ctx.search_id, max_latency_ms=1)
+        ),
     ),
     ("ListSearchesRequest", "page_size"): lambda ctx: (
         _refused(
