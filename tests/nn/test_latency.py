@@ -1,0 +1,47 @@
+"""Latency measurement is reproducible: the same model measured twice agrees at the median."""
+
+from __future__ import annotations
+
+import statistics
+
+import numpy as np
+
+from morphnas.core.seeds import seed_graph
+from morphnas.core.weights import init_weights
+from morphnas.nn.datasets import Normalisation
+from morphnas.nn.latency import LatencySettings, machine, measure_latency, measure_onnx
+from morphnas.nn.onnx_export import export_onnx
+
+
+def test_the_same_model_measured_twice_differs_by_at_most_ten_percent() -> None:
+    graph = seed_graph((1, 8, 8), 10, width=16, depth=2)
+    norm = Normalisation(tuple([0.0]), tuple([1.0]))
+    blob = export_onnx(graph, init_weights(graph, 0), norm)
+    settings = LatencySettings(batch_size=8, warmup=20, repeats=200)
+
+    def median_of_runs() -> float:
+        # Each measurement is itself a median of 200 calls; the median of five of them is what
+        # two measurements on a shared machine are compared by.
+        return statistics.median(
+            measure_onnx(blob, graph.input_shape, settings).batch1_ms for _ in range(5)
+        )
+
+    first, second = median_of_runs(), median_of_runs()
+    assert first > 0 and second > 0
+    assert abs(first - second) <= 0.10 * max(first, second), (first, second)
+
+
+def test_a_measurement_names_its_machine_and_both_batch_sizes() -> None:
+    graph = seed_graph((1, 40), 10, width=8, depth=1)
+    weights = init_weights(graph, 0)
+    result = measure_latency(
+        graph, weights, Normalisation((0.0,), (1.0,)), LatencySettings(batch_size=4, repeats=5)
+    )
+    assert result.machine == machine() and "onnxruntime" in result.machine
+    assert result.batch_size == 4 and result.batch_ms > 0 and result.batch1_ms > 0
+    assert result.metrics() == {
+        "latency_ms": result.batch1_ms,
+        "latency_ms_batch": result.batch_ms,
+        "latency_batch_size": 4.0,
+    }
+    assert np.isfinite(list(result.metrics().values())).all()
