@@ -5,10 +5,13 @@ seed never proposes anything smaller than it. A Pareto search wants the whole ac
 trade-off, so it starts from a ladder of seeds (all built by :func:`morphnas.core.seeds
 .seed_graph`, the same kind of network) and grows each where the acquisition sees a gain:
 
-``(w, d)`` (the search's seed), ``(w/8, 1)``, ``(w/4, 1)``, ``(w/2, 1)``, ``(w/4, min(2, d))``
+``(w, d)`` (the search's seed), ``(w/4, d₂)``, ``(w/2, d₂)``, ``(w/4, d)``, ``(w/8, d)``
 
-with ``w, d`` the search's seed width and depth (widths at least 2). Duplicates (a small w or d)
-are given once.
+with ``w, d`` the search's seed width and depth, ``d₂ = min(2, d)`` (widths at least 2).
+Duplicates (a small w or d) are given once. Why not one block: with the default recipe
+(8 epochs) one-block networks stayed near chance on digits (width 8: 11 %, width 32: 25 %
+validation accuracy) while two blocks of width 16 reached 86 % with 2,956 parameters, a 27th
+of the default seed's.
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ from morphnas.core.seeds import seed_graph
 
 def ladder_sizes(width: int, depth: int) -> list[tuple[int, int]]:
     """The (width, depth) of each seed, the search's own first, without repeats."""
+    shallow = min(2, depth)
     sizes = [
         (width, depth),
-        (max(2, width // 8), 1),
-        (max(2, width // 4), 1),
-        (max(2, width // 2), 1),
-        (max(2, width // 4), min(2, depth)),
+        (max(2, width // 4), shallow),
+        (max(2, width // 2), shallow),
+        (max(2, width // 4), depth),
+        (max(2, width // 8), depth),
     ]
     return list(dict.fromkeys(sizes))
 
