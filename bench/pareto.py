@@ -23,7 +23,8 @@ Methods (``--methods``):
   latency ↓) over the conventional CNN space of ``bench/peers.py`` (:func:`peers.sample_space`,
   :func:`peers.build_cnn`: 2–5 conv blocks, width 16–128, kernel 3/5, residual, dropout,
   learning rate), trained from scratch with AdamW and a cosine schedule for ``--optuna-epochs``
-  epochs (default 10) as in ``peers.run_optuna`` (without its pruner: Optuna's pruners do not
+  epochs (default 5, peers.py's ``optuna-tpe-short``: at this budget more, shorter trials give
+  Optuna's fronts more points) as in ``peers.run_optuna`` (without its pruner: Optuna's pruners do not
   support multi-objective studies); a trial's accuracy is its best epoch's.
 
 Score (per search, from its completed trials' validation accuracy ``a``, parameters ``p`` and
@@ -42,7 +43,7 @@ each), ``pareto.md`` (the table) and ``pareto.png`` (the fronts of seed 0).
 Run::
 
     python bench/pareto.py --quick                # smoke test: digits, seed 0, 10 CPU-s
-    python bench/pareto.py --budget 60 --jobs 2   # the figures of docs/performance.md
+    python bench/pareto.py --jobs 2               # the figures of docs/performance.md (30 CPU-s)
     python bench/pareto.py --report               # table and plot again from the JSON
 """
 
@@ -81,9 +82,7 @@ LATENCY_BATCH = 32
 def _latency_settings() -> Any:
     from morphnas.nn.latency import LatencySettings
 
-    return LatencySettings(
-        batch_size=LATENCY_BATCH, warmup=LATENCY_WARMUP, repeats=LATENCY_REPEATS
-    )
+    return LatencySettings(batch_size=LATENCY_BATCH, warmup=LATENCY_WARMUP, repeats=LATENCY_REPEATS)
 
 
 # ------------------------------------------------------------------------------------ morphnas
@@ -498,8 +497,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--budget", type=float, default=60.0, help="CPU seconds per search")
-    p.add_argument("--optuna-epochs", type=int, default=10, help="epochs per Optuna trial")
+    p.add_argument("--budget", type=float, default=30.0, help="CPU seconds per search")
+    p.add_argument("--optuna-epochs", type=int, default=5, help="epochs per Optuna trial")
     p.add_argument("--jobs", type=int, default=1, help="searches in parallel processes")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--resume", action="store_true", help="skip searches already in the JSON")

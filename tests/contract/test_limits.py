@@ -222,7 +222,9 @@ CHECKS: dict[tuple[str, str], Callable[[Context], None]] = {
             ],
         ),
         _accepted(
-            ctx, "GetParetoFront", pb.GetParetoFrontRequest(search_id=ctx.search_id, max_latency_ms=1)
+            ctx,
+            "GetParetoFront",
+            pb.GetParetoFrontRequest(search_id=ctx.search_id, max_latency_ms=1),
         ),
     ),
     ("ListSearchesRequest", "page_size"): lambda ctx: (

@@ -35,9 +35,7 @@ def test_non_dominated_is_the_set_no_point_dominates(points: list[tuple[int, int
     scores = np.array([p[0] for p in points], np.float64)
     costs = np.array([p[1:] for p in points], np.float64)
     expected = [
-        not any(
-            dominates(scores[i], costs[i], scores[j], costs[j]) for i in range(len(points))
-        )
+        not any(dominates(scores[i], costs[i], scores[j], costs[j]) for i in range(len(points)))
         for j in range(len(points))
     ]
     assert non_dominated(scores, costs).tolist() == expected
@@ -48,9 +46,10 @@ def test_hypervolume_of_a_staircase_by_hand() -> None:
     # [1, 3) at height 0.5, [3, 5) at height 0.8 → 1.0 + 1.6.
     assert hypervolume_2d(np.array([0.5, 0.8]), np.array([1.0, 3.0]), (0.0, 5.0)) == 2.6
     # A dominated point adds nothing; points beyond the reference add nothing.
-    assert hypervolume_2d(
-        np.array([0.5, 0.8, 0.4, 0.9]), np.array([1.0, 3.0, 2.0, 6.0]), (0.0, 5.0)
-    ) == 2.6
+    assert (
+        hypervolume_2d(np.array([0.5, 0.8, 0.4, 0.9]), np.array([1.0, 3.0, 2.0, 6.0]), (0.0, 5.0))
+        == 2.6
+    )
 
 
 @settings(max_examples=50, deadline=None)
@@ -80,8 +79,9 @@ def test_log_ehvi_matches_monte_carlo() -> None:
             hypervolume_2d(np.append(scores, a), np.append(costs, cost), reference) - base
             for a in draws
         ]
-        exact = float(np.exp(log_ehvi(np.array([mean]), np.array([std]), np.array([cost]),
-                                      breaks, levels))[0])
+        exact = float(
+            np.exp(log_ehvi(np.array([mean]), np.array([std]), np.array([cost]), breaks, levels))[0]
+        )
         assert abs(exact - np.mean(gains)) < 4 * np.std(gains) / np.sqrt(len(gains)) + 1e-9
 
 
