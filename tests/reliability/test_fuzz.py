@@ -125,10 +125,19 @@ def _scalar(field: FieldDescriptor, ids: list[str], depth: int) -> st.SearchStra
     return st.nothing()
 
 
+def _is_map(field: Any) -> bool:
+    return field.message_type is not None and field.message_type.GetOptions().map_entry
+
+
 def messages(descriptor: Descriptor, ids: list[str], depth: int = 0) -> st.SearchStrategy[Any]:
     """Random instances of a message type: each field unset or random."""
     fields: dict[str, st.SearchStrategy[Any]] = {}
     for field in descriptor.fields:
+        if _is_map(field):  # map<string, double>: names of any length, any float
+            fields[field.name] = st.none() | st.dictionaries(
+                st.text(max_size=120), st.floats(), max_size=40
+            )
+            continue
         value = _scalar(field, ids, depth)
         if field.is_repeated:
             value = st.lists(value, max_size=4)
@@ -141,7 +150,9 @@ def messages(descriptor: Descriptor, ids: list[str], depth: int = 0) -> st.Searc
             if value is None:
                 continue
             field = descriptor.fields_by_name[name]
-            if field.is_repeated:
+            if _is_map(field):
+                getattr(message, name).update(value)
+            elif field.is_repeated:
                 if field.type == F.TYPE_MESSAGE:
                     for item in value:
                         getattr(message, name).add().CopyFrom(item)
