@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from morphnas.core.errors import InvalidArgumentError, ResourceExhaustedError
+from morphnas.core.records import MAX_CLASSES
 
 Shape = tuple[int, ...]
 
@@ -333,6 +334,12 @@ def _labels(array: np.ndarray, key: str) -> np.ndarray:
         )
     if array.size and int(array.min()) < 0:
         raise InvalidArgumentError(f"{key} holds negative labels; use labels 0 .. num_classes-1")
+    # Checked before the cast: a uint64 label beyond int64 would turn negative.
+    if array.size and int(array.max()) >= MAX_CLASSES:
+        raise InvalidArgumentError(
+            f"{key} holds label {int(array.max()):,}; labels must lie in [0, {MAX_CLASSES:,}) "
+            f"(a search has at most {MAX_CLASSES:,} classes)"
+        )
     return array.astype(np.int64)
 
 
@@ -418,7 +425,7 @@ def split_dataset(
             f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in (0, 1) "
             "and sum to less than 1"
         )
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed % 2**63)  # seeds of old searches may be negative
     if official_test:
         pool = n - official_test
         order = rng.permutation(pool)

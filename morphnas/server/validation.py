@@ -6,8 +6,7 @@ counts by the use cases, page tokens by the repository that issues them); each r
 once. This table holds the rest: ranges of fields that are passed through to code that trusts
 them. :mod:`morphnas.server.decoding` runs :func:`check_request` on every decoded request
 (every message of a client stream), so a request out of range is INVALID_ARGUMENT before
-anything is read or stored. Messages quote at most a short prefix of what was sent
-(:func:`morphnas.core.errors.shown`).
+anything is read or stored.
 """
 
 from __future__ import annotations
@@ -16,13 +15,11 @@ from collections.abc import Callable
 
 from google.protobuf.message import Message
 
-from morphnas.core.errors import InvalidArgumentError, shown
+from morphnas.core.errors import InvalidArgumentError
 from morphnas.v1 import morphnas_pb2 as pb
 
 #: Seeds are 0 to 2**63 - 1: numpy's generators take no negative seeds.
 MAX_SEED = 2**63 - 1
-#: Page tokens the server issues are far shorter (base64 of a number, or a time and an id).
-MAX_PAGE_TOKEN_CHARS = 200
 
 
 def check_request(request: Message) -> None:
@@ -37,16 +34,6 @@ def _create_search(request: pb.CreateSearchRequest) -> None:
         raise InvalidArgumentError(f"seed must be 0 to {MAX_SEED:,}, got {request.seed:,}")
 
 
-def _page_token(request: pb.ListSearchesRequest | pb.ListTrialsRequest) -> None:
-    if len(request.page_token) > MAX_PAGE_TOKEN_CHARS:
-        raise InvalidArgumentError(
-            f"invalid page_token {shown(request.page_token)}: at most "
-            f"{MAX_PAGE_TOKEN_CHARS} characters; send back the next_page_token of the last page"
-        )
-
-
 _CHECKS: dict[str, Callable[[Message], None]] = {
     pb.CreateSearchRequest.DESCRIPTOR.full_name: _create_search,  # type: ignore[dict-item]
-    pb.ListSearchesRequest.DESCRIPTOR.full_name: _page_token,  # type: ignore[dict-item]
-    pb.ListTrialsRequest.DESCRIPTOR.full_name: _page_token,  # type: ignore[dict-item]
 }
