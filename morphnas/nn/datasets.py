@@ -22,13 +22,16 @@ import io
 import json
 import math
 import random
+import tokenize
 import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from morphnas.core.errors import InvalidArgumentError, ResourceExhaustedError
+from morphnas.core.records import MAX_CLASSES
 
 Shape = tuple[int, ...]
 
@@ -195,7 +198,7 @@ def load_npz(
         )
     try:
         archive = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+    except _ZIP_ERRORS as err:
         raise InvalidArgumentError(
             f"the upload is not a valid .npz file ({err}); save it with np.savez(f, x=x, y=y)"
         ) from None
@@ -218,6 +221,23 @@ def load_npz(
     return dataset_from_arrays(arrays, name=name, num_classes=num_classes)
 
 
+#: What zipfile and numpy raise for a damaged archive or member: a bad header, a truncated or
+#: corrupt stream (zlib.error), an unsupported zip version or compression method
+#: (NotImplementedError), an encrypted member (RuntimeError), a .npy header numpy's parser
+#: cannot read (tokenize.TokenError, SyntaxError).
+_ZIP_ERRORS = (
+    ValueError,
+    OSError,
+    EOFError,
+    zipfile.BadZipFile,
+    zlib.error,
+    NotImplementedError,
+    RuntimeError,
+    tokenize.TokenError,
+    SyntaxError,
+)
+
+
 def _declared_bytes(archive: zipfile.ZipFile | None, info: zipfile.ZipInfo) -> int:
     """Bytes the .npy header of a zip member declares (0 for a member that is not .npy)."""
     if archive is None or not info.filename.endswith(".npy"):
@@ -230,7 +250,7 @@ def _declared_bytes(archive: zipfile.ZipFile | None, info: zipfile.ZipInfo) -> i
                 fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
             )
             shape, _, dtype = read_header(member)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+    except _ZIP_ERRORS as err:
         raise InvalidArgumentError(
             f"member {info.filename!r} is not a valid .npy array: {err}"
         ) from None
@@ -240,7 +260,7 @@ def _declared_bytes(archive: zipfile.ZipFile | None, info: zipfile.ZipInfo) -> i
 def _npz_member(archive: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
     try:
         value = archive[key]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+    except _ZIP_ERRORS as err:
         if "pickle" in str(err).lower():  # object arrays need pickle, which is refused
             raise InvalidArgumentError(
                 f"array {key!r} cannot be read without pickle; "
@@ -333,6 +353,12 @@ def _labels(array: np.ndarray, key: str) -> np.ndarray:
         )
     if array.size and int(array.min()) < 0:
         raise InvalidArgumentError(f"{key} holds negative labels; use labels 0 .. num_classes-1")
+    # Checked before the cast: a uint64 label beyond int64 would turn negative.
+    if array.size and int(array.max()) >= MAX_CLASSES:
+        raise InvalidArgumentError(
+            f"{key} holds label {int(array.max()):,}; labels must lie in [0, {MAX_CLASSES:,}) "
+            f"(a search has at most {MAX_CLASSES:,} classes)"
+        )
     return array.astype(np.int64)
 
 
@@ -418,7 +444,7 @@ def split_dataset(
             f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in (0, 1) "
             "and sum to less than 1"
         )
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed % 2**63)  # seeds of old searches may be negative
     if official_test:
         pool = n - official_test
         order = rng.permutation(pool)

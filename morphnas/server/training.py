@@ -18,6 +18,7 @@ from morphnas.core.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    shown,
 )
 from morphnas.core.graph import Graph
 from morphnas.core.records import (
@@ -129,7 +130,7 @@ class TrainingService:
         of the search's current best trial (``SearchHandle.final_fit``)."""
         if final_fit not in FINAL_FIT_OPTIONS:
             raise InvalidArgumentError(
-                f"final_fit must be one of {FINAL_FIT_OPTIONS}, got {final_fit!r}"
+                f"final_fit must be one of {FINAL_FIT_OPTIONS}, got {shown(final_fit)}"
             )
         fit_only = trials == 0 and budget_seconds == 0 and final_fit != "none"
         if fit_only:
@@ -145,7 +146,7 @@ class TrainingService:
             data = self.dataset(dataset)
         except NotFoundError:
             raise NotFoundError(
-                f"no dataset {dataset!r}: use one of {BUILTIN_DATASETS} or upload one"
+                f"no dataset {shown(dataset)}: use one of {BUILTIN_DATASETS} or upload one"
             ) from None
         validate_for(data, search.config.input_shape, search.config.num_classes)
         # Writes the run_started event too (before any worker can claim the run).
