@@ -370,6 +370,43 @@ class Repository(TrainingStorage):
 
         return self._unit(work, write=False)
 
+    def weights_header(self, trial_id: str, kind: str) -> tuple[str, int] | None:
+        """(sha256, size) of a trial's stored weights of ``kind``, or None; reads no data."""
+        if kind not in WEIGHT_KINDS:
+            raise InvalidArgumentError(f"weights kind must be one of {WEIGHT_KINDS}, got {kind!r}")
+
+        def work(c: Connection) -> tuple[str, int] | None:
+            row = c.execute(
+                select(trial_weights.c.sha256, trial_weights.c.size).where(
+                    trial_weights.c.trial_id == trial_id, trial_weights.c.kind == kind
+                )
+            ).first()
+            if row is None:
+                require_trial(c, trial_id)
+                return None
+            return str(row.sha256), int(row.size)
+
+        return self._unit(work, write=False)
+
+    def read_weights_chunk(
+        self, trial_id: str, kind: str, sha256: str, offset: int, size: int
+    ) -> bytes | None:
+        """``size`` bytes from ``offset`` of a trial's weights of ``kind`` (SQL ``substr``, so
+        only the chunk leaves the database), or None when they are gone or are no longer the
+        weights with ``sha256`` (final weights are replaced by a later final fit)."""
+
+        def work(c: Connection) -> bytes | None:
+            data = c.execute(
+                select(func.substr(trial_weights.c.data, offset + 1, size)).where(
+                    trial_weights.c.trial_id == trial_id,
+                    trial_weights.c.kind == kind,
+                    trial_weights.c.sha256 == sha256,
+                )
+            ).scalar_one_or_none()
+            return None if data is None else bytes(data)
+
+        return self._unit(work, write=False)
+
     def store_final_weights(self, trial_id: str, data: bytes) -> None:
         """Store (or replace) a trial's ``"final"`` weights: those of a final fit of its
         architecture on training + validation data. A trial's initial and trained weights never
