@@ -2,7 +2,8 @@
 
 *Uploads* (UploadWeights, UploadDataset) are spooled chunk by chunk to an unlinked temporary
 file while their sha256 is computed, so a stream in progress holds one 1 MiB message in memory;
-the blob is then checked from the file in chunks and read into memory once, to be stored.
+the blob is then checked from the file in chunks and handed to the database as a
+read-only memory map of the file (the driver's own copy is the one copy in memory).
 
 Every byte an upload has received counts against one :class:`ByteBudget` shared by all calls
 (``ServiceLimits.max_upload_bytes_in_flight``) until the call ends: four concurrent uploads of
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import mmap
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -83,6 +85,7 @@ class Upload:
         self._file: IO[bytes] = tempfile.TemporaryFile(prefix="morphnas-upload-", dir=spool_dir)
         self._hash = hashlib.sha256()
         self._taken = 0
+        self._map: mmap.mmap | None = None
         self.size = 0
 
     def write(self, data: bytes) -> None:
@@ -101,13 +104,16 @@ class Upload:
         self._file.seek(offset)
         return self._file.read(size)
 
-    def read_all(self) -> bytes:
-        """The whole blob, read once into memory (to be stored)."""
-        self._file.seek(0)
-        data = self._file.read()
-        if len(data) != self.size:  # the spool file is ours alone; anything else is a bug
-            raise OSError(f"spool file holds {len(data)} bytes, {self.size} were written")
-        return data
+    def read_all(self) -> memoryview:
+        """The whole blob, to be stored: a read-only view of the spool file mapped into memory
+        (pages the kernel reads in as the database driver copies them, and may drop again), not
+        a second copy in the heap. Valid until the upload is closed."""
+        self._file.flush()
+        if self.size == 0:
+            return memoryview(b"")
+        if self._map is None:
+            self._map = mmap.mmap(self._file.fileno(), self.size, access=mmap.ACCESS_READ)
+        return memoryview(self._map)
 
     @property
     def file(self) -> IO[bytes]:
@@ -116,6 +122,11 @@ class Upload:
         return self._file
 
     def close(self) -> None:
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:  # a view is still referenced: unmapped when it is collected
+                log.debug("spool map still viewed at close")
         self._file.close()
         self._budget.give(self._taken)
         self._taken = 0
@@ -152,6 +163,7 @@ def receive(
     budget of bytes in flight, or for a message over CHUNK_BYTES; the caller owns (and closes)
     the upload it returns. A stream that ends short of its announced ``total_size`` is refused.
     """
+    limit = min(limit, budget.capacity)  # a larger upload could never be held
     if first.total_size < 0:
         raise InvalidArgumentError(f"total_size must be >= 0, got {first.total_size}")
     if first.total_size > limit:

@@ -87,7 +87,7 @@ class ServiceLimits:
     max_page_size: int = 1000
     max_searches: int = 100_000
     #: Largest dataset upload accepted (enforced by the dataset upload stream).
-    max_dataset_bytes: int = 2 * 1024**3
+    max_dataset_bytes: int = 512 * 1024**2
     #: Early stopping across trials (ReportProgress answers should_stop); None turns it off.
     early_stopping: StoppingRule | None = StoppingRule()
     # Ceilings a client cannot raise (docs/operations.md, "Resource ceilings").

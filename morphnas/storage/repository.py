@@ -74,6 +74,7 @@ from morphnas.core.records import (
     TrialState,
 )
 from morphnas.storage import _engine
+from morphnas.storage._blobs import insert_blob
 from morphnas.storage._migrate import SchemaVersionError, prepare_schema
 from morphnas.storage._observations import ObservationCache, load_observations
 from morphnas.storage._rows import (
@@ -426,7 +427,7 @@ class Repository(TrainingStorage):
         self._unit(work, write=True)
 
     def stage_weights(
-        self, trial_id: str, sha256: str, data: bytes, now: float | None = None
+        self, trial_id: str, sha256: str, data: bytes | memoryview, now: float | None = None
     ) -> None:
         """Keep uploaded weights until a report names them by ``sha256`` (idempotent)."""
         if hashlib.sha256(data).hexdigest() != sha256:
@@ -437,15 +438,8 @@ class Repository(TrainingStorage):
             require_trial(c, trial_id, lock=True)
             key = and_(staged_weights.c.trial_id == trial_id, staged_weights.c.sha256 == sha256)
             if c.execute(select(staged_weights.c.size).where(key)).first() is None:
-                c.execute(
-                    insert(staged_weights).values(
-                        trial_id=trial_id,
-                        sha256=sha256,
-                        size=len(data),
-                        data=bytes(data),
-                        created_at=at,
-                    )
-                )
+                row = {"trial_id": trial_id, "sha256": sha256, "size": len(data), "created_at": at}
+                insert_blob(c, staged_weights, row, "data", data, key=("trial_id", "sha256"))
 
         self._unit(work, write=True)
 
