@@ -78,3 +78,19 @@ class PermissionDeniedError(MorphnasError):
 
 class UnavailableError(MorphnasError):
     """A dependency (the database) is unreachable for now; retrying later may work."""
+
+
+#: How many characters of a caller's value an error message quotes.
+SHOWN_CHARS = 64
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """``repr`` of a caller's value for an error message: at most ``limit`` characters of it.
+
+    A message that quoted a whole 1 MB id would come back to the caller as RESOURCE_EXHAUSTED
+    (gRPC's limit on status metadata) instead of the real error.
+    """
+    text = value if isinstance(value, str | bytes) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"

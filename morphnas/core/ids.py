@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from morphnas.core.errors import InvalidArgumentError
+from morphnas.core.errors import InvalidArgumentError, shown
 
 ID_LENGTH = 32
 SHA256_LENGTH = 64
@@ -24,7 +24,7 @@ def check_id(value: str, field: str) -> str:
         raise InvalidArgumentError(f"{field} is required")
     if not _ID.fullmatch(value):
         raise InvalidArgumentError(
-            f"{field} must be {ID_LENGTH} lower-case hex characters, got {_shown(value)}"
+            f"{field} must be {ID_LENGTH} lower-case hex characters, got {shown(value)}"
         )
     return value
 
@@ -33,10 +33,6 @@ def check_sha256(value: str, field: str) -> str:
     """``value`` if it is a well-formed SHA-256 digest (hex), else InvalidArgumentError."""
     if not _SHA256.fullmatch(value):
         raise InvalidArgumentError(
-            f"{field} must be {SHA256_LENGTH} lower-case hex characters, got {_shown(value)}"
+            f"{field} must be {SHA256_LENGTH} lower-case hex characters, got {shown(value)}"
         )
     return value
-
-
-def _shown(value: str, limit: int = 80) -> str:
-    return repr(value if len(value) <= limit else value[:limit] + "...")

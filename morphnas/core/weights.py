@@ -61,7 +61,8 @@ def init_weights(graph: Graph, seed: int) -> Weights:
     Conv/dense: W ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (torch's default reduces to this), bias the
     same bound. BN: gamma 1, beta 0, running mean 0, running var 1.
     """
-    rng = np.random.default_rng(seed)
+    # New searches have seeds >= 0; a search stored before that was checked may not.
+    rng = np.random.default_rng(seed % 2**63)
     weights: Weights = {}
     shapes = graph.weight_shapes()
     for name, shape in shapes.items():

@@ -30,6 +30,7 @@ from typing import IO
 import numpy as np
 
 from morphnas.core.errors import InvalidArgumentError, ResourceExhaustedError
+from morphnas.core.records import MAX_CLASSES
 
 Shape = tuple[int, ...]
 
@@ -530,9 +531,15 @@ def _check_labels_form(dtype: np.dtype, shape: Shape, key: str) -> None:
 
 
 def _check_labels_values(array: np.ndarray, key: str) -> None:
-    """Labels (all of y, or a run of them) must not be negative."""
+    """Labels (all of y, or a run of them) must lie in [0, MAX_CLASSES)."""
     if array.size and int(array.min()) < 0:
         raise InvalidArgumentError(f"{key} holds negative labels; use labels 0 .. num_classes-1")
+    # Checked before the cast: a uint64 label beyond int64 would turn negative.
+    if array.size and int(array.max()) >= MAX_CLASSES:
+        raise InvalidArgumentError(
+            f"{key} holds label {int(array.max()):,}; labels must lie in [0, {MAX_CLASSES:,}) "
+            f"(a search has at most {MAX_CLASSES:,} classes)"
+        )
 
 
 def _check_pair(x: np.ndarray, y: np.ndarray, x_key: str, y_key: str) -> None:
@@ -628,7 +635,7 @@ def split_dataset(
             f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in (0, 1) "
             "and sum to less than 1"
         )
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed % 2**63)  # seeds of old searches may be negative
     if official_test:
         pool = n - official_test
         order = rng.permutation(pool)

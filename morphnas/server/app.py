@@ -13,11 +13,12 @@ from concurrent import futures
 from dataclasses import dataclass, field
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 
 from morphnas.core.errors import UnavailableError
 from morphnas.grpc_io import io_path
 from morphnas.search.cache import SearchCache
+from morphnas.server.decoding import add_service
 from morphnas.server.metrics import Metrics, ObservabilityInterceptor
 from morphnas.server.reflection import enable_reflection
 from morphnas.server.security import TokenAuthInterceptor, server_credentials
@@ -27,11 +28,12 @@ from morphnas.server.streams import StreamGate, StreamLimits
 from morphnas.server.training import TrainingService
 from morphnas.server.workers import WorkerPool
 from morphnas.storage.repository import Repository
-from morphnas.v1 import morphnas_pb2, morphnas_pb2_grpc
+from morphnas.v1 import morphnas_pb2
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = morphnas_pb2.DESCRIPTOR.services_by_name["MorphNas"].full_name
+SERVICE_DESCRIPTOR = morphnas_pb2.DESCRIPTOR.services_by_name["MorphNas"]
+SERVICE_NAME = SERVICE_DESCRIPTOR.full_name
 DEFAULT_DB_URL = "sqlite:///morphnas.db"
 
 
@@ -101,9 +103,10 @@ def build_server(options: ServerOptions, repo: Repository | None = None) -> Runn
         ],
     )
     training = TrainingService(service)
-    morphnas_pb2_grpc.add_MorphNasServicer_to_server(MorphNasServicer(service, training), server)
+    # Not the generated add_*_to_server: malformed request bytes must be INVALID_ARGUMENT.
+    add_service(MorphNasServicer(service, training), SERVICE_DESCRIPTOR, server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    add_service(health_servicer, health_pb2.DESCRIPTOR.services_by_name["Health"], server)
     enable_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 
 from morphnas.core.errors import InvalidArgumentError
 from morphnas.core.graph import Graph
@@ -20,6 +21,8 @@ from morphnas.core.records import (
     TrialState,
 )
 from morphnas.v1 import morphnas_pb2 as pb
+
+log = logging.getLogger(__name__)
 
 POLICY_TO_PB = {Policy.BAYESIAN: pb.POLICY_BAYESIAN, Policy.RANDOM: pb.POLICY_RANDOM}
 POLICY_FROM_PB = {v: k for k, v in POLICY_TO_PB.items()} | {pb.POLICY_UNSPECIFIED: Policy.BAYESIAN}
@@ -206,12 +209,26 @@ def event_to_pb(event: SearchEvent) -> pb.SearchEvent:
 
 
 def dataset_to_pb(info: DatasetInfo) -> pb.Dataset:
+    """A stored dataset as the wire shows it; never raises, so one row cannot break a listing.
+
+    Uploads are checked to fit the message (labels below MAX_CLASSES, int32 shapes and counts);
+    a row stored before those checks with a value beyond int32 shows 0 there, and a warning.
+    """
+
+    def int32(value: int, what: str) -> int:
+        if -(2**31) <= value < 2**31:
+            return value
+        log.warning(
+            "dataset %s: stored %s %d does not fit the message; shown as 0", info.id, what, value
+        )
+        return 0
+
     return pb.Dataset(
         id=info.id,
         name=info.name,
-        input_shape=list(info.input_shape),
-        num_classes=info.num_classes,
-        num_examples=info.num_examples,
+        input_shape=[int32(n, "input size") for n in info.input_shape],
+        num_classes=int32(info.num_classes, "num_classes"),
+        num_examples=int32(info.num_examples, "num_examples"),
         sha256=info.sha256,
         size_bytes=info.size_bytes,
         created_at=info.created_at,

@@ -1,7 +1,9 @@
 """The one table from domain errors to gRPC status codes, and the handler decorator using it.
 
 UNKNOWN and INTERNAL mean a bug in morphnas: any exception not in the table is logged with its
-traceback and reported as INTERNAL without leaking details to the caller.
+traceback and reported as INTERNAL without leaking details to the caller. A call the caller
+cancelled, or whose deadline passed, is no bug whatever its handler raised: it is logged at
+debug level. Status messages are at most MAX_MESSAGE_CHARS long.
 """
 
 from __future__ import annotations
@@ -40,13 +42,27 @@ def status_for(error: BaseException) -> grpc.StatusCode | None:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+#: The longest status message sent: messages quote a short prefix of a caller's values
+#: (:func:`morphnas.core.errors.shown`); this bounds any that does not, well under gRPC's limit
+#: on status metadata (a longer one reaches the caller as RESOURCE_EXHAUSTED instead).
+MAX_MESSAGE_CHARS = 1000
+
+
 def _abort(context: grpc.ServicerContext, error: Exception, method: str) -> None:
+    if not context.is_active():
+        # The caller cancelled or its deadline passed (a client stream then raises RpcError):
+        # nobody is left to answer, and it is no fault of the server's.
+        log.debug("%s ended by the caller (cancelled or deadline passed): %r", method, error)
+        context.abort(grpc.StatusCode.CANCELLED, "the caller cancelled or its deadline passed")
     code = status_for(error)
     if code is None:
         log.exception("bug in %s", method)
         context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see server log")
-    log.info("%s -> %s: %s", method, code.name, error)  # type: ignore[union-attr]
-    context.abort(code, str(error))  # type: ignore[arg-type]
+    message = str(error)
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = f"{message[: MAX_MESSAGE_CHARS - 30]}... ({len(message):,} characters)"
+    log.info("%s -> %s: %s", method, code.name, message)  # type: ignore[union-attr]
+    context.abort(code, message)  # type: ignore[arg-type]
 
 
 def handles_errors(method: F) -> F:

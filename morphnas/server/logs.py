@@ -39,8 +39,10 @@ def bound(**ids: str | None) -> Iterator[None]:
 
 
 def ids_of(request: Any) -> dict[str, str | None]:
-    """The search and trial ids a request message names (no field: None)."""
-    return {name: getattr(request, name, None) or None for name in CONTEXT_FIELDS}
+    """The search and trial ids a request message names (no field: None), at most 64 characters
+    of each: an id is the caller's string until it is checked, and every log line carries it."""
+    ids = {name: getattr(request, name, None) or None for name in CONTEXT_FIELDS}
+    return {name: None if value is None else str(value)[:64] for name, value in ids.items()}
 
 
 class ContextFilter(logging.Filter):

@@ -371,14 +371,25 @@ class SearchService:
             raise InvalidArgumentError("worker_id must be at most 200 characters")
         if weights_sha256:
             check_sha256(weights_sha256, "weights_sha256")
-        blob = None
+        blob, spent = None, ""
         if weights or weights_sha256:
             if state is not TrialState.COMPLETED:
                 raise InvalidArgumentError("only a COMPLETED report can carry trained weights")
             # Only weights need the stored trial (its architecture); a plain report is one write.
-            blob = self._reported_weights(self.repo.get_trial(trial_id), weights, weights_sha256)
+            trial = self.repo.get_trial(trial_id)
+            if weights_sha256 and not weights and trial.weights_sha256 == weights_sha256:
+                # A retry of the report that used up this upload: it can only repeat that one.
+                spent = weights_sha256
+            else:
+                blob = self._reported_weights(trial, weights, weights_sha256)
         updated, changed = self.repo.report(
-            trial_id, state=state, score=score, reason=reason, weights=blob, worker_id=worker_id
+            trial_id,
+            state=state,
+            score=score,
+            reason=reason,
+            weights=blob,
+            worker_id=worker_id,
+            spent_weights_sha256=spent,
         )
         if changed and state is TrialState.FAILED and is_out_of_memory(reason):
             params = Graph.from_json(updated.architecture).num_params

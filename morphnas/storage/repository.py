@@ -30,7 +30,6 @@ If its copy was already handed out, both trials end up with results of their own
 from __future__ import annotations
 
 import base64
-import binascii
 import dataclasses
 import hashlib
 import json
@@ -62,7 +61,9 @@ from morphnas.core.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
     InvalidArgumentError,
+    shown,
 )
+from morphnas.core.ids import check_id
 from morphnas.core.records import (
     FINAL_STATES,
     Measurement,
@@ -482,14 +483,23 @@ class Repository(TrainingStorage):
         weights: bytes | None = None,
         worker_id: str = "",
         now: float | None = None,
+        spent_weights_sha256: str = "",
     ) -> tuple[Trial, bool]:
         """Store a trial's final result; returns (trial, changed).
 
         COMPLETED needs a finite score; FAILED and INFEASIBLE take none (a non-finite one is
         dropped). Repeating the same report (state, score, reason and weights digest) is a no-op
         returning ``changed=False``; a different report on a final trial raises
-        :class:`FailedPreconditionError`. A STALE trial (a late worker) accepts its report.
-        A non-empty ``worker_id`` must match the worker an ACTIVE trial was handed to.
+        :class:`FailedPreconditionError`. ``spent_weights_sha256`` names weights by digest only:
+        a retry of a report whose staged upload that report used up; it can only repeat a
+        stored report. A non-empty ``worker_id`` must match the worker an ACTIVE trial was
+        handed to.
+
+        A late report (the trial is STALE: its lease ran out) is kept when its architecture has
+        no result yet: the copy the trial was handed out as again (``reissued_as``, and that
+        copy's copies) has not been reported. The copies still open are closed then (FAILED,
+        reason "superseded ..."): a proposal has one result, the first to arrive. When a copy
+        has reported already, the late report is FAILED_PRECONDITION and nothing changes.
         """
         state = TrialState(state)
         if state not in FINAL_STATES:
@@ -510,6 +520,14 @@ class Repository(TrainingStorage):
         }
 
         def work(c: Connection) -> tuple[Trial, bool]:
+            if spent_weights_sha256:
+                current = trial_record(trial_row(c, trial_id, lock=True))
+                if current.state not in FINAL_STATES:
+                    raise FailedPreconditionError(
+                        f"no weights with sha256 {spent_weights_sha256} were uploaded for trial "
+                        f"{current.number}; call UploadWeights first"
+                    )
+                return _repeat(current, state, score, reason, spent_weights_sha256), False
             # The usual case in one statement: an open trial (ACTIVE for this worker, or STALE)
             # takes the report. Anything else (unknown id, a repeat, another worker's trial)
             # matches no row and is sorted out below, under the lock, with the full row.
@@ -532,6 +550,8 @@ class Repository(TrainingStorage):
                     f"trial {current.number} is leased to worker {current.worker_id!r}, "
                     f"not {worker_id!r}"
                 )
+            if row.reissued_as is not None:  # a late report: its copies yield to it
+                _supersede_copies(c, row, at)
             if weights is not None:
                 put_weights(c, trial_id, "trained", weights, sha)
                 # Staged uploads of this trial are spent (others go in drop_spent_staged_weights).
@@ -707,6 +727,34 @@ def _reported_score(state: TrialState, score: float | None) -> float | None:
     return float(score) if score is not None and math.isfinite(score) else None
 
 
+def _supersede_copies(c: Connection, reported: Row[Any], now: float) -> None:
+    """Close the open copies of a trial that reported late; FailedPreconditionError (rolling
+    the report back) when a copy has its own result. Copies form a chain: a copy whose lease
+    ran out was handed out again in turn."""
+    copy_id = reported.reissued_as
+    while copy_id is not None:
+        copy = trial_record(trial_row(c, copy_id, lock=True))
+        if copy.state in FINAL_STATES:
+            raise FailedPreconditionError(
+                f"trial {reported.number} was handed out again as trial {copy.number} (its lease "
+                f"ran out), which reported {copy.state.value} first; this late report is not kept"
+            )
+        c.execute(
+            update(trials)
+            .where(trials.c.id == copy.id)
+            .values(
+                state=TrialState.FAILED.value,
+                score=None,
+                reason=f"superseded: trial {reported.number}, handed out before, reported late",
+                lease_expires_at=None,
+                updated_at=now,
+            )
+        )
+        copy_id = c.execute(
+            select(trials.c.reissued_as).where(trials.c.id == copy.id)
+        ).scalar_one_or_none()
+
+
 def _repeat(current: Trial, state: TrialState, score: float | None, reason: str, sha: str) -> Trial:
     """The stored trial if this report repeats the stored one; else FailedPreconditionError."""
     if (current.state, current.score, current.reason, current.weights_sha256) == (
@@ -763,12 +811,42 @@ def _encode_token(*values: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
 
 
-def _decode_token(token: str, *types: type) -> tuple[Any, ...]:
+#: The tokens this repository issues are base64 of a short JSON list (a number, or a time and
+#: an id); a longer one was not issued here.
+MAX_PAGE_TOKEN_CHARS = 200
+_MAX_INTEGER = 2**63 - 1  # the largest value of an SQL BIGINT (and of SQLite's INTEGER)
+
+
+def _decode_token(token: str, *kinds: type) -> tuple[Any, ...]:
+    """The values of a page token this repository issued: one per ``kinds``, each of that kind
+    and in range (int: 0 to 2**63 - 1; float: finite; str: an id). A token is the caller's
+    bytes: anything else (too long, not base64 or JSON, nested, a float that overflows, an
+    integer beyond SQL's) is InvalidArgumentError."""
     try:
+        if len(token) > MAX_PAGE_TOKEN_CHARS:
+            raise ValueError(f"longer than {MAX_PAGE_TOKEN_CHARS} characters")
         padded = token + "=" * (-len(token) % 4)
         values = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if len(values) != len(types):
-            raise ValueError("wrong length")
-        return tuple(kind(value) for kind, value in zip(types, values, strict=True))
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as error:
-        raise InvalidArgumentError(f"invalid page_token {token!r}") from error
+        if not isinstance(values, list) or len(values) != len(kinds):
+            raise ValueError("wrong shape")
+        return tuple(_token_value(kind, value) for kind, value in zip(kinds, values, strict=True))
+    except (
+        ValueError,  # also json's JSONDecodeError, binascii.Error and UnicodeDecodeError
+        TypeError,
+        OverflowError,
+        RecursionError,
+        InvalidArgumentError,
+    ):
+        raise InvalidArgumentError(
+            f"invalid page_token {shown(token)}: send back the next_page_token of the last page"
+        ) from None
+
+
+def _token_value(kind: type, value: Any) -> Any:
+    if kind is int and type(value) is int and 0 <= value <= _MAX_INTEGER:
+        return value
+    if kind is float and type(value) in (int, float) and math.isfinite(value):
+        return float(value)
+    if kind is str and type(value) is str:
+        return check_id(value, "page_token")
+    raise ValueError(f"not a {kind.__name__} in range")

@@ -322,7 +322,9 @@ def test_report_rules(repo: Repository) -> None:
     assert repo.report(other.id, state=TrialState.INFEASIBLE, score=None, worker_id="w")[1]
 
 
-def test_a_late_report_on_a_stale_trial_counts(repo: Repository) -> None:
+def test_a_late_report_on_a_stale_trial_counts_and_its_copy_yields(repo: Repository) -> None:
+    """A proposal has one result, the first to arrive: a late report is kept and closes the
+    copy handed out in its place (the copy's worker is then told its trial is over)."""
     search = repo.create_search(make_config(lease_seconds=10.0))
     propose = Proposer()
     (late,) = suggest(repo, search.id, "slow", 1, propose, now=0.0)
@@ -330,8 +332,47 @@ def test_a_late_report_on_a_stale_trial_counts(repo: Repository) -> None:
     assert repo.get_trial(late.id).state is STALE and copy.architecture == late.architecture
     trial, changed = repo.report(late.id, state=COMPLETED, score=0.4, worker_id="slow", now=21.0)
     assert changed and trial.state is COMPLETED and trial.score == 0.4
+    # The retry of a lost reply is a no-op; the copy is closed, not counted.
+    assert not repo.report(late.id, state=COMPLETED, score=0.4, worker_id="slow", now=22.0)[1]
+    closed = repo.get_trial(copy.id)
+    assert closed.state is FAILED and closed.score is None
+    assert closed.reason.startswith(f"superseded: trial {late.number}")
     assert repo.count_trials(search.id, [COMPLETED]) == 1
-    assert repo.get_trial(copy.id).state is ACTIVE  # the copy runs on
+    with pytest.raises(FailedPreconditionError, match="already FAILED"):
+        repo.report(copy.id, state=COMPLETED, score=0.5, worker_id="fast", now=23.0)
+    assert repo.add_measurement(copy.id, 0, 0.5, now=23.0)[1]  # should_stop
+    # Nothing is handed out again: the architecture has its result.
+    (fresh,) = suggest(repo, search.id, "fast", 1, propose, now=24.0)
+    assert fresh.architecture != late.architecture
+
+
+def test_a_late_report_after_its_copy_reported_is_refused(repo: Repository) -> None:
+    search = repo.create_search(make_config(lease_seconds=10.0))
+    propose = Proposer()
+    (late,) = suggest(repo, search.id, "slow", 1, propose, now=0.0)
+    (copy,) = suggest(repo, search.id, "fast", 1, propose, now=20.0)
+    repo.report(copy.id, state=COMPLETED, score=0.7, worker_id="fast", now=21.0)
+    with pytest.raises(
+        FailedPreconditionError, match=f"as trial {copy.number} .its lease ran out., which reported"
+    ):
+        repo.report(late.id, state=COMPLETED, score=0.4, worker_id="slow", now=22.0)
+    assert repo.get_trial(late.id).state is STALE  # rolled back: nothing counted twice
+    assert repo.get_trial(copy.id).score == 0.7
+    assert repo.count_trials(search.id, [COMPLETED]) == 1
+
+
+def test_a_late_report_closes_a_chain_of_copies(repo: Repository) -> None:
+    """A copy whose lease ran out too was handed out again: the late report closes both."""
+    search = repo.create_search(make_config(lease_seconds=10.0))
+    propose = Proposer()
+    (late,) = suggest(repo, search.id, "a", 1, propose, now=0.0)
+    (copy,) = suggest(repo, search.id, "b", 1, propose, now=20.0)
+    (copy_of_copy,) = suggest(repo, search.id, "c", 1, propose, now=40.0)
+    assert copy_of_copy.architecture == late.architecture
+    assert repo.report(late.id, state=COMPLETED, score=0.4, now=41.0)[1]
+    assert repo.get_trial(copy.id).state is FAILED  # was STALE
+    assert repo.get_trial(copy_of_copy.id).state is FAILED  # was ACTIVE
+    assert repo.count_trials(search.id, [ACTIVE, STALE]) == 0
 
 
 def test_a_stale_trial_reported_before_reissue_is_not_reissued(repo: Repository) -> None:
@@ -543,7 +584,7 @@ def test_snapshots_follow_every_state_change(repo: Repository) -> None:
         1: (FAILED, None),
         2: (COMPLETED, 0.1),
         3: (STALE, None),
-        4: (ACTIVE, None),
+        4: (FAILED, None),  # c's copy, closed by c's late report
         5: (ACTIVE, None),
     }
     assert repo.observations(search.id).observations[:6] == propose.calls[-1][0].observations
