@@ -5,8 +5,9 @@ file while their sha256 is computed, so a stream in progress holds one 1 MiB mes
 the blob is then checked from the file in chunks and handed to the database as a
 read-only memory map of the file (the driver's own copy is the one copy in memory).
 
-Every byte an upload has received counts against one :class:`ByteBudget` shared by all calls
-(``ServiceLimits.max_upload_bytes_in_flight``) until the call ends: four concurrent uploads of
+Every byte an upload has announced (``total_size``) or received counts against one
+:class:`ByteBudget` shared by all calls (``ServiceLimits.max_upload_bytes_in_flight``) until the
+call ends: four concurrent uploads of
 450 MiB cannot together hold 1.8 GB of memory (and disk); the one that would overrun the budget
 is refused with RESOURCE_EXHAUSTED at once and its bytes released.
 
@@ -88,9 +89,16 @@ class Upload:
         self._map: mmap.mmap | None = None
         self.size = 0
 
+    def reserve(self, size: int) -> None:
+        """Take ``size`` bytes of the budget now (an announced ``total_size``), so an upload that
+        cannot be held is refused before its bytes are sent, not after most of them."""
+        if size > self._taken:
+            self._budget.take(size - self._taken)
+            self._taken = size
+
     def write(self, data: bytes) -> None:
-        self._budget.take(len(data))
-        self._taken += len(data)
+        if self.size + len(data) > self._taken:
+            self.reserve(self.size + len(data))
         self._file.write(data)
         self._hash.update(data)
         self.size += len(data)
@@ -172,6 +180,7 @@ def receive(
         )
     upload = Upload(budget, spool_dir)
     try:
+        upload.reserve(first.total_size)
         for index, message in enumerate(_chain(first, rest)):
             if len(message.data) > CHUNK_BYTES:
                 raise InvalidArgumentError(

@@ -85,9 +85,10 @@ def test_200_idle_streams_do_not_starve_unary_calls_or_health(world: World) -> N
 
 @pytest.mark.slow
 def test_concurrent_large_uploads_share_one_byte_budget(world: World) -> None:
-    """4 uploads of 200 MiB at once (800 MiB > the 512 MiB in flight): the ones that would
-    overrun the budget are refused with RESOURCE_EXHAUSTED; what is received is spooled to
-    disk, so the server's resident set grows by far less than the bytes in flight."""
+    """4 uploads of 200 MiB at once (800 MiB > the 512 MiB in flight): each reserves its
+    announced size, so the ones that would overrun the budget are refused with
+    RESOURCE_EXHAUSTED before their bytes, the others are received (spooled to disk, so the
+    server's resident set grows by far less than the bytes in flight) and checked."""
     blob = b"PK\x03\x04" + bytes(200 * MIB - 4)  # an .npz only in name: refused once stored
     before = world.rss_bytes()
 
@@ -107,5 +108,6 @@ def test_concurrent_large_uploads_share_one_byte_budget(world: World) -> None:
         f"{before / MIB:.0f} -> peak {world.peak_rss_bytes() / MIB:.0f} MiB"
     )
     assert set(codes) <= REFUSED
-    assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes  # over the budget
+    assert grpc.StatusCode.INVALID_ARGUMENT in codes  # received, then refused for its content
     assert world.serving()
