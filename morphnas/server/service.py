@@ -225,7 +225,7 @@ class SearchService:
 
     # ------------------------------------------------------------------ searches
     def create_search(self, config: SearchConfig) -> Search:
-        check_ceilings(config, self.limits)
+        # The seed is data (no weights): building it checks the shapes (INVALID_ARGUMENT).
         seed = seed_graph(
             config.input_shape, config.num_classes, config.seed_width, config.seed_depth
         )
@@ -234,6 +234,7 @@ class SearchService:
                 f"the seed architecture has {seed.num_params:,} parameters, more than "
                 f"max_params={config.max_params:,}: lower seed_width/seed_depth or raise max_params"
             )
+        check_ceilings(config, self.limits)
         memory = seed.training_memory_bytes(config.batch_size)
         if memory > self.limits.max_model_memory_bytes:
             raise ResourceExhaustedError(
