@@ -33,6 +33,7 @@ from morphnas.pareto_cli import (
     constrained,
     export_constrained,
 )
+from morphnas.server.limit_flags import add_limit_flags, limit_options
 from morphnas.tables import describe_path, plural, table
 
 if TYPE_CHECKING:  # imported lazily below: `morphnas --help` stays fast
@@ -187,7 +188,6 @@ def _serve_logging(args: argparse.Namespace) -> None:
 def _serve_options(args: argparse.Namespace) -> dict[str, Any]:
     """The security, metrics and limit options of ``serve`` as ServerOptions fields."""
     from morphnas.server.security import load_tokens
-    from morphnas.server.service import ServiceLimits
 
     return {
         "tokens": load_tokens(args.tokens_file),
@@ -196,7 +196,7 @@ def _serve_options(args: argparse.Namespace) -> dict[str, Any]:
         "tls_client_ca": args.tls_client_ca,
         "metrics_port": args.metrics_port,
         "max_message_bytes": args.max_message_mb * 1024**2,
-        "limits": ServiceLimits(max_searches=args.max_searches),
+        **limit_options(args, args.max_searches),  # limits and streams: the ceiling flags
     }
 
 
@@ -289,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--device", help="device of those workers: cpu, cuda or cuda:N")
     _add_serve_security_flags(serve)
+    add_limit_flags(serve)
     serve.set_defaults(func=cmd_serve)
 
     worker = sub.add_parser("worker", help="train jobs of server-side searches from a database")

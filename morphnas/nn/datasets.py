@@ -27,6 +27,7 @@ import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import IO
 
 import numpy as np
 
@@ -272,6 +273,185 @@ def _npz_member(archive: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
     return value
 
 
+@dataclass(frozen=True)
+class NpzLimits:
+    """Ceilings on an uploaded .npz, checked while its members inflate (never after).
+
+    ``max_ratio``: inflated bytes per compressed byte of a member, refused once the member has
+    inflated past ``ratio_floor_bytes`` (real data deflates 2 to 10 times; a member of zeros
+    about 1,000 times, which is what a zip bomb is made of).
+    """
+
+    max_inflated_bytes: int = 2 * 1024**3
+    max_ratio: float = 100.0
+    ratio_floor_bytes: int = 16 * 1024**2
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What an upload holds, as :func:`inspect_npz` found it without materialising it."""
+
+    input_shape: Shape
+    num_classes: int
+    num_examples: int
+    official_test: int
+
+
+#: Bytes of a member inflated and checked at a time by :func:`inspect_npz`.
+INSPECT_CHUNK_BYTES = 1024 * 1024
+
+
+def inspect_npz(
+    file: IO[bytes],
+    *,
+    max_bytes: int,
+    limits: NpzLimits | None = None,
+    num_classes: int | None = None,
+) -> DatasetSummary:
+    """Check an uploaded ``.npz`` (a seekable file) by the rules of :func:`load_npz`, reading
+    each member ``INSPECT_CHUNK_BYTES`` at a time: memory stays constant whatever the size.
+
+    The members' declared sizes are checked first; then, while a member inflates, its running
+    inflated size against ``limits.max_inflated_bytes`` and its ratio against
+    ``limits.max_ratio`` (see :class:`NpzLimits`), so a zip bomb is refused after inflating at
+    most ``max(ratio_floor_bytes, max_ratio x its compressed size)``.
+    """
+    limits = limits or NpzLimits()
+    file.seek(0, io.SEEK_END)
+    _check_upload_size(file.tell(), max_bytes)
+    file.seek(0)
+    if not file.read(4).startswith(b"PK\x03\x04"):
+        raise InvalidArgumentError(
+            "the upload is not an .npz file (an .npz is a zip of arrays; a text or CSV file?): "
+            "save it with np.savez(f, x=x, y=y)"
+        )
+    file.seek(0)
+    try:
+        archive = zipfile.ZipFile(file)
+        members = archive.infolist()
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise InvalidArgumentError(
+            f"the upload is not a valid .npz file ({err}); save it with np.savez(f, x=x, y=y)"
+        ) from None
+    with archive:
+        declared = sum(int(info.file_size) for info in members)
+        _check_upload_size(declared, limits.max_inflated_bytes, what="the decompressed arrays")
+        forms: dict[str, tuple[np.dtype, Shape]] = {}
+        highest = {"y": -1, "y_test": -1}
+        for info in members:
+            key = info.filename.removesuffix(".npy")
+            if not info.filename.endswith(".npy"):
+                raise InvalidArgumentError(f"member {info.filename[:100]!r} is not a .npy array")
+            if key not in ("x", "y", "x_test", "y_test"):
+                raise InvalidArgumentError(
+                    f"unexpected array {key[:100]!r}; send only x and y "
+                    "(and optionally x_test, y_test)"
+                )
+            forms[key] = _inspect_member(archive, info, key, limits, highest)
+    for key in ("x", "y"):
+        if key not in forms:
+            raise InvalidArgumentError(f"array {key!r} is missing; send arrays named x and y")
+    if ("x_test" in forms) != ("y_test" in forms):
+        raise InvalidArgumentError("send x_test and y_test together, or neither")
+    x_shape, n = forms["x"][1], forms["x"][1][0]
+    _check_pair_shapes(x_shape, forms["y"][1], "x", "y")
+    official_test = 0
+    if "x_test" in forms:
+        x_test = forms["x_test"][1]
+        _check_pair_shapes(x_test, forms["y_test"][1], "x_test", "y_test")
+        if x_test[1:] != x_shape[1:]:
+            raise InvalidArgumentError(
+                f"x_test examples have shape {x_test[1:]} but x examples {x_shape[1:]}"
+            )
+        official_test = x_test[0]
+    top = np.array([max(highest.values())], np.int64)
+    classes = _num_classes(top, num_classes)
+    return DatasetSummary(tuple(x_shape[1:]), classes, n + official_test, official_test)
+
+
+def _inspect_member(
+    archive: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    key: str,
+    limits: NpzLimits,
+    highest: dict[str, int],
+) -> tuple[np.dtype, Shape]:
+    """Check one member's header and values as it inflates; returns its (dtype, shape)."""
+    fmt = np.lib.format
+    try:
+        with archive.open(info) as raw:
+            member = _Inflating(raw, info, limits)
+            version = fmt.read_magic(member)  # type: ignore[no-untyped-call]
+            read_header = (
+                fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            )
+            shape, _, dtype = read_header(member)
+            shape = tuple(int(n) for n in shape)
+            if dtype.hasobject:
+                raise InvalidArgumentError(
+                    f"array {key!r} cannot be read without pickle; "
+                    "send numeric arrays (float for x, integer for y)"
+                )
+            if key.startswith("x"):
+                _check_features_form(dtype, shape, key)
+            else:
+                _check_labels_form(dtype, shape, key)
+            remaining = math.prod(shape) * dtype.itemsize
+            step = INSPECT_CHUNK_BYTES - INSPECT_CHUNK_BYTES % dtype.itemsize
+            while remaining:
+                data = member.read(min(step, remaining))
+                if len(data) == 0 or len(data) % dtype.itemsize:
+                    raise InvalidArgumentError(f"array {key!r} holds fewer values than its shape")
+                remaining -= len(data)
+                values = np.frombuffer(data, dtype)
+                if key.startswith("x"):
+                    _features_values(values, key)
+                else:
+                    _check_labels_values(values, key)
+                    highest[key] = max(highest[key], int(values.max()))
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        if isinstance(err, InvalidArgumentError):
+            raise
+        raise InvalidArgumentError(
+            f"member {info.filename[:100]!r} is not a valid .npy array: {str(err)[:200]}"
+        ) from None
+    return dtype, shape
+
+
+class _Inflating:
+    """A zip member's reader that counts inflated bytes and refuses a bomb as it inflates."""
+
+    def __init__(self, member: IO[bytes], info: zipfile.ZipInfo, limits: NpzLimits) -> None:
+        self._member = member
+        self._info = info
+        self._limits = limits
+        self.inflated = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:  # never inflate a whole member at once
+            size = INSPECT_CHUNK_BYTES
+        data = self._member.read(size)
+        self.inflated += len(data)
+        if self.inflated > self._limits.max_inflated_bytes:
+            raise ResourceExhaustedError(
+                f"member {self._info.filename[:100]!r} inflates past the limit of "
+                f"{self._limits.max_inflated_bytes:,} bytes"
+            )
+        ratio = self.inflated / max(1, self._info.compress_size)
+        if self.inflated > self._limits.ratio_floor_bytes and ratio > self._limits.max_ratio:
+            raise ResourceExhaustedError(
+                f"member {self._info.filename[:100]!r} inflates {ratio:,.0f} times its "
+                f"compressed size, more than the limit of {self._limits.max_ratio:g} "
+                "(a zip bomb?); send the arrays uncompressed or with real data"
+            )
+        return data
+
+
+def _check_pair_shapes(x: Shape, y: Shape, x_key: str, y_key: str) -> None:
+    """:func:`_check_pair` on shapes only."""
+    _check_pair(np.empty((x[0], 0)), np.empty((y[0], 0)), x_key, y_key)
+
+
 def load_safetensors(
     data: bytes, *, max_bytes: int, name: str = "upload", num_classes: int | None = None
 ) -> Dataset:
@@ -325,16 +505,26 @@ def _check_upload_size(size: int, max_bytes: int, what: str = "the upload") -> N
 
 
 def _features(array: np.ndarray, key: str) -> np.ndarray:
-    if array.dtype == np.bool_ or not (
-        np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+    _check_features_form(array.dtype, array.shape, key)
+    return _features_values(array, key)
+
+
+def _check_features_form(dtype: np.dtype, shape: Shape, key: str) -> None:
+    """What ``x``'s dtype and shape must be (checked before any value is read)."""
+    if dtype == np.bool_ or not (
+        np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)
     ):
-        raise InvalidArgumentError(f"{key} has dtype {array.dtype}; send float or integer values")
-    if not 2 <= array.ndim <= MAX_INPUT_RANK + 1:
+        raise InvalidArgumentError(f"{key} has dtype {dtype}; send float or integer values")
+    if not 2 <= len(shape) <= MAX_INPUT_RANK + 1:
         raise InvalidArgumentError(
-            f"{key} has shape {array.shape}; expected (N, D), (N, C, L) or (N, C, H, W)"
+            f"{key} has shape {shape}; expected (N, D), (N, C, L) or (N, C, H, W)"
         )
-    if 0 in array.shape[1:]:
-        raise InvalidArgumentError(f"{key} has shape {array.shape}: examples must not be empty")
+    if 0 in shape[1:]:
+        raise InvalidArgumentError(f"{key} has shape {shape}: examples must not be empty")
+
+
+def _features_values(array: np.ndarray, key: str) -> np.ndarray:
+    """``array`` (all of x, or a run of its values) as float32, if every value is finite."""
     with np.errstate(over="ignore"):
         x = array.astype(np.float32)
     if not np.isfinite(x).all():
@@ -343,14 +533,24 @@ def _features(array: np.ndarray, key: str) -> np.ndarray:
 
 
 def _labels(array: np.ndarray, key: str) -> np.ndarray:
-    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
+    _check_labels_form(array.dtype, array.shape, key)
+    _check_labels_values(array, key)
+    return array.astype(np.int64)
+
+
+def _check_labels_form(dtype: np.dtype, shape: Shape, key: str) -> None:
+    if dtype == np.bool_ or not np.issubdtype(dtype, np.integer):
         raise InvalidArgumentError(
-            f"{key} has dtype {array.dtype}; class labels must be integers (y.astype(np.int64))"
+            f"{key} has dtype {dtype}; class labels must be integers (y.astype(np.int64))"
         )
-    if array.ndim != 1:
+    if len(shape) != 1:
         raise InvalidArgumentError(
-            f"{key} has shape {array.shape}; expected one label per example, shape (N,)"
+            f"{key} has shape {shape}; expected one label per example, shape (N,)"
         )
+
+
+def _check_labels_values(array: np.ndarray, key: str) -> None:
+    """Labels (all of y, or a run of them) must lie in [0, MAX_CLASSES)."""
     if array.size and int(array.min()) < 0:
         raise InvalidArgumentError(f"{key} holds negative labels; use labels 0 .. num_classes-1")
     # Checked before the cast: a uint64 label beyond int64 would turn negative.
@@ -359,7 +559,6 @@ def _labels(array: np.ndarray, key: str) -> np.ndarray:
             f"{key} holds label {int(array.max()):,}; labels must lie in [0, {MAX_CLASSES:,}) "
             f"(a search has at most {MAX_CLASSES:,} classes)"
         )
-    return array.astype(np.int64)
 
 
 def _check_pair(x: np.ndarray, y: np.ndarray, x_key: str, y_key: str) -> None:
@@ -389,16 +588,27 @@ def _num_classes(y: np.ndarray, declared: int | None) -> int:
 
 def validate_for(dataset: Dataset, input_shape: Sequence[int], num_classes: int) -> None:
     """Raise InvalidArgumentError unless ``dataset`` fits a search's input shape and classes."""
+    check_fits(dataset.name, dataset.input_shape, int(dataset.y.max()), input_shape, num_classes)
+
+
+def check_fits(
+    name: str,
+    data_shape: Sequence[int],
+    highest_label: int,
+    input_shape: Sequence[int],
+    num_classes: int,
+) -> None:
+    """:func:`validate_for` on what a dataset's record says (its example shape, its highest
+    label), so a stored upload is checked without loading it."""
     expected = tuple(int(n) for n in input_shape)
-    if dataset.input_shape != expected:
+    if tuple(data_shape) != expected:
         raise InvalidArgumentError(
-            f"dataset {dataset.name!r} has examples of shape {dataset.input_shape} but the search "
+            f"dataset {name!r} has examples of shape {tuple(data_shape)} but the search "
             f"expects {expected}; reshape x to (N, {', '.join(map(str, expected))})"
         )
-    highest = int(dataset.y.max())
-    if highest >= num_classes:
+    if highest_label >= num_classes:
         raise InvalidArgumentError(
-            f"dataset {dataset.name!r} holds label {highest} but the search has {num_classes} "
+            f"dataset {name!r} holds label {highest_label} but the search has {num_classes} "
             f"classes; labels must lie in [0, {num_classes})"
         )
 

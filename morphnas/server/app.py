@@ -24,6 +24,7 @@ from morphnas.server.reflection import enable_reflection
 from morphnas.server.security import TokenAuthInterceptor, server_credentials
 from morphnas.server.service import SearchService, ServiceLimits
 from morphnas.server.servicer import MorphNasServicer
+from morphnas.server.streams import StreamGate, StreamLimits
 from morphnas.server.training import TrainingService
 from morphnas.server.workers import WorkerPool
 from morphnas.storage.repository import Repository
@@ -53,6 +54,7 @@ class ServerOptions:
     tls_key: str | None = None
     tls_client_ca: str | None = None  # require client certificates signed by this CA (mTLS)
     metrics_port: int | None = None  # Prometheus /metrics on host:port; None: off, 0: free port
+    streams: StreamLimits = field(default_factory=StreamLimits)  # upload/download streams
 
 
 @dataclass
@@ -89,6 +91,8 @@ def build_server(options: ServerOptions, repo: Repository | None = None) -> Runn
     interceptors: list[grpc.ServerInterceptor] = [ObservabilityInterceptor(metrics)]
     if options.tokens:
         interceptors.append(TokenAuthInterceptor(options.tokens))
+    # Last: only authenticated calls take a stream slot (morphnas.server.streams).
+    interceptors.append(StreamGate(SERVICE_NAME, options.streams))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=options.max_workers, thread_name_prefix="rpc"),
         interceptors=interceptors,

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,17 +46,21 @@ from morphnas.core.records import (
 )
 from morphnas.core.seeds import seed_graph
 from morphnas.core.weights import (
+    ReadAt,
+    SafetensorsLimits,
     Weights,
     check_weights,
+    check_weights_blob,
     init_weights,
-    require_float32,
     weights_from_bytes,
     weights_to_bytes,
 )
+from morphnas.nn.datasets import NpzLimits
 from morphnas.search.cache import SearchCache
 from morphnas.search.policy import Proposal, propose
 from morphnas.search.stopping import StoppingRule, should_stop
 from morphnas.server import pareto
+from morphnas.server.blobs import CHUNK_BYTES, ByteBudget, Upload
 from morphnas.storage import Repository, StalePlan
 
 log = logging.getLogger(__name__)
@@ -83,9 +88,22 @@ class ServiceLimits:
     max_page_size: int = 1000
     max_searches: int = 100_000
     #: Largest dataset upload accepted (enforced by the dataset upload stream).
-    max_dataset_bytes: int = 2 * 1024**3
+    max_dataset_bytes: int = 512 * 1024**2
     #: Early stopping across trials (ReportProgress answers should_stop); None turns it off.
     early_stopping: StoppingRule | None = StoppingRule()
+    # Ceilings a client cannot raise (docs/operations.md, "Resource ceilings").
+    #: Largest ``max_params`` a search may ask for (its seed must fit too).
+    max_params: int = 20_000_000
+    #: Largest ``max_memory_bytes`` (training-step estimate) a search may ask for.
+    max_model_memory_bytes: int = 8 * 1024**3
+    #: Largest input a search may declare: the product of its ``input_shape``.
+    max_input_values: int = 1024**2
+    #: Upload bytes held by all upload streams together (spooled to disk, read once to store).
+    max_upload_bytes_in_flight: int = 512 * 1024**2
+    #: Header size and tensor count of uploaded safetensors, checked before parsing.
+    safetensors: SafetensorsLimits = SafetensorsLimits()
+    #: Inflated size and deflate ratio of an uploaded .npz, checked while inflating.
+    npz: NpzLimits = NpzLimits()
 
 
 class WeightsCache:
@@ -203,9 +221,12 @@ class SearchService:
         # Parsed weights of completed parents (immutable), so popular parents are read once.
         self._weights_cache = WeightsCache(self.limits.weights_cache_bytes)
         self._turns = SearchTurns()
+        # Bytes of uploads in progress, across all calls (see morphnas.server.blobs).
+        self.uploads = ByteBudget(self.limits.max_upload_bytes_in_flight)
 
     # ------------------------------------------------------------------ searches
     def create_search(self, config: SearchConfig) -> Search:
+        # The seed is data (no weights): building it checks the shapes (INVALID_ARGUMENT).
         seed = seed_graph(
             config.input_shape, config.num_classes, config.seed_width, config.seed_depth
         )
@@ -213,6 +234,15 @@ class SearchService:
             raise InvalidArgumentError(
                 f"the seed architecture has {seed.num_params:,} parameters, more than "
                 f"max_params={config.max_params:,}: lower seed_width/seed_depth or raise max_params"
+            )
+        check_ceilings(config, self.limits)
+        memory = seed.training_memory_bytes(config.batch_size)
+        if memory > self.limits.max_model_memory_bytes:
+            raise ResourceExhaustedError(
+                f"the seed architecture needs about {memory:,} bytes to train (batch "
+                f"{config.batch_size}), more than this server's ceiling of "
+                f"{self.limits.max_model_memory_bytes:,} (serve --max-model-memory-mb): lower "
+                "seed_width/seed_depth or batch_size"
             )
         # A soft cap: replicas creating searches at the same moment may overshoot it by a few.
         if self.repo.count_searches() >= self.limits.max_searches:
@@ -398,29 +428,34 @@ class SearchService:
 
     def validate_weights(self, trial: Trial, blob: bytes) -> None:
         """Weights must be safetensors matching the trial's architecture exactly."""
-        if len(blob) > self.limits.max_weights_bytes:
+        view = memoryview(blob)
+        self._check_weights(trial, lambda offset, size: view[offset : offset + size], len(blob))
+
+    def _check_weights(self, trial: Trial, read: ReadAt, size: int) -> None:
+        if size > self.limits.max_weights_bytes:
             raise ResourceExhaustedError(
-                f"weights of {len(blob):,} bytes exceed the limit of {self.limits.max_weights_bytes:,}"
+                f"weights of {size:,} bytes exceed the limit of {self.limits.max_weights_bytes:,}"
             )
         try:
-            check_weights(
-                Graph.from_json(trial.architecture), require_float32(weights_from_bytes(blob))
+            check_weights_blob(
+                Graph.from_json(trial.architecture), read, size, self.limits.safetensors
             )
         except WeightsError as err:
             raise WeightsError(f"trial {trial.number}: {err}") from None
 
-    def stage_weights(self, trial_id: str, blob: bytes, expected_sha: str) -> str:
-        """Store uploaded weights until a report names them; returns their sha256."""
+    def stage_weights(self, trial_id: str, upload: Upload, expected_sha: str) -> str:
+        """Store uploaded weights until a report names them; returns their sha256. They are
+        checked from the spool file in chunks, then read into memory once, to be stored."""
         trial = self.repo.get_trial(_id(trial_id, "trial_id"))
         if expected_sha:
             check_sha256(expected_sha, "sha256")
-        digest = sha256_hex(blob)
+        digest = upload.sha256
         if expected_sha and expected_sha != digest:
             raise InvalidArgumentError(
                 f"uploaded bytes have sha256 {digest}, not the announced {expected_sha}"
             )
-        self.validate_weights(trial, blob)
-        self.repo.stage_weights(trial.id, digest, blob)
+        self._check_weights(trial, upload.read_at, upload.size)
+        self.repo.stage_weights(trial.id, digest, upload.read_all())
         return digest
 
     def progress(self, trial_id: str, step: int, value: float, name: str) -> tuple[Trial, bool]:
@@ -471,6 +506,27 @@ class SearchService:
             raise FailedPreconditionError(f"trial {trial.number} has no {kind} weights")
         return blob
 
+    def weights_chunks(self, trial_id: str, kind: str) -> tuple[str, int, Iterator[bytes]]:
+        """(sha256, size, chunks) of a trial's weights: the chunks are read from the database
+        one at a time as the iterator is advanced, so a download never holds the whole blob."""
+        trial = self.repo.get_trial(_id(trial_id, "trial_id"))
+        header = self.repo.weights_header(trial.id, kind)
+        if header is None:
+            raise FailedPreconditionError(f"trial {trial.number} has no {kind} weights")
+        sha, size = header
+
+        def chunks() -> Iterator[bytes]:
+            for offset in range(0, max(size, 1), CHUNK_BYTES):
+                chunk = self.repo.read_weights_chunk(trial.id, kind, sha, offset, CHUNK_BYTES)
+                if chunk is None:
+                    raise FailedPreconditionError(
+                        f"the {kind} weights of trial {trial.number} changed during the "
+                        "download; download them again"
+                    )
+                yield chunk
+
+        return sha, size, chunks()
+
     def expire_leases(self) -> int:
         return self.repo.expire_leases()
 
@@ -504,6 +560,28 @@ class SearchService:
                 f"got {requested}"
             )
         return requested or default
+
+
+def check_ceilings(config: SearchConfig, limits: ServiceLimits) -> None:
+    """Refuse (RESOURCE_EXHAUSTED) a search that asks for more than the server allows: the
+    ceilings bound what the API server builds when it plans the search's trials (a seed's
+    fresh weights, a child's carried ones), whatever the client sets."""
+    if config.max_params > limits.max_params:
+        raise ResourceExhaustedError(
+            f"max_params={config.max_params:,} is above this server's ceiling of "
+            f"{limits.max_params:,} parameters (serve --max-params)"
+        )
+    if config.max_memory_bytes > limits.max_model_memory_bytes:
+        raise ResourceExhaustedError(
+            f"max_memory_bytes={config.max_memory_bytes:,} is above this server's ceiling of "
+            f"{limits.max_model_memory_bytes:,} (serve --max-model-memory-mb)"
+        )
+    values = math.prod(config.input_shape)
+    if values > limits.max_input_values:
+        raise ResourceExhaustedError(
+            f"input_shape {tuple(config.input_shape)} holds {values:,} values an example, more "
+            f"than this server's ceiling of {limits.max_input_values:,} (serve --max-input-values)"
+        )
 
 
 def _id(value: str, field: str) -> str:

@@ -7,10 +7,10 @@ from typing import Any
 
 import grpc
 
-from morphnas.core.errors import InvalidArgumentError, NotFoundError, ResourceExhaustedError
+from morphnas.core.errors import InvalidArgumentError, NotFoundError
 from morphnas.core.ids import check_id
 from morphnas.core.records import Search
-from morphnas.server import convert
+from morphnas.server import blobs, convert
 from morphnas.server.errors import handles_errors, handles_stream_errors
 from morphnas.server.service import SearchService, sha256_hex
 from morphnas.server.training import TrainingService
@@ -18,7 +18,7 @@ from morphnas.server.watches import MAX_WATCHES, EventWatches
 from morphnas.v1 import morphnas_pb2 as pb
 from morphnas.v1 import morphnas_pb2_grpc as pb_grpc
 
-CHUNK_BYTES = 1024 * 1024
+CHUNK_BYTES = blobs.CHUNK_BYTES
 _WEIGHT_KINDS = {
     pb.WEIGHTS_KIND_UNSPECIFIED: "initial",
     pb.INITIAL: "initial",
@@ -148,9 +148,10 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
         first = next(request_iterator, None)
         if first is None or not first.trial_id:
             raise InvalidArgumentError("the first UploadWeights message must name trial_id")
-        blob = _assemble(first, request_iterator, self.service.limits.max_weights_bytes)
-        digest = self.service.stage_weights(first.trial_id, blob, first.sha256)
-        return pb.UploadWeightsResponse(sha256=digest, size=len(blob))
+        limit = self.service.limits.max_weights_bytes
+        with blobs.receive(first, request_iterator, limit, self.service.uploads) as upload:
+            digest = self.service.stage_weights(first.trial_id, upload, first.sha256)
+            return pb.UploadWeightsResponse(sha256=digest, size=upload.size)
 
     @handles_stream_errors
     def DownloadWeights(
@@ -159,7 +160,14 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
         kind = _WEIGHT_KINDS.get(request.kind)
         if kind is None:
             raise InvalidArgumentError(f"unknown weights kind {request.kind}")
-        yield from _chunks(self.service.weights(request.trial_id, kind), pb.WeightsChunk, context)
+        sha, size, chunks = self.service.weights_chunks(request.trial_id, kind)
+        for index, chunk in enumerate(chunks):  # read from storage as the client takes them
+            if index and not context.is_active():
+                return
+            if index == 0:  # the header (size, sha256) rides on the first chunk
+                yield pb.WeightsChunk(total_size=size, sha256=sha, data=chunk)
+            else:
+                yield pb.WeightsChunk(data=chunk)
 
     # ------------------------------------------------------------------ server-side training
     @handles_errors
@@ -242,8 +250,9 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
             raise InvalidArgumentError(
                 "the first UploadDataset message must carry the dataset name"
             )
-        blob = _assemble(first, request_iterator, self.training.max_dataset_bytes)
-        return convert.dataset_to_pb(self.training.upload_dataset(first.name, blob))
+        limit = self.training.max_dataset_bytes
+        with blobs.receive(first, request_iterator, limit, self.service.uploads) as upload:
+            return convert.dataset_to_pb(self.training.upload_dataset(first.name, upload))
 
     @handles_errors
     def ListDatasets(
@@ -262,37 +271,6 @@ class MorphNasServicer(pb_grpc.MorphNasServicer):
     ) -> pb.DeleteDatasetResponse:
         self.training.delete_dataset(check_id(request.dataset_id, "dataset_id"))
         return pb.DeleteDatasetResponse()
-
-
-def _assemble(first: Any, rest: Iterator[Any], limit: int) -> bytes:
-    """The bytes of a client stream (``data`` of every message), refused past ``limit``; a
-    message carrying more than CHUNK_BYTES is refused (the contract's chunk size)."""
-    if first.total_size < 0:
-        raise InvalidArgumentError(f"total_size must be >= 0, got {first.total_size}")
-    if first.total_size > limit:
-        raise ResourceExhaustedError(
-            f"an upload of {first.total_size:,} bytes exceeds the limit of {limit:,}"
-        )
-    _check_chunk(first, 0)
-    parts, size = [first.data], len(first.data)
-    for index, message in enumerate(rest, start=1):
-        _check_chunk(message, index)
-        size += len(message.data)
-        if size > limit:
-            raise ResourceExhaustedError(f"the upload exceeds the limit of {limit:,} bytes")
-        parts.append(message.data)
-    blob = b"".join(parts)
-    if first.total_size and first.total_size != len(blob):
-        raise InvalidArgumentError(f"announced {first.total_size} bytes, received {len(blob)}")
-    return blob
-
-
-def _check_chunk(message: Any, index: int) -> None:
-    if len(message.data) > CHUNK_BYTES:
-        raise InvalidArgumentError(
-            f"message {index} of the upload carries {len(message.data):,} bytes; "
-            f"send at most {CHUNK_BYTES:,} (1 MiB) a message"
-        )
 
 
 def _chunks(blob: bytes, message: Any, context: grpc.ServicerContext) -> Iterator[Any]:

@@ -39,15 +39,18 @@ from morphnas.nn.datasets import (
     Normalisation,
     Split,
     builtin_dataset,
+    check_fits,
     compute_normalisation,
     dataset_split,
     expected_input,
+    inspect_npz,
     load_npz,
     validate_for,
 )
 from morphnas.server import pareto
+from morphnas.server.blobs import Upload
 from morphnas.server.budget import INITIAL_FINAL_FIT_SHARE, run_trials
-from morphnas.server.service import SearchService, sha256_hex
+from morphnas.server.service import SearchService
 
 log = logging.getLogger(__name__)
 
@@ -73,18 +76,22 @@ class TrainingService:
         self._datasets = _DatasetCache(DATASET_CACHE_SIZE)
 
     # ------------------------------------------------------------------ datasets
-    def upload_dataset(self, name: str, blob: bytes) -> DatasetInfo:
-        """Check an npz upload (x, y; allow_pickle=False) and store it with its checksum."""
+    def upload_dataset(self, name: str, upload: Upload) -> DatasetInfo:
+        """Check a spooled npz upload (x, y; no pickle) as it inflates, member by member in
+        chunks (:func:`~morphnas.nn.datasets.inspect_npz`), then store it with its checksum:
+        the arrays are never materialised here, only the file is read once, to be stored."""
         if not 1 <= len(name) <= 200:
             raise InvalidArgumentError("a dataset name must be 1 to 200 characters")
-        data = load_npz(blob, max_bytes=self.max_dataset_bytes, name=name)
+        summary = inspect_npz(
+            upload.file, max_bytes=self.max_dataset_bytes, limits=self.service.limits.npz
+        )
         return self.repo.create_dataset(
             name=name,
-            input_shape=tuple(data.input_shape),
-            num_classes=data.num_classes,
-            num_examples=len(data),
-            sha256=sha256_hex(blob),
-            data=blob,
+            input_shape=summary.input_shape,
+            num_classes=summary.num_classes,
+            num_examples=summary.num_examples,
+            sha256=upload.sha256,
+            data=upload.read_all(),
         )
 
     def list_datasets(self) -> list[DatasetInfo]:
@@ -142,13 +149,24 @@ class TrainingService:
                 f"name a dataset: one of {BUILTIN_DATASETS} or an uploaded id"
             )
         search = self.service.get_search(search_id)
-        try:
-            data = self.dataset(dataset)
-        except NotFoundError:
-            raise NotFoundError(
-                f"no dataset {shown(dataset)}: use one of {BUILTIN_DATASETS} or upload one"
-            ) from None
-        validate_for(data, search.config.input_shape, search.config.num_classes)
+        config = search.config
+        if dataset in BUILTIN_DATASETS:
+            validate_for(self.dataset(dataset), config.input_shape, config.num_classes)
+        else:  # checked on its record: the API server never loads an uploaded dataset
+            try:
+                info = self.repo.get_dataset(dataset)
+            except NotFoundError:
+                raise NotFoundError(
+                    f"no dataset {shown(dataset)}: use one of {BUILTIN_DATASETS} or upload one"
+                ) from None
+            # An upload's num_classes is its highest label + 1 (inspect_npz).
+            check_fits(
+                info.name,
+                info.input_shape,
+                info.num_classes - 1,
+                config.input_shape,
+                config.num_classes,
+            )
         # Writes the run_started event too (before any worker can claim the run).
         return self.repo.create_training_run(
             search.id,

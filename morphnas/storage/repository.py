@@ -76,6 +76,7 @@ from morphnas.core.records import (
     check_metrics,
 )
 from morphnas.storage import _engine
+from morphnas.storage._blobs import insert_blob
 from morphnas.storage._migrate import SchemaVersionError, prepare_schema
 from morphnas.storage._observations import ObservationCache, load_observations
 from morphnas.storage._rows import (
@@ -397,6 +398,43 @@ class Repository(TrainingStorage):
 
         return self._unit(work, write=False)
 
+    def weights_header(self, trial_id: str, kind: str) -> tuple[str, int] | None:
+        """(sha256, size) of a trial's stored weights of ``kind``, or None; reads no data."""
+        if kind not in WEIGHT_KINDS:
+            raise InvalidArgumentError(f"weights kind must be one of {WEIGHT_KINDS}, got {kind!r}")
+
+        def work(c: Connection) -> tuple[str, int] | None:
+            row = c.execute(
+                select(trial_weights.c.sha256, trial_weights.c.size).where(
+                    trial_weights.c.trial_id == trial_id, trial_weights.c.kind == kind
+                )
+            ).first()
+            if row is None:
+                require_trial(c, trial_id)
+                return None
+            return str(row.sha256), int(row.size)
+
+        return self._unit(work, write=False)
+
+    def read_weights_chunk(
+        self, trial_id: str, kind: str, sha256: str, offset: int, size: int
+    ) -> bytes | None:
+        """``size`` bytes from ``offset`` of a trial's weights of ``kind`` (SQL ``substr``, so
+        only the chunk leaves the database), or None when they are gone or are no longer the
+        weights with ``sha256`` (final weights are replaced by a later final fit)."""
+
+        def work(c: Connection) -> bytes | None:
+            data = c.execute(
+                select(func.substr(trial_weights.c.data, offset + 1, size)).where(
+                    trial_weights.c.trial_id == trial_id,
+                    trial_weights.c.kind == kind,
+                    trial_weights.c.sha256 == sha256,
+                )
+            ).scalar_one_or_none()
+            return None if data is None else bytes(data)
+
+        return self._unit(work, write=False)
+
     def store_final_weights(self, trial_id: str, data: bytes) -> None:
         """Store (or replace) a trial's ``"final"`` weights: those of a final fit of its
         architecture on training + validation data. A trial's initial and trained weights never
@@ -416,7 +454,7 @@ class Repository(TrainingStorage):
         self._unit(work, write=True)
 
     def stage_weights(
-        self, trial_id: str, sha256: str, data: bytes, now: float | None = None
+        self, trial_id: str, sha256: str, data: bytes | memoryview, now: float | None = None
     ) -> None:
         """Keep uploaded weights until a report names them by ``sha256`` (idempotent)."""
         if hashlib.sha256(data).hexdigest() != sha256:
@@ -427,15 +465,8 @@ class Repository(TrainingStorage):
             require_trial(c, trial_id, lock=True)
             key = and_(staged_weights.c.trial_id == trial_id, staged_weights.c.sha256 == sha256)
             if c.execute(select(staged_weights.c.size).where(key)).first() is None:
-                c.execute(
-                    insert(staged_weights).values(
-                        trial_id=trial_id,
-                        sha256=sha256,
-                        size=len(data),
-                        data=bytes(data),
-                        created_at=at,
-                    )
-                )
+                row = {"trial_id": trial_id, "sha256": sha256, "size": len(data), "created_at": at}
+                insert_blob(c, staged_weights, row, "data", data, key=("trial_id", "sha256"))
 
         self._unit(work, write=True)
 

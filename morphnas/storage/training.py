@@ -44,6 +44,7 @@ from morphnas.core.records import (
     TrainingRun,
     TrialState,
 )
+from morphnas.storage._blobs import insert_blob
 from morphnas.storage._rows import expire, lock_search
 from morphnas.storage._tables import (
     dataset_blobs,
@@ -73,7 +74,7 @@ class TrainingStorage:
         num_classes: int,
         num_examples: int,
         sha256: str,
-        data: bytes,
+        data: bytes | memoryview,
         now: float | None = None,
     ) -> DatasetInfo:
         info = DatasetInfo(
@@ -90,7 +91,9 @@ class TrainingStorage:
         def work(c: Connection) -> DatasetInfo:
             row = dataclasses.asdict(info) | {"input_shape": json.dumps(list(info.input_shape))}
             c.execute(insert(datasets).values(**row))
-            c.execute(insert(dataset_blobs).values(dataset_id=info.id, data=data))
+            insert_blob(
+                c, dataset_blobs, {"dataset_id": info.id}, "data", data, key=("dataset_id",)
+            )
             return info
 
         return self._unit(work, write=True)  # type: ignore[no-any-return]

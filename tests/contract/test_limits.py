@@ -161,7 +161,9 @@ CHECKS: dict[tuple[str, str], Callable[[Context], None]] = {
     ("CreateSearchRequest", "beta"): _create_limits("beta", [-0.01, float("nan")], [0.0]),
     ("CreateSearchRequest", "seed_width"): _create_limits("seed_width", [0, 4097], [1]),
     ("CreateSearchRequest", "seed_depth"): _create_limits("seed_depth", [0, 21], [1, 20]),
-    ("CreateSearchRequest", "max_params"): _create_limits("max_params", [0, -5, 10], [10**9]),
+    # 20,000,000: the server's ceiling by default (above it: RESOURCE_EXHAUSTED, tested in
+    # tests/reliability/hostile/test_bombs.py).
+    ("CreateSearchRequest", "max_params"): _create_limits("max_params", [0, -5, 10], [20_000_000]),
     ("CreateSearchRequest", "max_memory_bytes"): _create_limits("max_memory_bytes", [0], [1]),
     ("CreateSearchRequest", "batch_size"): _create_limits("batch_size", [0], [1]),
     ("CreateSearchRequest", "lease_seconds"): _create_limits(

@@ -306,6 +306,7 @@ def test_the_dataset_cache_is_bounded_and_owned_by_its_service(sqlite_url: str) 
     import gc
     import weakref
 
+    from morphnas.server.blobs import spooled
     from morphnas.server.service import SearchService
     from morphnas.server.training import DATASET_CACHE_SIZE
     from morphnas.storage.repository import Repository
@@ -317,7 +318,8 @@ def test_the_dataset_cache_is_bounded_and_owned_by_its_service(sqlite_url: str) 
         buffer = io.BytesIO()
         x = np.full((20, 1, 2, 2), float(i), np.float32)
         np.savez(buffer, x=x, y=np.arange(20) % 2)
-        ids.append(training.upload_dataset(f"d{i}", buffer.getvalue()).id)
+        with spooled(buffer.getvalue(), training.service.uploads) as upload:
+            ids.append(training.upload_dataset(f"d{i}", upload).id)
     first = training.dataset(ids[0])
     assert training.dataset(ids[0]) is first  # a hit returns the parsed object
     for number, dataset_id in enumerate(ids):
