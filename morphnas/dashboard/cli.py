@@ -32,7 +32,9 @@ def add_parsers(sub: Any) -> None:
         "Prints one line, 'morphnas dashboard on http://HOST:PORT/', once it is ready.",
     )
     _add_source_flags(dashboard)
-    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    dashboard.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default %(default)s)"
+    )
     dashboard.add_argument(
         "--port", type=int, default=8050, help="port; 0 picks a free one (default %(default)s)"
     )

@@ -46,7 +46,7 @@ def report_html(source: Source, search_id: str) -> str:
     }
     head = (
         f"<style>{_static('uPlot.min.css')}</style>\n<style>{_static('dashboard.css')}</style>"
-        "\n<meta name=\"generator\" content=\"morphnas report\">"
+        '\n<meta name="generator" content="morphnas report">'
     )
     scripts = (
         f"<script>{_inline_script(_static('uPlot.iife.min.js'))}</script>\n"

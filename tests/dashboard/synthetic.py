@@ -58,7 +58,11 @@ def build_search(
 
 
 def add_trial(
-    service: SearchService, repo: Repository, search_id: str, rng: random.Random, fail_every: int = 0
+    service: SearchService,
+    repo: Repository,
+    search_id: str,
+    rng: random.Random,
+    fail_every: int = 0,
 ) -> str:
     """Ask for one trial, store its curve and report it; returns its id."""
     (trial,) = service.suggest(search_id, 1, "synthetic")

@@ -117,9 +117,7 @@ def test_unknown_ids_are_404_and_pages_are_html(dashboard: RunningDashboard) -> 
     assert b'data-page="search"' in body
 
 
-def test_tokens_guard_everything_but_static_assets(
-    source: DatabaseSource, search_id: str
-) -> None:
+def test_tokens_guard_everything_but_static_assets(source: DatabaseSource, search_id: str) -> None:
     running = start_dashboard(source, tokens=("s3cret",))
     try:
         api = f"{running.url}api/searches"
@@ -142,7 +140,9 @@ def test_report_is_self_contained(source: DatabaseSource, search_id: str, tmp_pa
     html = report_html(source, search_id)
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)  # nothing fetched
     assert "<link" not in html.replace('<link rel="icon" href="data:,">', "")
-    match = re.search(r'<script id="morphnas-data" type="application/json">(.*?)</script>', html, re.S)
+    match = re.search(
+        r'<script id="morphnas-data" type="application/json">(.*?)</script>', html, re.S
+    )
     assert match is not None
     data = json.loads(match.group(1))
     assert len(data["search"]["trials"]) == 12

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from morphnas.dashboard.app import RunningDashboard, start_dashboard
+from morphnas.dashboard.app import start_dashboard
 from morphnas.dashboard.data import DatabaseSource
 from morphnas.dashboard.report import write_report
 from morphnas.server.service import SearchService

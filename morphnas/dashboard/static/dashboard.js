@@ -115,6 +115,7 @@
     thead.append(headRow);
     table.append(thead, tbody);
     let current = rows;
+    let showAll = false;
     function fill() {
       const col = columns.find((c) => c.key === sort.key) || columns[0];
       const keep = opts.filter ? current.filter(opts.filter) : current;
@@ -130,13 +131,20 @@
         th.classList.toggle('sorted-desc', th.dataset.key === sort.key && sort.dir < 0);
       }
       const frag = document.createDocumentFragment();
-      for (const row of sorted) {
+      const shown = opts.limit && !showAll ? sorted.slice(0, opts.limit) : sorted;
+      for (const row of shown) {
         const tr = el('tr', opts.rowAttrs ? opts.rowAttrs(row) : {});
         for (const c of columns) {
           const value = c.cell ? c.cell(row) : c.get(row);
           tr.append(el('td', { class: c.cls || (c.num ? 'num' : null) }, value === null ? '–' : value));
         }
         frag.append(tr);
+      }
+      if (shown.length < sorted.length) {  // a long table draws its first rows until asked
+        const more = el('button', { class: 'show-all', text: `show all ${sorted.length} rows`,
+          onclick: () => { showAll = true; fill(); } });
+        frag.append(el('tr', {}, el('td', { colspan: columns.length },
+          `${shown.length} of ${sorted.length} rows (sorted and filtered over all of them) `, more)));
       }
       tbody.replaceChildren(frag);
     }
@@ -475,7 +483,7 @@
         { key: 'flops', label: 'FLOPs', num: true, get: (t) => t.flops, cell: (t) => fmtBig(t.flops) },
         { key: 'seconds', label: 'training s', num: true, get: (t) => t.seconds, cell: (t) => (t.seconds === null ? '–' : t.seconds.toFixed(1)) },
       ];
-      table = sortableTable(columns, trials, { sort: { key: 'n', dir: -1 }, filter: matches,
+      table = sortableTable(columns, trials, { sort: { key: 'n', dir: -1 }, filter: matches, limit: 200,
         rowAttrs: (t) => ({ 'data-trial-row': t.n }) });
       layout.tableBox.replaceChildren(table.table);
     }
@@ -507,12 +515,17 @@
     function render(data) {
       const first = current === null;
       current = data;
+      const t = [performance.now()];
       if (first) build(data);
       facts(data.search);
       progressCharts(layout, data.trials);
+      t.push(performance.now());
       drawTree(layout.tree, data.trials, data.best_path, openTrial);
+      t.push(performance.now());
       drawScatter();
       drawTable(data.trials);
+      t.push(performance.now());
+      state.timings = { progress: t[1] - t[0], tree: t[2] - t[1], table: t[3] - t[2] };
       if (first) {
         const best = data.trials.filter((t) => t.score !== null).sort((a, b) => b.score - a.score || a.n - b.n);
         for (const t of best.slice(0, 5)) chosen.add(t.id);
