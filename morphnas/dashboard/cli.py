@@ -151,6 +151,8 @@ def start_beside_server(db_url: str, host: str, port: int, tokens: tuple[str, ..
     from morphnas.options import port_in_use_message
     from morphnas.storage import Repository
 
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--dashboard-port must be between 0 and 65535, got {port}")
     source = DatabaseSource(Repository.from_url(db_url))
     try:
         running = start_dashboard(source, host, port, tokens)

@@ -8,7 +8,8 @@
 (function () {
   'use strict';
   const SVGNS = 'http://www.w3.org/2000/svg';
-  const POLL_MS = 1000;
+  const POLL_MS = 1000; // the search page: a finished trial shows within about a second
+  const SEARCHES_POLL_MS = 5000; // the searches page reads every search's trials
   const embedded = document.getElementById('morphnas-data');
   const REPORT = embedded ? JSON.parse(embedded.textContent) : null;
   const page = document.body.dataset.page;
@@ -78,7 +79,7 @@
     }
     document.body.dataset.trials = String(count);
   }
-  function poll(url, render) {
+  function poll(url, render, every) {
     let etag = null;
     const live = document.getElementById('live');
     async function tick() {
@@ -90,7 +91,7 @@
         if (!state.ready) showError(err);
         live.textContent = 'live · ' + err.message;
       }
-      setTimeout(tick, POLL_MS);
+      setTimeout(tick, every || POLL_MS);
     }
     tick();
   }
@@ -182,7 +183,7 @@
       if (!rows.length) main.append(el('p', { class: 'muted', text: 'no search yet' }));
       markReady(rows.length);
     };
-    poll('/api/searches', render);
+    poll('/api/searches', render, SEARCHES_POLL_MS);
   }
 
   function setCrumbs(parts) {
@@ -398,6 +399,8 @@
     const layout = {};
     let table = null; let filterText = ''; let filterState = '';
     const chosen = new Set(); // trial ids whose curves are overlaid
+    let customised = false; // until a box is ticked: the 5 best trials and those training
+    const complete = new Set(); // trial ids whose curves were read after they finished
     let curves = reportData ? reportData.curves : {};
     let current = null; let axis = null; let metric = null;
 
@@ -469,7 +472,11 @@
       const columns = [
         { key: 'curve', label: '', get: (t) => (chosen.has(t.id) ? 0 : 1), cell: (t) => {
           const box = el('input', { type: 'checkbox', title: 'overlay its learning curve', checked: chosen.has(t.id) });
-          box.addEventListener('change', () => { if (box.checked) chosen.add(t.id); else chosen.delete(t.id); loadCurves(); });
+          box.addEventListener('change', () => {
+            customised = true;
+            if (box.checked) chosen.add(t.id); else chosen.delete(t.id);
+            loadCurves();
+          });
           return box;
         } },
         { key: 'n', label: '#', num: true, get: (t) => t.n,
@@ -499,14 +506,25 @@
       curvesChart('curves', layout.curves, curves, ids, numbers, metric);
     }
 
+    function defaultChoice(trials) {
+      const best = trials.filter((t) => t.score !== null).sort((a, b) => b.score - a.score || a.n - b.n);
+      const training = trials.filter((t) => t.state === 'ACTIVE').slice(-5);
+      chosen.clear();
+      for (const t of [...best.slice(0, 5), ...training]) chosen.add(t.id);
+    }
+
+    /* Curves are read once a trial has finished; those of a trial still training, each update. */
     async function loadCurves() {
       if (REPORT) { drawCurves(); return; }
-      const ids = [...chosen].filter((id) => !(id in curves));
+      const ids = [...chosen].filter((id) => !complete.has(id));
       if (ids.length) {
+        const final = new Set(current.trials.filter((t) => t.finished !== null).map((t) => t.id));
         try {
           const got = await getJSON(`/api/search/${ident}/curves?trials=${ids.join(',')}`);
-          Object.assign(curves, got.data);
-          for (const id of ids) if (!(id in curves)) curves[id] = {};
+          for (const id of ids) {
+            curves[id] = got.data[id] || {};
+            if (final.has(id)) complete.add(id);
+          }
         } catch (err) { layout.curves.textContent = 'curves: ' + err.message; return; }
       }
       drawCurves();
@@ -515,6 +533,7 @@
     function render(data) {
       const first = current === null;
       current = data;
+      if (!customised) defaultChoice(data.trials);
       const t = [performance.now()];
       if (first) build(data);
       facts(data.search);
@@ -526,11 +545,7 @@
       drawTable(data.trials);
       t.push(performance.now());
       state.timings = { progress: t[1] - t[0], tree: t[2] - t[1], table: t[3] - t[2] };
-      if (first) {
-        const best = data.trials.filter((t) => t.score !== null).sort((a, b) => b.score - a.score || a.n - b.n);
-        for (const t of best.slice(0, 5)) chosen.add(t.id);
-        loadCurves();
-      }
+      loadCurves();
       markReady(data.trials.length);
       if (REPORT && first && window.location.hash.startsWith('#trial-')) {
         const t = data.trials.find((x) => '#trial-' + x.id === window.location.hash);
