@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -123,6 +124,8 @@ def main() -> None:
         "live_update_s_median": round(statistics.median(latencies), 2),
         "live_update_s_max": round(max(latencies), 2),
         "repeats": args.repeats,
+        "cpus": os.cpu_count(),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 1),  # others' work slows all this
     }
     for key, value in figures.items():
         print(f"{key:>28}: {value}")
