@@ -169,7 +169,7 @@ def dashboard_for_run(args: argparse.Namespace, db_url: str) -> Iterator[Callabl
     address. With an embedded server that is a dashboard of its database on a free local port,
     started here and stopped on exit (none where starlette/uvicorn are missing, or with
     ``--no-dashboard``); with ``--server``, the ``--dashboard URL`` given, if any."""
-    running = None
+    running, source = None, None
     base = getattr(args, "dashboard", None)
     if not args.server and not getattr(args, "no_dashboard", False):
         try:
@@ -178,7 +178,8 @@ def dashboard_for_run(args: argparse.Namespace, db_url: str) -> Iterator[Callabl
         except ImportError:  # the dashboard extra is not installed
             start_dashboard = None  # type: ignore[assignment]
         if start_dashboard is not None:
-            running = start_dashboard(DatabaseSource.from_url(db_url), "127.0.0.1", 0)
+            source = DatabaseSource.from_url(db_url)
+            running = start_dashboard(source, "127.0.0.1", 0)
             base = running.url
 
     def announce(search_id: str) -> None:
@@ -190,3 +191,5 @@ def dashboard_for_run(args: argparse.Namespace, db_url: str) -> Iterator[Callabl
     finally:
         if running is not None:
             running.stop()
+        if source is not None:
+            source.close()
