@@ -232,7 +232,7 @@
   function progressCharts(box, trials) {
     const common = (xlabel) => ({
       scales: { x: { time: false } },
-      axes: [{ label: xlabel }, { label: 'score' }],
+      axes: [{ label: xlabel, incrs: xlabel === 'trial number' ? WHOLE : undefined }, { label: 'score' }],
       series: [{ label: xlabel }, pointsSeries('trial score', '#2563eb'),
         { label: 'best so far', stroke: '#ea580c', width: 2, points: { show: false } }],
       legend: { live: false },
@@ -245,6 +245,7 @@
     plot('byTime', box.byTime, common(label), progressData(trials, true))._label = label;
   }
 
+  const WHOLE = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000];
   const PALETTE = ['#2563eb', '#ea580c', '#16a34a', '#9333ea', '#dc2626', '#0891b2', '#ca8a04',
     '#db2777', '#4b5563', '#65a30d'];
 
@@ -281,7 +282,7 @@
       return;
     }
     plot(name, container, { scales: { x: { time: false } }, series, legend: { live: false },
-      axes: [{ label: 'epoch' }, { label: metric }] }, data);
+      axes: [{ label: 'epoch', incrs: WHOLE }, { label: metric }] }, data);
   }
 
   function scatterData(trials, axis) {
