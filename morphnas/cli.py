@@ -7,6 +7,8 @@ morphnas worker --db URL [--device cuda:0]
 morphnas searches [--server ADDR]
 morphnas trials SEARCH_ID [--server ADDR] [--state STATE]
 morphnas export SEARCH_ID -o model.onnx [--server ADDR]
+morphnas dashboard [--db URL | --server ADDR] [--host H] [--port P]
+morphnas report SEARCH_ID -o report.html [--db URL | --server ADDR]
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _serve_logging(args)  # before the imports below, which log as they load
     from morphnas.server.app import ServerOptions, serve
 
+    if args.dashboard_port is not None:  # the web dashboard beside gRPC (morphnas/dashboard)
+        from morphnas.dashboard.cli import start_beside_server
+
+        start_beside_server(args.db, args.host, args.dashboard_port, _serve_options(args)["tokens"])
     options = ServerOptions(
         **_serve_options(args),
         db_url=args.db,
@@ -288,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
         "`morphnas run --server` needs `morphnas worker` processes)",
     )
     serve.add_argument("--device", help="device of those workers: cpu, cuda or cuda:N")
+    serve.add_argument(
+        "--dashboard-port",
+        type=int,
+        help="also serve the read-only web dashboard on this port (0: a free one)",
+    )
     _add_serve_security_flags(serve)
     add_limit_flags(serve)
     serve.set_defaults(func=cmd_serve)
@@ -357,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trials.add_argument("--state", choices=["ACTIVE", "COMPLETED", "FAILED", "INFEASIBLE", "STALE"])
     trials.set_defaults(func=cmd_trials)
+    from morphnas.dashboard.cli import add_parsers as add_dashboard_parsers
+
+    add_dashboard_parsers(sub)
     for command in sub.choices.values():  # every command that talks to a server
         if "--server" in command._option_string_actions:
             _add_client_flags(command)

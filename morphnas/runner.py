@@ -316,10 +316,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         context = embedded_server(database_url(args.db), args.workers, args.device)
     search: SearchHandle | None = None
-    with stop_signals(), context as address, Client(address, timeout=120) as client:
+    from morphnas.dashboard.cli import dashboard_for_run
+
+    with (
+        stop_signals(),
+        context as address,
+        Client(address, timeout=120) as client,
+        dashboard_for_run(args, database_url(args.db)) as show_dashboard,
+    ):
         try:
             if args.resume:
                 search, trials, budget_seconds, run_id = _resume(client, args.resume)
+                show_dashboard(search.id)
                 epochs = search.training_run().budget.epochs
             else:
                 search, reference, announce = _create(client, args, trials, budget_seconds, upload)
@@ -333,6 +341,7 @@ def run(args: argparse.Namespace) -> int:
                     final_fit=args.final_fit,
                 )
                 print(announce, flush=True)
+                show_dashboard(search.id)
                 run_id, epochs = run.id, args.epochs
             if args.server:
                 _wait_for_a_worker(search, args.server, args.claim_timeout)
@@ -489,3 +498,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when present)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_objective_arguments(parser)
+    parser.add_argument(
+        "--no-dashboard",
+        action="store_true",
+        help="embedded server: start no web dashboard (by default one serves the search on a "
+        "free local port and its address is printed)",
+    )
+    parser.add_argument(
+        "--dashboard",
+        metavar="URL",
+        help="with --server: the address of that server's dashboard (serve --dashboard-port), "
+        "printed with the search's page",
+    )

@@ -16,6 +16,9 @@ FORBIDDEN = {
     "nn": {"search", "storage", "server", "client"},
     "storage": {"search", "nn", "server", "client"},
     "client": {"server", "storage", "search", "nn"},
+    # the dashboard reads through the Repository's or the SDK's read methods; the optimiser and
+    # torch are none of its business (the ONNX download goes through the export use case)
+    "dashboard": {"search", "nn"},
 }
 #: third-party packages a folder must not import.
 FORBIDDEN_LIBRARIES = {
@@ -23,6 +26,7 @@ FORBIDDEN_LIBRARIES = {
     "search": {"grpc", "sqlalchemy", "torch"},
     "storage": {"grpc", "torch"},
     "client": {"sqlalchemy", "torch"},
+    "dashboard": {"sqlalchemy", "torch"},
 }
 
 
