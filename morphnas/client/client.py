@@ -511,14 +511,21 @@ class TrialHandle:
         state: str = "COMPLETED",
         reason: str = "",
         worker_id: str = "",
+        weights_sha256: str = "",
     ) -> TrialHandle:
         """Tell the outcome. ``weights``: a torch ``state_dict()`` of the built model, or a mapping
-        of numpy arrays named as in the architecture. Safe to repeat with the same content."""
+        of numpy arrays named as in the architecture. ``weights_sha256`` instead names weights
+        uploaded before with ``Client.upload_weights`` (perhaps by another process, as a Ray Tune
+        trainable does). Safe to repeat with the same content."""
+        if weights is not None and weights_sha256:
+            raise ValueError("give weights or weights_sha256, not both")
         request = pb.ReportTrialRequest(
             trial_id=self.id, state=TRIAL_STATES[state.upper()], reason=reason, worker_id=worker_id
         )
         if score is not None:
             request.score = score
+        if weights_sha256:
+            request.weights_sha256 = weights_sha256
         if weights is not None:
             blob = weights_to_bytes(to_numpy_weights(weights))
             if len(blob) <= INLINE_WEIGHTS_BYTES:
