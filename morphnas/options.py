@@ -149,7 +149,9 @@ def check_executor(args: argparse.Namespace) -> None:
     if not 0 <= args.gpus_per_trial <= 64 or args.gpus_per_trial != args.gpus_per_trial:
         raise UsageError(f"--gpus-per-trial {args.gpus_per_trial}: give a number from 0 to 64")
     if importlib.util.find_spec("ray") is None:
-        raise UsageError("--executor ray needs Ray: pip install 'morphnas[ray]' (Ray 2.45 or newer)")
+        raise UsageError(
+            "--executor ray needs Ray: pip install 'morphnas[ray]' (Ray 2.45 or newer)"
+        )
 
 
 def port_in_use(host: str, port: int) -> bool:

@@ -192,7 +192,9 @@ class MorphnasSearcher(Searcher):  # type: ignore[misc]
             self._finished = True
             return Searcher.FINISHED
         except UnavailableError as err:
-            log.warning("morphnas server %s unavailable (%s); Tune will ask again", self.server, err)
+            log.warning(
+                "morphnas server %s unavailable (%s); Tune will ask again", self.server, err
+            )
             return None
         if not handles:  # nothing proposable right now (e.g. every candidate over the size cap)
             return None
@@ -368,9 +370,7 @@ class MorphnasSearcher(Searcher):  # type: ignore[misc]
 
     def _report_completed(self, handle: TrialHandle, live: _Live) -> None:
         try:
-            handle.report(
-                live.score, weights_sha256=live.weights_sha256, worker_id=live.worker_id
-            )
+            handle.report(live.score, weights_sha256=live.weights_sha256, worker_id=live.worker_id)
         except (InvalidArgumentError, NotFoundError, FailedPreconditionError) as err:
             if not live.weights_sha256:
                 raise

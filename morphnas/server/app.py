@@ -19,12 +19,12 @@ from morphnas.core.errors import UnavailableError
 from morphnas.grpc_io import io_path
 from morphnas.search.cache import SearchCache
 from morphnas.server.metrics import Metrics, ObservabilityInterceptor
+from morphnas.server.ray_executor import RayExecutorOptions, RayWorkerPool
 from morphnas.server.reflection import enable_reflection
 from morphnas.server.security import TokenAuthInterceptor, server_credentials
 from morphnas.server.service import SearchService, ServiceLimits
 from morphnas.server.servicer import MorphNasServicer
 from morphnas.server.training import TrainingService
-from morphnas.server.ray_executor import RayExecutorOptions, RayWorkerPool
 from morphnas.server.workers import WorkerPool
 from morphnas.storage.repository import Repository
 from morphnas.v1 import morphnas_pb2, morphnas_pb2_grpc

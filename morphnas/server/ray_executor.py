@@ -53,7 +53,12 @@ class RayExecutorOptions:
 def absolute_db_url(db_url: str) -> str:
     """The URL with a relative SQLite path made absolute: Ray workers have their own cwd."""
     scheme, sep, rest = db_url.partition(":///")
-    if not sep or not scheme.startswith("sqlite") or rest.startswith("/") or rest in ("", ":memory:"):
+    if (
+        not sep
+        or not scheme.startswith("sqlite")
+        or rest.startswith("/")
+        or rest in ("", ":memory:")
+    ):
         return db_url
     path, query_sep, query = rest.partition("?")
     return f"{scheme}:///{os.path.abspath(path)}{query_sep}{query}"
@@ -185,7 +190,9 @@ class RayWorkerPool:
         pending = [a.stop.remote(self.stop_seconds) for a in self.actors]
         deadline = time.monotonic() + self.stop_seconds + 5.0
         try:
-            ray.wait(pending, num_returns=len(pending), timeout=max(0.0, deadline - time.monotonic()))
+            ray.wait(
+                pending, num_returns=len(pending), timeout=max(0.0, deadline - time.monotonic())
+            )
         finally:
             for actor in self.actors:
                 ray.kill(actor, no_restart=True)

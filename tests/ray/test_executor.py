@@ -47,9 +47,25 @@ class RayServer:
 def ray_server(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayServer]:
     db = tmp_path_factory.mktemp("ray-executor") / "morphnas.db"
     process = subprocess.Popen(
-        [sys.executable, "-m", "morphnas.cli", "-v", "serve", "--db", f"sqlite:///{db}", "--port", "0",
-         "--executor", "ray", "--ray-address", ray_cluster, "--workers", str(ACTORS),
-         "--device", "cpu"],
+        [
+            sys.executable,
+            "-m",
+            "morphnas.cli",
+            "-v",
+            "serve",
+            "--db",
+            f"sqlite:///{db}",
+            "--port",
+            "0",
+            "--executor",
+            "ray",
+            "--ray-address",
+            ray_cluster,
+            "--workers",
+            str(ACTORS),
+            "--device",
+            "cpu",
+        ],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
         stdout=subprocess.PIPE,
@@ -92,7 +108,9 @@ def test_a_ray_worker_killed_mid_trial_loses_its_lease_and_the_trial_is_retried(
     with Client(ray_server.address, timeout=60) as client:
         search = small_search(client, "killed")
         search.train("digits", 3, epochs=12, patience=12, device="cpu")
-        pids = {i["name"]: i["pid"] for i in ray.get([a.info.remote() for a in ray_server.actors()])}
+        pids = {
+            i["name"]: i["pid"] for i in ray.get([a.info.remote() for a in ray_server.actors()])
+        }
         started: dict[str, str] = {}
         victim = None
         for event in search.watch(timeout=600):

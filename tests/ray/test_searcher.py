@@ -12,6 +12,8 @@ import pytest
 
 pytest.importorskip("ray.tune")
 
+from ray.tune.search import Searcher  # noqa: E402
+
 from morphnas.client import Client  # noqa: E402
 from morphnas.integrations.ray import (  # noqa: E402
     CONFIG_KEY,
@@ -21,7 +23,6 @@ from morphnas.integrations.ray import (  # noqa: E402
     upload_trained_weights,
 )
 from morphnas.server.app import RunningServer  # noqa: E402
-from ray.tune.search import Searcher  # noqa: E402
 from tests.server.conftest import start_server  # noqa: E402
 
 
@@ -116,7 +117,10 @@ def test_errors_and_missing_metrics_are_reported_failed(server, client):
     two = searcher.suggest("t2")[CONFIG_KEY]["trial_id"]
     searcher.on_trial_complete("t1", None, error=True)
     searcher.on_trial_complete("t2", {"other": 1.0, "training_iteration": 1})
-    assert client.get_trial(one).state == "FAILED" and "raised an error" in client.get_trial(one).info.reason
+    assert (
+        client.get_trial(one).state == "FAILED"
+        and "raised an error" in client.get_trial(one).info.reason
+    )
     assert client.get_trial(two).state == "FAILED" and "'acc'" in client.get_trial(two).info.reason
 
 

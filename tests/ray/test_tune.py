@@ -48,7 +48,9 @@ def test_a_tune_run_of_eight_trials_reports_every_trial_and_children_inherit(
     assert set(reported) == set(by_id)  # each Tune trial is one morphnas trial, none twice
     for trial_id, metrics in reported.items():
         assert by_id[trial_id].score == pytest.approx(metrics["val_accuracy"])
-    gaps = [m["parent_logit_gap"] for m in reported.values() if not math.isnan(m["parent_logit_gap"])]
+    gaps = [
+        m["parent_logit_gap"] for m in reported.values() if not math.isnan(m["parent_logit_gap"])
+    ]
     assert len(gaps) >= 7  # every trial after the seed is a morph of a trained parent
     assert max(gaps) < 1e-4, gaps
 
@@ -59,8 +61,17 @@ def test_tuner_restore_after_an_interruption_continues_the_same_search(
     searches_before = len(module_client.list_searches())
     search = small_search(module_client, "tune-restore", max_trials=5)
     driver = subprocess.Popen(
-        [sys.executable, "-m", "tests.ray.tune_driver", ray_cluster, module_server.address,
-         search.id, str(tmp_path), "restored", "5"],
+        [
+            sys.executable,
+            "-m",
+            "tests.ray.tune_driver",
+            ray_cluster,
+            module_server.address,
+            search.id,
+            str(tmp_path),
+            "restored",
+            "5",
+        ],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,
