@@ -172,7 +172,7 @@ class MorphnasSearcher(Searcher):  # type: ignore[misc]
         self.max_concurrent = max_concurrent
         return True
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         live = self._live.get(trial_id)
         if live is not None:  # asked again for a trial it was already given
             return self._config(self._handle(live))

@@ -79,6 +79,11 @@ def actor_count(options: RayExecutorOptions, resources: dict[str, float]) -> int
     return max(1, int(resources.get("CPU", 1.0) // options.cpus_per_trial))
 
 
+def actor_name(server_pid: int, index: int) -> str:
+    """The name of a server's ``index``-th training actor (in :data:`NAMESPACE`)."""
+    return f"morphnas-trainer-{server_pid}-{index}"
+
+
 class TrainingActor:
     """The body of one Ray actor: a :class:`Worker` looping in a thread from construction, so an
     actor that Ray restarts resumes training without being asked."""
@@ -150,16 +155,16 @@ class RayWorkerPool:
                 len(ray.nodes()),
             )
         count = actor_count(self.options, ray.cluster_resources())
-        remote = ray.remote(
-            num_cpus=self.options.cpus_per_trial,
-            num_gpus=self.options.gpus_per_trial,
-            max_restarts=-1,  # a dead actor comes back (a new worker id); its trial is retried
-            max_concurrency=2,  # stop() and info() answer while the loop thread trains
-        )(TrainingActor)
+        actor_class = ray.remote(TrainingActor)
         self.actors = [
-            remote.options(name=f"morphnas-trainer-{os.getpid()}-{i}").remote(
-                self.db_url, self.options.device, i
-            )
+            actor_class.options(  # type: ignore[attr-defined]
+                name=actor_name(os.getpid(), i),
+                namespace=NAMESPACE,
+                num_cpus=self.options.cpus_per_trial,
+                num_gpus=self.options.gpus_per_trial,
+                max_restarts=-1,  # a dead actor comes back (a new worker id); its trial is retried
+                max_concurrency=2,  # stop() and info() answer while the loop thread trains
+            ).remote(self.db_url, self.options.device, i)
             for i in range(count)
         ]
         log.info(

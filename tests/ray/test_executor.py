@@ -23,7 +23,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from morphnas.client import Client, SearchHandle  # noqa: E402
-from morphnas.server.ray_executor import NAMESPACE  # noqa: E402
+from morphnas.server.ray_executor import NAMESPACE, actor_name  # noqa: E402
 from tests.ray.conftest import ROOT  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -38,7 +38,7 @@ class RayServer:
 
     def actors(self) -> list:
         return [
-            ray.get_actor(f"morphnas-trainer-{self.process.pid}-{i}", namespace=NAMESPACE)
+            ray.get_actor(actor_name(self.process.pid, i), namespace=NAMESPACE)
             for i in range(ACTORS)
         ]
 
@@ -144,7 +144,7 @@ def test_sigterm_drains_the_server_and_stops_the_actors(ray_server: RayServer) -
     assert "server stopped" in stderr
     for i in range(ACTORS):
         with pytest.raises(ValueError):  # killed for good: no restart
-            ray.get_actor(f"morphnas-trainer-{ray_server.process.pid}-{i}", namespace=NAMESPACE)
+            ray.get_actor(actor_name(ray_server.process.pid, i), namespace=NAMESPACE)
 
 
 def test_the_server_database_url_is_absolute_for_the_actors(tmp_path: Path) -> None:
