@@ -75,7 +75,12 @@ def main() -> None:
     server = default_server()  # $MORPHNAS_SERVER, as the morphnas command reads it
     with Client(server) as client:
         search = client.create_search(
-            "ray-tune-digits", (1, 8, 8), 10, seed=0, seed_width=16, seed_depth=2,
+            "ray-tune-digits",
+            (1, 8, 8),
+            10,
+            seed=0,
+            seed_width=16,
+            seed_depth=2,
             max_trials=args.trials,
         )
         print(f"search {search.id} on {server}")
@@ -85,10 +90,15 @@ def main() -> None:
             train_digits,
             param_space={"epochs": args.epochs},
             tune_config=tune.TuneConfig(
-                search_alg=searcher, num_samples=args.trials, max_concurrent_trials=args.concurrent
+                search_alg=searcher,
+                num_samples=args.trials,
+                max_concurrent_trials=args.concurrent,
+                reuse_actors=True,  # a process per slot, not per trial: less start-up time
             ),
             run_config=tune.RunConfig(
-                name="morphnas-digits", storage_path=args.storage, stop=searcher.stopper(),
+                name="morphnas-digits",
+                storage_path=args.storage,
+                stop=searcher.stopper(),
                 verbose=1,
             ),
         )

@@ -16,6 +16,8 @@ FORBIDDEN = {
     "nn": {"search", "storage", "server", "client"},
     "storage": {"search", "nn", "server", "client"},
     "client": {"server", "storage", "search", "nn"},
+    # Adapters for other tools (Ray Tune) talk to a server through the SDK, like any user.
+    "integrations": {"server", "storage", "search", "nn", "cli", "runner"},
 }
 #: third-party packages a folder must not import.
 FORBIDDEN_LIBRARIES = {
@@ -23,6 +25,7 @@ FORBIDDEN_LIBRARIES = {
     "search": {"grpc", "sqlalchemy", "torch"},
     "storage": {"grpc", "torch"},
     "client": {"sqlalchemy", "torch"},
+    "integrations": {"sqlalchemy", "torch"},
 }
 
 

@@ -22,8 +22,16 @@ def test_the_ray_tune_example_runs_a_search(ray_cluster, module_server, module_c
         "PYTHONPATH": str(ROOT),
     }
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "ray_tune.py"), "--trials", "4", "--epochs", "1",
-         "--storage", str(tmp_path)],
+        [
+            sys.executable,
+            str(ROOT / "examples" / "ray_tune.py"),
+            "--trials",
+            "4",
+            "--epochs",
+            "1",
+            "--storage",
+            str(tmp_path),
+        ],
         env=env,
         capture_output=True,
         text=True,

@@ -21,7 +21,10 @@ def tuner(server: str, search_id: str, storage: str, name: str, samples: int) ->
         train_digits,
         param_space={"epochs": 2},
         tune_config=tune.TuneConfig(
-            search_alg=searcher, num_samples=samples, max_concurrent_trials=2
+            search_alg=searcher,
+            num_samples=samples,
+            max_concurrent_trials=2,
+            reuse_actors=True,  # one process per slot, not per trial
         ),
         run_config=tune.RunConfig(
             name=name, storage_path=storage, stop=searcher.stopper(), verbose=0
