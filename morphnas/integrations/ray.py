@@ -61,6 +61,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -93,6 +94,8 @@ WEIGHTS_KEY = "morphnas_weights_sha256"
 #: Worker ids are ``WORKER_PREFIX + tune_trial_id`` (the server allows 200 characters).
 WORKER_PREFIX = "tune-"
 DEFAULT_SERVER = "127.0.0.1:50051"
+#: While the seed trains, how often ``suggest`` asks the server whether a trial completed.
+SEED_CHECK_SECONDS = 0.5
 
 
 def default_server() -> str:
@@ -153,6 +156,7 @@ class MorphnasSearcher(Searcher):  # type: ignore[misc]
         self._live: dict[str, _Live] = {}
         self._seeded = False  # a trial of the search is COMPLETED
         self._finished = False  # the search handed out all it will
+        self._next_seed_check = 0.0  # monotonic time of the next "is a trial completed?" ask
 
     # ------------------------------------------------------------------ Tune's Searcher API
     def set_search_properties(
@@ -180,11 +184,15 @@ class MorphnasSearcher(Searcher):  # type: ignore[misc]
             return Searcher.FINISHED
         if self.max_concurrent and len(self._live) >= self.max_concurrent:
             return None
+        waiting = self.wait_for_seed and self._live and not self._seeded
+        if waiting and time.monotonic() < self._next_seed_check:
+            return None  # Tune asks many times a second; the server is asked every 0.5 s
         try:
             search = self.client.get_search(self.search_id)
             if search.info.stopped:
                 raise FailedPreconditionError(f"search {self.search_id} was stopped")
-            if self.wait_for_seed and self._live and not self._has_completed_trial(search):
+            if waiting and not self._has_completed_trial(search):
+                self._next_seed_check = time.monotonic() + SEED_CHECK_SECONDS
                 return None
             handles = search.suggest(1, worker_id=WORKER_PREFIX + trial_id)
         except (ResourceExhaustedError, FailedPreconditionError) as err:
@@ -256,6 +264,7 @@ class MorphnasSearcher(Searcher):  # type: ignore[misc]
         self.wait_for_seed = bool(state["wait_for_seed"])
         self._seeded = bool(state["seeded"])
         self._finished = bool(state["finished"])
+        self._next_seed_check = 0.0
         self._live = {tune_id: _Live(**kept) for tune_id, kept in state["live"].items()}
 
     # ------------------------------------------------------------------ stopping
@@ -307,6 +316,7 @@ class MorphnasSearcher(Searcher):  # type: ignore[misc]
         state = dict(self.__dict__)
         state["_client"] = None
         state["_token"] = None
+        state["_next_seed_check"] = 0.0  # a monotonic time means nothing in another process
         state["_live"] = {k: _Live(**v.state()) for k, v in self._live.items()}
         return state
 
