@@ -3,9 +3,10 @@
 One run, one machine: an in-process server on a temporary SQLite file, a local Ray cluster, and
 the same search (same seed, policy, dataset, trial count and per-trial budget) trained twice, by
 ``--workers`` local worker processes (``serve --workers N``) and by ``--workers`` Ray training
-actors (``serve --executor ray``), in the order given by ``--order``. Each pool is started and
-ready before its search's clock starts, so the figures compare steady-state training, not
-start-up (which is printed apart). Reported per executor: trials per hour of wall time, and the
+actors (``serve --executor ray``), in the order given by ``--order``. Each pool is started and warmed
+up (a first search of one-epoch trials, so every process has imported torch and loaded the
+dataset) before its search's clock starts, so the figures compare steady-state training, not
+start-up (printed apart). Reported per executor: trials per hour of wall time, and the
 CPU seconds (user + system) of the training processes, read from ``/proc`` before they stop.
 
     python bench/ray_throughput.py [--trials 8] [--epochs 3] [--workers 2] [--order local ray]
@@ -64,6 +65,8 @@ def train(client: Client, kind: str, trials: int, epochs: int) -> tuple[SearchHa
 def measure(kind: str, client: Client, db_url: str, args: argparse.Namespace) -> dict[str, Any]:
     pool, pids, start_seconds = start_pool(kind, db_url, args.workers)
     try:
+        # Warm-up: every training process imports torch and loads the dataset before the clock.
+        _, warm_up = train(client, f"{kind}-warm-up", 2 * args.workers, 1)
         before = sum(cpu_seconds(pid) for pid in pids)
         search, wall = train(client, kind, args.trials, args.epochs)
         cpu = sum(cpu_seconds(pid) for pid in pids) - before
@@ -78,6 +81,7 @@ def measure(kind: str, client: Client, db_url: str, args: argparse.Namespace) ->
         "trials_per_hour": round(completed / wall * 3600, 1),
         "training_cpu_seconds": round(cpu, 2),
         "pool_start_seconds": round(start_seconds, 2),
+        "warm_up_seconds": round(warm_up, 2),
     }
 
 

@@ -27,6 +27,7 @@ from morphnas.integrations.ray import (
     MorphnasSearcher,
     default_server,
     inherited_model,
+    trial_dirname,
     upload_trained_weights,
 )
 
@@ -94,6 +95,7 @@ def main() -> None:
                 num_samples=args.trials,
                 max_concurrent_trials=args.concurrent,
                 reuse_actors=True,  # a process per slot, not per trial: less start-up time
+                trial_dirname_creator=trial_dirname,  # folders named by morphnas trial
             ),
             run_config=tune.RunConfig(
                 name="morphnas-digits",

@@ -402,6 +402,14 @@ class MorphnasStopper(Stopper):  # type: ignore[misc]
         return False
 
 
+def trial_dirname(trial: Any) -> str:
+    """For ``TuneConfig(trial_dirname_creator=trial_dirname)``: name a Tune trial's folder by its
+    morphnas trial number (Tune's default folds the whole config, architecture JSON included,
+    into the name)."""
+    number = trial.config.get(CONFIG_KEY, {}).get("number", "x")
+    return f"morphnas_{number}_{trial.trial_id}"
+
+
 # ---------------------------------------------------------------------- inside the trainable
 def trial_client(config: dict[str, Any], **kwargs: Any) -> Client:
     """A client for the server that handed out ``config``'s trial (token: ``$MORPHNAS_TOKEN``)."""

@@ -168,3 +168,15 @@ def test_weights_of_another_trial_are_refused_but_the_score_counts(server, clien
     searcher.on_trial_complete("t1", {"acc": 0.5, "training_iteration": 1, WEIGHTS_KEY: sha})
     first = client.get_trial(one[CONFIG_KEY]["trial_id"])
     assert first.state == "COMPLETED" and first.score == 0.5 and not first.info.has_trained_weights
+
+
+def test_tune_trial_folders_are_named_by_the_morphnas_trial(server, client):
+    from types import SimpleNamespace
+
+    from morphnas.integrations.ray import trial_dirname
+
+    searcher = new_searcher(server, client)
+    config = searcher.suggest("abc_00001")
+    assert trial_dirname(SimpleNamespace(config=config, trial_id="abc_00001")) == (
+        "morphnas_0_abc_00001"
+    )

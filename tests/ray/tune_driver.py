@@ -10,7 +10,7 @@ import sys
 
 from ray import tune
 
-from morphnas.integrations.ray import MorphnasSearcher
+from morphnas.integrations.ray import MorphnasSearcher, trial_dirname
 from tests.ray.trainables import train_digits
 
 
@@ -25,6 +25,7 @@ def tuner(server: str, search_id: str, storage: str, name: str, samples: int) ->
             num_samples=samples,
             max_concurrent_trials=2,
             reuse_actors=True,  # one process per slot, not per trial
+            trial_dirname_creator=trial_dirname,  # folders named by morphnas trial
         ),
         run_config=tune.RunConfig(
             name=name, storage_path=storage, stop=searcher.stopper(), verbose=0
