@@ -170,7 +170,11 @@ def serve(options: ServerOptions, ready_line: bool = True) -> None:
     pool = training_pool(options)
     # The pool starts first: ray.init replaces this process's SIGTERM handler, and ours below
     # must be the one that runs (drain the calls, stop the pool, exit 0).
-    pool.start()
+    try:
+        pool.start()
+    except BaseException:
+        running.stop(0)
+        raise
     done = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

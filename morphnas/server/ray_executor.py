@@ -33,6 +33,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from morphnas.core.errors import UnavailableError
+
 log = logging.getLogger(__name__)
 
 #: The namespace of the actors, so ``ray.get_actor`` finds them from other drivers.
@@ -141,12 +143,16 @@ class RayWorkerPool:
         import ray
 
         if not ray.is_initialized():
-            ray.init(
-                address=self.options.address,
-                namespace=NAMESPACE,
-                include_dashboard=False,
-                configure_logging=False,
-            )
+            try:
+                ray.init(
+                    address=self.options.address,
+                    namespace=NAMESPACE,
+                    include_dashboard=False,
+                    configure_logging=False,
+                )
+            except (ConnectionError, RuntimeError, ValueError) as err:
+                where = self.options.address or "a new local cluster"
+                raise UnavailableError(f"cannot start Ray on {where}: {err}") from err
             self._owns_ray = True
         if self.db_url.startswith("sqlite") and len(ray.nodes()) > 1:
             log.warning(
