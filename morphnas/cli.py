@@ -3,6 +3,7 @@
 morphnas run --dataset digits|mnist1d|PATH.npz [--budget 2m | --trials N] [--export best.onnx]
              [--server ADDR]
 morphnas serve [--db URL] [--host H] [--port P] [--workers N]
+               [--executor ray [--ray-address ADDR] [--gpus-per-trial N]]
 morphnas worker --db URL [--device cuda:0]
 morphnas searches [--server ADDR]
 morphnas trials SEARCH_ID [--server ADDR] [--state STATE]
@@ -60,6 +61,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         worker_device=args.device,
+        **_executor_options(args),
     )
     try:
         serve(options)
@@ -231,6 +233,42 @@ def _add_serve_security_flags(serve: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_serve_executor_flags(serve: argparse.ArgumentParser) -> None:
+    """Where server-side training runs: local worker processes, or actors on a Ray cluster."""
+    serve.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: --workers N processes beside the server (default); ray: training actors on "
+        "a Ray cluster (needs morphnas[ray]; --workers 0 means one per GPU, or per CPU)",
+    )
+    serve.add_argument(
+        "--ray-address",
+        help="Ray cluster to join (e.g. auto or ray://HOST:10001; default: start a local one)",
+    )
+    serve.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=0.0,
+        help="GPUs each Ray training actor holds (default 0: CPU only)",
+    )
+
+
+def _executor_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--executor`` and its flags as ServerOptions fields."""
+    if args.executor != "ray":
+        return {}
+    from morphnas.server.ray_executor import RayExecutorOptions
+
+    options = RayExecutorOptions(
+        address=args.ray_address,
+        workers=args.workers,
+        gpus_per_trial=args.gpus_per_trial,
+        device=args.device,
+    )
+    return {"executor": "ray", "ray": options}
+
+
 def _add_client_flags(command: argparse.ArgumentParser) -> None:
     """Credentials of the commands that talk to a server (``--server``)."""
     command.add_argument(
@@ -299,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="also serve the read-only web dashboard on this port (0: a free one)",
     )
+    _add_serve_executor_flags(serve)
     _add_serve_security_flags(serve)
     add_limit_flags(serve)
     serve.set_defaults(func=cmd_serve)

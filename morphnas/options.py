@@ -8,6 +8,7 @@ under ``-v``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import os
 import socket
@@ -124,6 +125,7 @@ def check_serve(args: argparse.Namespace) -> None:
     """``morphnas serve``: numbers in range and the port free, before the server is built."""
     if args.workers < 0:
         raise UsageError(f"--workers {args.workers}: give 0 or more")
+    check_executor(args)
     if not 0 <= args.port < 65536:
         raise UsageError(f"--port {args.port}: give a port in 0..65535 (0 picks a free one)")
     if args.metrics_port is not None and not 0 <= args.metrics_port < 65536:
@@ -134,6 +136,22 @@ def check_serve(args: argparse.Namespace) -> None:
         raise UsageError(f"--max-message-mb {args.max_message_mb}: give at least 1")
     if args.port and port_in_use(args.host, args.port):
         raise UsageError(port_in_use_message(args.host, args.port))
+
+
+def check_executor(args: argparse.Namespace) -> None:
+    """``--executor ray`` and its flags: Ray installed, the flags only with it, numbers sane."""
+    executor = getattr(args, "executor", "local")
+    ray_flags = getattr(args, "ray_address", None) or getattr(args, "gpus_per_trial", 0.0)
+    if executor != "ray":
+        if ray_flags:
+            raise UsageError("--ray-address and --gpus-per-trial need --executor ray")
+        return
+    if not 0 <= args.gpus_per_trial <= 64 or args.gpus_per_trial != args.gpus_per_trial:
+        raise UsageError(f"--gpus-per-trial {args.gpus_per_trial}: give a number from 0 to 64")
+    if importlib.util.find_spec("ray") is None:
+        raise UsageError(
+            "--executor ray needs Ray: pip install 'morphnas[ray]' (Ray 2.45 or newer)"
+        )
 
 
 def port_in_use(host: str, port: int) -> bool:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv and install morphnas into it.   bash scripts/setup.sh server|test
 #   server: the server, training and export (what `morphnas run` needs)
-#   test:   that plus the test and benchmark tools
+#   test:   that plus the test and benchmark tools, and Ray (the ray extra: its tests)
 # PyTorch is installed first: on a machine without an NVIDIA GPU we ask for the 2.13.0 CPU build
 # (a bare `torch` requirement could pull a multi-GB CUDA build); with a GPU, pip picks the build.
 set -euo pipefail

@@ -19,6 +19,8 @@ FORBIDDEN = {
     # the dashboard reads through the Repository's or the SDK's read methods; the optimiser and
     # torch are none of its business (the ONNX download goes through the export use case)
     "dashboard": {"search", "nn"},
+    # Adapters for other tools (Ray Tune) talk to a server through the SDK, like any user.
+    "integrations": {"server", "storage", "search", "nn", "cli", "runner"},
 }
 #: third-party packages a folder must not import.
 FORBIDDEN_LIBRARIES = {
@@ -27,6 +29,7 @@ FORBIDDEN_LIBRARIES = {
     "storage": {"grpc", "torch"},
     "client": {"sqlalchemy", "torch"},
     "dashboard": {"sqlalchemy", "torch"},
+    "integrations": {"sqlalchemy", "torch"},
 }
 
 

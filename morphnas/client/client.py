@@ -554,11 +554,16 @@ class TrialHandle:
         worker_id: str = "",
         metrics: Mapping[str, float] | None = None,
         measured_on: str = "",
+        weights_sha256: str = "",
     ) -> TrialHandle:
         """Tell the outcome. ``weights``: a torch ``state_dict()`` of the built model, or a mapping
-        of numpy arrays named as in the architecture. Safe to repeat with the same content.
-        ``metrics``: named values measured with it, e.g. ``{"latency_ms": 0.4}`` (what a Pareto
-        search on latency reads), measured on the machine ``measured_on``."""
+        of numpy arrays named as in the architecture. ``weights_sha256`` instead names weights
+        uploaded before with ``Client.upload_weights`` (perhaps by another process, as a Ray Tune
+        trainable does). Safe to repeat with the same content. ``metrics``: named values measured
+        with it, e.g. ``{"latency_ms": 0.4}`` (what a Pareto search on latency reads), measured on
+        the machine ``measured_on``."""
+        if weights is not None and weights_sha256:
+            raise ValueError("give weights or weights_sha256, not both")
         request = pb.ReportTrialRequest(
             trial_id=self.id,
             state=TRIAL_STATES[state.upper()],
@@ -569,6 +574,8 @@ class TrialHandle:
         )
         if score is not None:
             request.score = score
+        if weights_sha256:
+            request.weights_sha256 = weights_sha256
         if weights is not None:
             blob = weights_to_bytes(to_numpy_weights(weights))
             if len(blob) <= INLINE_WEIGHTS_BYTES:

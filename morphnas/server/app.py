@@ -20,6 +20,7 @@ from morphnas.grpc_io import io_path
 from morphnas.search.cache import SearchCache
 from morphnas.server.decoding import add_service
 from morphnas.server.metrics import Metrics, ObservabilityInterceptor
+from morphnas.server.ray_executor import RayExecutorOptions, RayWorkerPool
 from morphnas.server.reflection import enable_reflection
 from morphnas.server.security import TokenAuthInterceptor, server_credentials
 from morphnas.server.service import SearchService, ServiceLimits
@@ -55,6 +56,8 @@ class ServerOptions:
     tls_client_ca: str | None = None  # require client certificates signed by this CA (mTLS)
     metrics_port: int | None = None  # Prometheus /metrics on host:port; None: off, 0: free port
     streams: StreamLimits = field(default_factory=StreamLimits)  # upload/download streams
+    executor: str = "local"  # "local": `workers` processes; "ray": actors on a Ray cluster
+    ray: RayExecutorOptions | None = None  # where and how, with executor "ray"
 
 
 @dataclass
@@ -171,8 +174,14 @@ def _maintain(running: RunningServer, every: float) -> None:
 def serve(options: ServerOptions, ready_line: bool = True) -> None:
     """Run until SIGTERM or SIGINT; then stop taking calls, drain, exit."""
     running = build_server(options)
-    pool = WorkerPool(options.db_url, options.workers, device=options.worker_device)
-    pool.start()
+    pool = training_pool(options)
+    # The pool starts first: ray.init replaces this process's SIGTERM handler, and ours below
+    # must be the one that runs (drain the calls, stop the pool, exit 0).
+    try:
+        pool.start()
+    except BaseException:
+        running.stop(0)
+        raise
     done = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -188,3 +197,15 @@ def serve(options: ServerOptions, ready_line: bool = True) -> None:
     pool.stop()
     running.stop(options.grace_seconds)
     log.info("server stopped")
+
+
+def training_pool(options: ServerOptions) -> WorkerPool | RayWorkerPool:
+    """The training workers ``serve`` starts beside the server, by ``options.executor``."""
+    if options.executor == "local":
+        return WorkerPool(options.db_url, options.workers, device=options.worker_device)
+    if options.executor == "ray":
+        ray_options = options.ray or RayExecutorOptions(
+            workers=options.workers, device=options.worker_device
+        )
+        return RayWorkerPool(options.db_url, ray_options)
+    raise ValueError(f"executor must be 'local' or 'ray', got {options.executor!r}")
