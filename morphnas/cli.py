@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from morphnas import __version__
 from morphnas.options import (
+    SERVER_START_SECONDS,
     UsageError,
     check_output_file,
     check_serve,
@@ -239,7 +240,7 @@ def client_from_args(args: argparse.Namespace, **kwargs: Any) -> Client:
     if getattr(args, "token_file", None):
         with open(args.token_file, encoding="utf-8") as file:
             token = file.read().strip()
-    return Client(
+    client = Client(
         server_address(args.server),
         token=token or None,
         tls=getattr(args, "tls", False),
@@ -248,6 +249,8 @@ def client_from_args(args: argparse.Namespace, **kwargs: Any) -> Client:
         tls_key=getattr(args, "tls_key", None),
         **kwargs,
     )
+    client.wait_for_ready(SERVER_START_SECONDS)  # else the first call says why it cannot connect
+    return client
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,6 +16,9 @@ from morphnas.core.records import BUILTIN_DATASET_SHAPES, MAX_BUDGET_SECONDS
 
 #: The port ``morphnas serve`` listens on unless told otherwise.
 DEFAULT_PORT = 50051
+#: How long a client command waits for ``--server`` to accept connections before it reports
+#: that none answers: a ``morphnas serve &`` started just before binds after a few seconds.
+SERVER_START_SECONDS = 10.0
 
 
 class UsageError(ValueError):

@@ -21,7 +21,7 @@ from typing import Any
 
 from morphnas.client import Client, SearchHandle, TrainingRunInfo
 from morphnas.core.records import BUILTIN_DATASET_SHAPES
-from morphnas.options import check_run
+from morphnas.options import SERVER_START_SECONDS, check_run
 from morphnas.own_data import LAYOUTS, Upload, prepare_upload
 from morphnas.tables import describe_path, plural, table
 
@@ -315,6 +315,8 @@ def run(args: argparse.Namespace) -> int:
         context = embedded_server(database_url(args.db), args.workers, args.device)
     search: SearchHandle | None = None
     with stop_signals(), context as address, Client(address, timeout=120) as client:
+        if args.server:  # a `morphnas serve &` started just before may not listen yet
+            client.wait_for_ready(SERVER_START_SECONDS)
         try:
             if args.resume:
                 search, trials, budget_seconds, run_id = _resume(client, args.resume)
