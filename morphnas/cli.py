@@ -347,7 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
     trials.add_argument(
         "--server", default=DEFAULT_SERVER, help="server address (default %(default)s)"
     )
-    trials.add_argument("--state", choices=["ACTIVE", "COMPLETED", "FAILED", "INFEASIBLE", "STALE"])
+    trials.add_argument(
+        "--state",
+        choices=["ACTIVE", "COMPLETED", "FAILED", "INFEASIBLE", "STALE"],
+        help="only the trials in this state (default: all)",
+    )
     trials.set_defaults(func=cmd_trials)
     for command in sub.choices.values():  # every command that talks to a server
         if "--server" in command._option_string_actions:

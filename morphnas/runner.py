@@ -297,9 +297,12 @@ def _resume(client: Client, search_id: str) -> tuple[SearchHandle, int, float, s
     search, the trials and budget seconds of the new run, and the run's id."""
     search = client.get_search(search_id)
     resumed = search.resume()
-    left = _plan(resumed.trials, resumed.budget_seconds) if resumed.trials else "nothing"
-    fit = f" and the final fit ({resumed.final_fit})" if resumed.final_fit != "none" else ""
-    print(f"search {search.id}: resumed, {left}{fit} left on {resumed.dataset}", flush=True)
+    fit = f"the final fit ({resumed.final_fit})" if resumed.final_fit != "none" else ""
+    if resumed.trials:
+        left = _plan(resumed.trials, resumed.budget_seconds) + (f" and {fit}" if fit else "")
+    else:  # the server resumes only a run that owes something: here, only its final fit
+        left = f"only {fit}"
+    print(f"search {search.id}: resumed, {left} left on {resumed.dataset}", flush=True)
     return search, resumed.trials, resumed.budget_seconds, resumed.id
 
 

@@ -91,7 +91,9 @@ def test_every_morphnas_command_in_the_readme_parses() -> None:
             try:
                 args = parser.parse_args(words)
             except SystemExit:
-                pytest.fail(f"README.md line {line}: morphnas {shlex.join(words)}: {errors.getvalue()}")
+                pytest.fail(
+                    f"README.md line {line}: morphnas {shlex.join(words)}: {errors.getvalue()}"
+                )
         assert isinstance(args, argparse.Namespace)
 
 

@@ -3,6 +3,7 @@ status, nothing created, no traceback."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import socket
@@ -326,3 +327,88 @@ def test_an_unexpected_error_is_one_line_and_a_traceback_only_with_v(tmp_path: P
     assert "FileNotFoundError" in line and "morphnas -v searches" in line
     verbose = _morphnas("-v", *args, cwd=tmp_path)
     assert verbose.returncode == 1 and "Traceback" in verbose.stderr
+
+
+def test_resuming_a_search_that_owes_only_its_final_fit(tmp_path: Path) -> None:
+    """The worker died during the final fit (its trials done), the search was stopped: a
+    resume runs only the final fit and exports the final model."""
+    from morphnas.client import Client
+    from morphnas.server.app import ServerOptions, build_server
+    from morphnas.server.service import SearchService
+    from morphnas.server.training import TrainingService
+    from morphnas.server.worker import Worker
+    from morphnas.server.workers import WorkerPool
+    from morphnas.storage.repository import Repository
+
+    class WorkerKilledDuringTheFit(Exception):
+        pass
+
+    class DiesInTheFinalFit(Worker):
+        def _final_fit(self, *args: object, **kwargs: object) -> float | None:
+            raise WorkerKilledDuringTheFit  # what a killed process leaves: no fit, no event
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    running = build_server(ServerOptions(db_url=url, port=0))
+    address = running.address
+    try:
+        with Client(address) as client:
+            search = client.create_search(name="fit-owed", input_shape=(1, 8, 8), num_classes=10)
+            search.train("digits", 1, epochs=1, final_fit="retrain")
+        repo = Repository.from_url(url)
+        try:
+            worker = DiesInTheFinalFit(TrainingService(SearchService(repo)), device="cpu")
+            with pytest.raises(WorkerKilledDuringTheFit):
+                worker.run_once()
+        finally:
+            repo.close()
+        stopped = _morphnas("stop", search.id, "--server", address, cwd=tmp_path)
+        assert stopped.returncode == 0, stopped.stderr
+        pool = WorkerPool(url, 1, device="cpu")
+        pool.start()
+        try:
+            resumed = _morphnas(
+                "run", "--resume", search.id, "--quiet", "--export", "final.onnx",
+                "--server", address, cwd=tmp_path, timeout=300,
+            )  # fmt: skip
+        finally:
+            pool.stop()
+        assert resumed.returncode == 0, resumed.stderr
+        lines = resumed.stdout.splitlines()
+        assert lines[0] == (
+            f"search {search.id}: resumed, only the final fit (retrain) left on digits"
+        )
+        assert any(line.startswith("final fit of trial 0 (retrain, ") for line in lines)
+        summary = next(line for line in lines if line.startswith("best: trial 0,"))
+        assert "final model (retrain) test accuracy" in summary
+        from morphnas.nn.onnx_export import onnx_metadata
+
+        assert onnx_metadata((tmp_path / "final.onnx").read_bytes())["weights"] == "final"
+        with Client(address) as client:
+            assert len(client.get_search(search.id).trials()) == 1  # no trial trained again
+    finally:
+        running.stop(2)
+
+
+def _options(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.Action]]:
+    """Every option and positional argument of every command, with its command's name."""
+    found = [(parser.prog, a) for a in parser._actions if not isinstance(a, _HELP_ACTIONS)]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                found += _options(command)
+    return found
+
+
+_HELP_ACTIONS = (argparse._HelpAction, argparse._SubParsersAction)
+
+
+def test_every_option_of_every_command_says_what_it_does(tmp_path: Path) -> None:
+    from morphnas.cli import build_parser
+
+    options = _options(build_parser())
+    assert len(options) > 40
+    silent = [f"{prog} {a.dest}" for prog, a in options if not (a.help or "").strip()]
+    assert silent == []
+    for command in ("run", "serve", "export", "stop", "searches", "trials", "worker"):
+        shown = _morphnas(command, "--help", cwd=tmp_path)
+        assert shown.returncode == 0 and shown.stdout.startswith("usage: morphnas " + command)
