@@ -21,7 +21,7 @@ from typing import Any
 
 from morphnas.client import Client, SearchHandle, TrainingRunInfo
 from morphnas.core.records import BUILTIN_DATASET_SHAPES
-from morphnas.options import SERVER_START_SECONDS, check_run
+from morphnas.options import SERVER_START_SECONDS, check_run, database_url
 from morphnas.own_data import LAYOUTS, Upload, prepare_upload
 from morphnas.tables import describe_path, plural, table
 
@@ -42,11 +42,6 @@ def embedded_server(url: str, workers: int, device: str | None) -> Iterator[str]
         running.stop(5)
 
 
-def database_url(db: str) -> str:
-    """``--db`` as a SQLAlchemy URL: a URL as given (SQLite or PostgreSQL), a path as SQLite."""
-    return db if "://" in db else f"sqlite:///{os.path.abspath(db)}"
-
-
 @contextmanager
 def stop_signals() -> Iterator[None]:
     """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so both stop the search cleanly."""
@@ -65,13 +60,28 @@ def stop_signals() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+#: How long stopping the search after Ctrl-C may take (the second Ctrl-C is ignored meanwhile).
+STOP_SECONDS = 10.0
+
+
+def _ignore_further_interrupts() -> None:
+    """From the first Ctrl-C on the command is ending: a second one (a user pressing it twice)
+    must not cut short the stop of its search, nor turn the exit into a traceback."""
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread (a test calling run): signals are not ours
+        pass
+
+
 def _interrupted(search: SearchHandle | None) -> int:
     """Ctrl-C or SIGTERM: stop the search this command started (it never trains again unless
     resumed), say so in one line, exit 130."""
+    _ignore_further_interrupts()
     if search is None:
         print("\nmorphnas run: interrupted", file=sys.stderr)
         return 130
     try:
+        search.client.timeout = STOP_SECONDS
         search.stop()
     except Exception as err:  # the server went away too: say so, still exit 130
         print(

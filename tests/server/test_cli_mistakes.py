@@ -58,6 +58,43 @@ def test_run_refuses_a_bad_option_before_creating_anything(
     assert list(tmp_path.iterdir()) == []  # no database, no server, no search
 
 
+_NO_CUDA = pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="this machine has a CUDA device"
+)
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["serve", "--db", "nonsense://x"], "--db 'nonsense://x': give a SQLite file"),
+        (["serve", "--db", "sqlite:////nonexistent/dir/x.db"], "no such folder '/nonexistent/dir'"),
+        (["serve", "--db", "sqlite://", "--workers", "2"], "is an in-memory database"),
+        (["serve", "--workers", "65"], "--workers 65: give 0 to 64"),
+        (["serve", "--tokens-file", "missing-tokens"], "--tokens-file 'missing-tokens': no such"),
+        (["serve", "--tls-key", "/etc/hostname"], "--tls-cert and --tls-key go together"),
+        (["worker", "--db", "sqlite://"], "is an in-memory database"),
+        (["worker", "--device", "gpu"], "--device 'gpu': give cpu, cuda, cuda:N or auto"),
+        (["run", "--dataset", "digits", "--db", "nope/x.db"], "--db 'nope/x.db': no such folder"),
+        (["run", "--dataset", "digits", "--workers", "100000"], "--workers 100000: give 1 to 64"),
+        (["run", "--dataset", "digits", "--device", "banana"], "--device 'banana': give cpu"),
+        pytest.param(
+            ["run", "--dataset", "digits", "--device", "cuda"],
+            "--device cuda: PyTorch finds no CUDA device on this machine",
+            marks=_NO_CUDA,
+        ),
+        (["searches", "--token-file", "missing-token"], "--token-file 'missing-token': no such"),
+    ],
+)
+def test_a_mistake_in_any_command_is_one_line_before_anything_starts(
+    tmp_path: Path, command: list[str], message: str
+) -> None:
+    result = _morphnas(*command, cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    line = _one_line(result)
+    assert line.startswith(f"morphnas {command[0]}: ") and message in line, line
+    assert list(tmp_path.iterdir()) == []  # no database, no server, no search
+
+
 def test_export_to_a_missing_folder_and_serve_with_negative_workers(tmp_path: Path) -> None:
     export = _morphnas("export", "0" * 32, "-o", "/nonexistent/dir/x.onnx", cwd=tmp_path)
     assert export.returncode == 2
@@ -412,3 +449,37 @@ def test_every_option_of_every_command_says_what_it_does(tmp_path: Path) -> None
     for command in ("run", "serve", "export", "stop", "searches", "trials", "worker"):
         shown = _morphnas(command, "--help", cwd=tmp_path)
         assert shown.returncode == 0 and shown.stdout.startswith("usage: morphnas " + command)
+
+
+def test_ctrl_c_twice_still_stops_the_search(tmp_path: Path, workerless_server: str) -> None:
+    """An impatient user presses Ctrl-C again while the search is being stopped."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "morphnas.cli", "run", "--dataset", "digits", "--trials", "2",
+         "--quiet", "--server", workerless_server, "--claim-timeout", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline().startswith("search ")  # type: ignore[union-attr]
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    [(search_id, stopped)] = _search_ids(workerless_server)
+    assert stopped and f"stopped search {search_id}" in err
+
+
+def test_ctrl_c_while_the_command_loads_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from morphnas import cli
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt  # as if Ctrl-C came while the modules load
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["searches"]) == 130
+    assert capsys.readouterr().err == "\nmorphnas: interrupted\n"
