@@ -483,3 +483,35 @@ def test_ctrl_c_while_the_command_loads_is_one_line(
     monkeypatch.setattr(cli, "build_parser", interrupted)
     assert cli.main(["searches"]) == 130
     assert capsys.readouterr().err == "\nmorphnas: interrupted\n"
+
+
+def test_a_client_command_waits_for_a_server_started_just_before(tmp_path: Path) -> None:
+    """`morphnas serve ... &` followed at once by a client command: the server binds its port
+    a few seconds later, and the command waits for it (up to 10 s) instead of failing."""
+    from morphnas.server.app import ServerOptions, build_server
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "morphnas.cli", "searches", "--server", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    try:
+        time.sleep(5.0)  # the command has loaded and finds nothing listening yet
+        running = build_server(ServerOptions(db_url="sqlite://", port=port))
+        try:
+            out, err = proc.communicate(timeout=60)
+        finally:
+            running.stop(0)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert out.split()[:2] == ["id", "name"]
+
+
+def test_a_bare_host_is_tried_on_morphnas_port_not_443(tmp_path: Path) -> None:
+    result = _morphnas("searches", "--server", "127.0.0.3", cwd=tmp_path)  # nothing listens there
+    assert result.returncode == 1
+    assert "no morphnas server answers at 127.0.0.3:50051" in _one_line(result)
