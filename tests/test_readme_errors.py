@@ -1,6 +1,6 @@
 """The README errors a new user hit, caught without running anything: every block names its
 language, every Python snippet defines what it uses, every shell block parses and every
-``morphnas`` command in it (and in the text) parses with the real command line, one server is
+``morphnas`` command in them (and in the command tables) parses with the real command line, one server is
 started, the tables keep their columns; setup.sh says what it is doing. tests/test_readme_runs.py
 runs the blocks."""
 
