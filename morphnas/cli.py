@@ -23,7 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from morphnas import __version__
 from morphnas.options import (
+    CLIENT_FILES,
+    SERVER_START_SECONDS,
     UsageError,
+    check_database,
+    check_device,
+    check_files,
     check_output_file,
     check_serve,
     port_in_use_message,
@@ -73,6 +78,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    check_database(args.db, workers=1)
+    check_device(args.device)
     from morphnas.server.worker import run_worker
 
     run_worker(args.db, name=args.name, device=args.device)
@@ -287,11 +294,12 @@ def client_from_args(args: argparse.Namespace, **kwargs: Any) -> Client:
     """A :class:`morphnas.client.Client` for ``--server`` with the credentials flags."""
     from morphnas.client import Client
 
+    check_files(args, CLIENT_FILES)
     token = args.token
     if getattr(args, "token_file", None):
         with open(args.token_file, encoding="utf-8") as file:
             token = file.read().strip()
-    return Client(
+    client = Client(
         server_address(args.server),
         token=token or None,
         tls=getattr(args, "tls", False),
@@ -300,6 +308,8 @@ def client_from_args(args: argparse.Namespace, **kwargs: Any) -> Client:
         tls_key=getattr(args, "tls_key", None),
         **kwargs,
     )
+    client.wait_for_ready(SERVER_START_SECONDS)  # else the first call says why it cannot connect
+    return client
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -405,7 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
     trials.add_argument(
         "--server", default=DEFAULT_SERVER, help="server address (default %(default)s)"
     )
-    trials.add_argument("--state", choices=["ACTIVE", "COMPLETED", "FAILED", "INFEASIBLE", "STALE"])
+    trials.add_argument(
+        "--state",
+        choices=["ACTIVE", "COMPLETED", "FAILED", "INFEASIBLE", "STALE"],
+        help="only the trials in this state (default: all)",
+    )
     trials.set_defaults(func=cmd_trials)
     from morphnas.dashboard.cli import add_parsers as add_dashboard_parsers
 
@@ -417,6 +431,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C before a command runs (while the command line loads)
+        print("\nmorphnas: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from morphnas.grpc_io import prefer_low_latency_io
 
     prefer_low_latency_io()  # before anything imports grpc (see morphnas/grpc_io.py)

@@ -11,12 +11,21 @@ import argparse
 import importlib.util
 import math
 import os
+import re
 import socket
 
 from morphnas.core.records import BUILTIN_DATASET_SHAPES, MAX_BUDGET_SECONDS
 
 #: The port ``morphnas serve`` listens on unless told otherwise.
 DEFAULT_PORT = 50051
+#: How long a client command waits for ``--server`` to accept connections before it reports
+#: that none answers: a ``morphnas serve &`` started just before binds after a few seconds.
+SERVER_START_SECONDS = 10.0
+#: The most training worker processes one command starts (one per core or GPU is plenty).
+MAX_WORKERS = 64
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_DATABASES = "a SQLite file (sqlite:///FILE) or postgresql+psycopg://USER@HOST/DB"
 
 
 class UsageError(ValueError):
@@ -91,6 +100,10 @@ def check_run(args: argparse.Namespace) -> tuple[int, float]:
         raise UsageError(
             f"--workers {args.workers}: the embedded server needs at least 1 training worker"
         )
+    check_workers(args.workers, least=1)
+    check_device(args.device, workers=0 if args.server else args.workers)
+    if not args.server:
+        check_database(database_url(args.db), args.workers, given=args.db)
     if args.server and not args.claim_timeout > 0:
         raise UsageError(f"--claim-timeout {args.claim_timeout:g}: give a positive number")
     if args.resume:
@@ -112,6 +125,80 @@ def check_run(args: argparse.Namespace) -> tuple[int, float]:
     return trials, budget_seconds
 
 
+def check_workers(workers: int, least: int = 0) -> None:
+    if not least <= workers <= MAX_WORKERS:
+        raise UsageError(f"--workers {workers}: give {least} to {MAX_WORKERS}")
+
+
+def check_device(device: str | None, workers: int = 1) -> None:
+    """``--device`` is cpu, cuda, cuda:N or auto; a CUDA device must exist where this command
+    starts the workers that would use it (``workers`` > 0)."""
+    if device is None:
+        return
+    if not _DEVICE.match(device):
+        raise UsageError(f"--device {device!r}: give cpu, cuda, cuda:N or auto")
+    if device.startswith("cuda") and workers > 0:
+        import torch  # only here: `morphnas --help` and the client commands stay light
+
+        if not torch.cuda.is_available():
+            raise UsageError(
+                f"--device {device}: PyTorch finds no CUDA device on this machine "
+                "(torch.cuda.is_available() is False); leave --device out to train on the CPU"
+            )
+
+
+def check_database(url: str, workers: int, given: str | None = None) -> None:
+    """A ``--db`` URL that the server and its workers can open, checked before either starts:
+    SQLite or PostgreSQL; a SQLite file's folder exists; an in-memory SQLite database only
+    without worker processes (each process would get its own, empty one). ``given``: what the
+    user typed, where ``run --db`` made a URL of a path."""
+    shown = repr(given or url)
+    scheme, separator, rest = url.partition("://")
+    backend = scheme.split("+")[0]
+    if not separator or backend not in ("sqlite", "postgresql"):
+        raise UsageError(f"--db {shown}: give {_DATABASES}")
+    if backend != "sqlite":
+        return
+    path = rest.split("?")[0]
+    path = path[1:] if path.startswith("/") else path  # sqlite:///rel.db, sqlite:////abs.db
+    if path in ("", ":memory:"):
+        if workers > 0:
+            raise UsageError(
+                f"--db {shown} is an in-memory database, which the training worker processes "
+                "cannot share: give a file such as sqlite:///morphnas.db"
+            )
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"--db {shown}: no such folder {folder!r}; create it first")
+
+
+def check_files(args: argparse.Namespace, options: tuple[str, ...]) -> None:
+    """The files named by these options (e.g. ``tls_cert``) exist and can be read."""
+    for dest in options:
+        path = getattr(args, dest, None)
+        option = "--" + dest.replace("_", "-")
+        if path is None:
+            continue
+        if not os.path.isfile(path):
+            raise UsageError(f"{option} {path!r}: no such file")
+        if not os.access(path, os.R_OK):
+            raise UsageError(f"{option} {path!r}: cannot read it")
+    if bool(getattr(args, "tls_cert", None)) != bool(getattr(args, "tls_key", None)):
+        raise UsageError("--tls-cert and --tls-key go together: give both, or neither")
+
+
+#: Files of the client commands' credentials options.
+CLIENT_FILES = ("token_file", "tls_ca", "tls_cert", "tls_key")
+#: Files of ``morphnas serve``'s security options.
+SERVE_FILES = ("tokens_file", "tls_cert", "tls_key", "tls_client_ca")
+
+
+def database_url(db: str) -> str:
+    """``--db`` as a SQLAlchemy URL: a URL as given (SQLite or PostgreSQL), a path as SQLite."""
+    return db if "://" in db else f"sqlite:///{os.path.abspath(db)}"
+
+
 def check_dataset_file(path: str) -> None:
     """A user's dataset path: it exists and is a file (its content is checked on loading)."""
     if not os.path.exists(path):
@@ -125,7 +212,13 @@ def check_serve(args: argparse.Namespace) -> None:
     """``morphnas serve``: numbers in range and the port free, before the server is built."""
     if args.workers < 0:
         raise UsageError(f"--workers {args.workers}: give 0 or more")
+    check_workers(args.workers)
     check_executor(args)
+    check_device(args.device, args.workers)
+    check_database(args.db, args.workers)
+    check_files(args, SERVE_FILES)
+    if args.tls_client_ca and not args.tls_cert:
+        raise UsageError("--tls-client-ca needs TLS: give --tls-cert and --tls-key too")
     if not 0 <= args.port < 65536:
         raise UsageError(f"--port {args.port}: give a port in 0..65535 (0 picks a free one)")
     if args.metrics_port is not None and not 0 <= args.metrics_port < 65536:

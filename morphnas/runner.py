@@ -21,7 +21,7 @@ from typing import Any
 
 from morphnas.client import Client, SearchHandle, TrainingRunInfo
 from morphnas.core.records import BUILTIN_DATASET_SHAPES
-from morphnas.options import check_run
+from morphnas.options import SERVER_START_SECONDS, check_run, database_url
 from morphnas.own_data import LAYOUTS, Upload, prepare_upload
 from morphnas.pareto_cli import add_objective_arguments, objective_options
 from morphnas.tables import describe_path, plural, table
@@ -43,11 +43,6 @@ def embedded_server(url: str, workers: int, device: str | None) -> Iterator[str]
         running.stop(5)
 
 
-def database_url(db: str) -> str:
-    """``--db`` as a SQLAlchemy URL: a URL as given (SQLite or PostgreSQL), a path as SQLite."""
-    return db if "://" in db else f"sqlite:///{os.path.abspath(db)}"
-
-
 @contextmanager
 def stop_signals() -> Iterator[None]:
     """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so both stop the search cleanly."""
@@ -66,13 +61,28 @@ def stop_signals() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+#: How long stopping the search after Ctrl-C may take (the second Ctrl-C is ignored meanwhile).
+STOP_SECONDS = 10.0
+
+
+def _ignore_further_interrupts() -> None:
+    """From the first Ctrl-C on the command is ending: a second one (a user pressing it twice)
+    must not cut short the stop of its search, nor turn the exit into a traceback."""
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread (a test calling run): signals are not ours
+        pass
+
+
 def _interrupted(search: SearchHandle | None) -> int:
     """Ctrl-C or SIGTERM: stop the search this command started (it never trains again unless
     resumed), say so in one line, exit 130."""
+    _ignore_further_interrupts()
     if search is None:
         print("\nmorphnas run: interrupted", file=sys.stderr)
         return 130
     try:
+        search.client.timeout = STOP_SECONDS
         search.stop()
     except Exception as err:  # the server went away too: say so, still exit 130
         print(
@@ -299,9 +309,12 @@ def _resume(client: Client, search_id: str) -> tuple[SearchHandle, int, float, s
     search, the trials and budget seconds of the new run, and the run's id."""
     search = client.get_search(search_id)
     resumed = search.resume()
-    left = _plan(resumed.trials, resumed.budget_seconds) if resumed.trials else "nothing"
-    fit = f" and the final fit ({resumed.final_fit})" if resumed.final_fit != "none" else ""
-    print(f"search {search.id}: resumed, {left}{fit} left on {resumed.dataset}", flush=True)
+    fit = f"the final fit ({resumed.final_fit})" if resumed.final_fit != "none" else ""
+    if resumed.trials:
+        left = _plan(resumed.trials, resumed.budget_seconds) + (f" and {fit}" if fit else "")
+    else:  # the server resumes only a run that owes something: here, only its final fit
+        left = f"only {fit}"
+    print(f"search {search.id}: resumed, {left} left on {resumed.dataset}", flush=True)
     return search, resumed.trials, resumed.budget_seconds, resumed.id
 
 
@@ -324,6 +337,8 @@ def run(args: argparse.Namespace) -> int:
         Client(address, timeout=120) as client,
         dashboard_for_run(args, database_url(args.db)) as show_dashboard,
     ):
+        if args.server:  # a `morphnas serve &` started just before may not listen yet
+            client.wait_for_ready(SERVER_START_SECONDS)
         try:
             if args.resume:
                 search, trials, budget_seconds, run_id = _resume(client, args.resume)

@@ -99,6 +99,16 @@ class Client:
     def close(self) -> None:
         self._channel.close()
 
+    def wait_for_ready(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the connection (a server started a moment ago,
+        e.g. with ``morphnas serve &``, binds its port after a few seconds). True once
+        connected; False after the timeout, when the next call reports why it cannot connect."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            return False
+        return True
+
     def call(self, method: str, request: Any, **kwargs: Any) -> Any:
         """Invoke a unary RPC, turning gRPC errors into morphnas exceptions."""
         try:

@@ -3,6 +3,7 @@ status, nothing created, no traceback."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import socket
@@ -54,6 +55,43 @@ def test_run_refuses_a_bad_option_before_creating_anything(
     assert result.returncode == 2 and result.stdout == ""
     line = _one_line(result)
     assert line.startswith("morphnas run: ") and message in line, line
+    assert list(tmp_path.iterdir()) == []  # no database, no server, no search
+
+
+_NO_CUDA = pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="this machine has a CUDA device"
+)
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["serve", "--db", "nonsense://x"], "--db 'nonsense://x': give a SQLite file"),
+        (["serve", "--db", "sqlite:////nonexistent/dir/x.db"], "no such folder '/nonexistent/dir'"),
+        (["serve", "--db", "sqlite://", "--workers", "2"], "is an in-memory database"),
+        (["serve", "--workers", "65"], "--workers 65: give 0 to 64"),
+        (["serve", "--tokens-file", "missing-tokens"], "--tokens-file 'missing-tokens': no such"),
+        (["serve", "--tls-key", "/etc/hostname"], "--tls-cert and --tls-key go together"),
+        (["worker", "--db", "sqlite://"], "is an in-memory database"),
+        (["worker", "--device", "gpu"], "--device 'gpu': give cpu, cuda, cuda:N or auto"),
+        (["run", "--dataset", "digits", "--db", "nope/x.db"], "--db 'nope/x.db': no such folder"),
+        (["run", "--dataset", "digits", "--workers", "100000"], "--workers 100000: give 1 to 64"),
+        (["run", "--dataset", "digits", "--device", "banana"], "--device 'banana': give cpu"),
+        pytest.param(
+            ["run", "--dataset", "digits", "--device", "cuda"],
+            "--device cuda: PyTorch finds no CUDA device on this machine",
+            marks=_NO_CUDA,
+        ),
+        (["searches", "--token-file", "missing-token"], "--token-file 'missing-token': no such"),
+    ],
+)
+def test_a_mistake_in_any_command_is_one_line_before_anything_starts(
+    tmp_path: Path, command: list[str], message: str
+) -> None:
+    result = _morphnas(*command, cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    line = _one_line(result)
+    assert line.startswith(f"morphnas {command[0]}: ") and message in line, line
     assert list(tmp_path.iterdir()) == []  # no database, no server, no search
 
 
@@ -326,3 +364,154 @@ def test_an_unexpected_error_is_one_line_and_a_traceback_only_with_v(tmp_path: P
     assert "FileNotFoundError" in line and "morphnas -v searches" in line
     verbose = _morphnas("-v", *args, cwd=tmp_path)
     assert verbose.returncode == 1 and "Traceback" in verbose.stderr
+
+
+def test_resuming_a_search_that_owes_only_its_final_fit(tmp_path: Path) -> None:
+    """The worker died during the final fit (its trials done), the search was stopped: a
+    resume runs only the final fit and exports the final model."""
+    from morphnas.client import Client
+    from morphnas.server.app import ServerOptions, build_server
+    from morphnas.server.service import SearchService
+    from morphnas.server.training import TrainingService
+    from morphnas.server.worker import Worker
+    from morphnas.server.workers import WorkerPool
+    from morphnas.storage.repository import Repository
+
+    class WorkerKilledDuringTheFit(Exception):
+        pass
+
+    class DiesInTheFinalFit(Worker):
+        def _final_fit(self, *args: object, **kwargs: object) -> float | None:
+            raise WorkerKilledDuringTheFit  # what a killed process leaves: no fit, no event
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    running = build_server(ServerOptions(db_url=url, port=0))
+    address = running.address
+    try:
+        with Client(address) as client:
+            search = client.create_search(name="fit-owed", input_shape=(1, 8, 8), num_classes=10)
+            search.train("digits", 1, epochs=1, final_fit="retrain")
+        repo = Repository.from_url(url)
+        try:
+            worker = DiesInTheFinalFit(TrainingService(SearchService(repo)), device="cpu")
+            with pytest.raises(WorkerKilledDuringTheFit):
+                worker.run_once()
+        finally:
+            repo.close()
+        stopped = _morphnas("stop", search.id, "--server", address, cwd=tmp_path)
+        assert stopped.returncode == 0, stopped.stderr
+        pool = WorkerPool(url, 1, device="cpu")
+        pool.start()
+        try:
+            resumed = _morphnas(
+                "run", "--resume", search.id, "--quiet", "--export", "final.onnx",
+                "--server", address, cwd=tmp_path, timeout=300,
+            )  # fmt: skip
+        finally:
+            pool.stop()
+        assert resumed.returncode == 0, resumed.stderr
+        lines = resumed.stdout.splitlines()
+        assert lines[0] == (
+            f"search {search.id}: resumed, only the final fit (retrain) left on digits"
+        )
+        assert any(line.startswith("final fit of trial 0 (retrain, ") for line in lines)
+        summary = next(line for line in lines if line.startswith("best: trial 0,"))
+        assert "final model (retrain) test accuracy" in summary
+        from morphnas.nn.onnx_export import onnx_metadata
+
+        assert onnx_metadata((tmp_path / "final.onnx").read_bytes())["weights"] == "final"
+        with Client(address) as client:
+            assert len(client.get_search(search.id).trials()) == 1  # no trial trained again
+    finally:
+        running.stop(2)
+
+
+def _options(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.Action]]:
+    """Every option and positional argument of every command, with its command's name."""
+    found = [(parser.prog, a) for a in parser._actions if not isinstance(a, _HELP_ACTIONS)]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                found += _options(command)
+    return found
+
+
+_HELP_ACTIONS = (argparse._HelpAction, argparse._SubParsersAction)
+
+
+def test_every_option_of_every_command_says_what_it_does(tmp_path: Path) -> None:
+    from morphnas.cli import build_parser
+
+    options = _options(build_parser())
+    assert len(options) > 40
+    silent = [f"{prog} {a.dest}" for prog, a in options if not (a.help or "").strip()]
+    assert silent == []
+    for command in ("run", "serve", "export", "stop", "searches", "trials", "worker"):
+        shown = _morphnas(command, "--help", cwd=tmp_path)
+        assert shown.returncode == 0 and shown.stdout.startswith("usage: morphnas " + command)
+
+
+def test_ctrl_c_twice_still_stops_the_search(tmp_path: Path, workerless_server: str) -> None:
+    """An impatient user presses Ctrl-C again while the search is being stopped."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "morphnas.cli", "run", "--dataset", "digits", "--trials", "2",
+         "--quiet", "--server", workerless_server, "--claim-timeout", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline().startswith("search ")  # type: ignore[union-attr]
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    [(search_id, stopped)] = _search_ids(workerless_server)
+    assert stopped and f"stopped search {search_id}" in err
+
+
+def test_ctrl_c_while_the_command_loads_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from morphnas import cli
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt  # as if Ctrl-C came while the modules load
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["searches"]) == 130
+    assert capsys.readouterr().err == "\nmorphnas: interrupted\n"
+
+
+def test_a_client_command_waits_for_a_server_started_just_before(tmp_path: Path) -> None:
+    """`morphnas serve ... &` followed at once by a client command: the server binds its port
+    a few seconds later, and the command waits for it (up to 10 s) instead of failing."""
+    from morphnas.server.app import ServerOptions, build_server
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "morphnas.cli", "searches", "--server", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    try:
+        time.sleep(5.0)  # the command has loaded and finds nothing listening yet
+        running = build_server(ServerOptions(db_url="sqlite://", port=port))
+        try:
+            out, err = proc.communicate(timeout=60)
+        finally:
+            running.stop(0)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert out.split()[:2] == ["id", "name"]
+
+
+def test_a_bare_host_is_tried_on_morphnas_port_not_443(tmp_path: Path) -> None:
+    result = _morphnas("searches", "--server", "127.0.0.3", cwd=tmp_path)  # nothing listens there
+    assert result.returncode == 1
+    assert "no morphnas server answers at 127.0.0.3:50051" in _one_line(result)
