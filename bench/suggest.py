@@ -8,6 +8,14 @@ Optuna: a GPSampler study on 5 numeric parameters, N − K trials added with ``a
 then K timed ``ask()`` + ``tell()``.
 
     python bench/suggest.py            # writes bench/results/suggest.txt
+
+``--runs``: the suggest share of real searches instead. Default searches (bayesian, the
+child recipe) of ``--trials`` trials train on digits and MNIST-1D in one process (an in-process
+server and worker, one torch thread, 8 epochs a trial as the slow main-job test); the CPU time
+spent inside ``SearchService.suggest`` (thread time of the worker's calls: storage, policy,
+weight carrying) is compared with the process's CPU time for the whole search.
+
+    python bench/suggest.py --runs [--trials 8] [--seeds 0]   # bench/results/suggest-share.txt
 """
 
 from __future__ import annotations
@@ -279,8 +287,107 @@ def table(ours: dict, theirs: dict, quick: dict, elapsed: float, load: str) -> s
     return "\n".join(lines)
 
 
+def suggest_share(dataset: str, seed: int, trials: int) -> dict[str, float]:
+    """One default search on ``dataset``; CPU seconds in suggest and in the whole search."""
+    import tempfile
+    import threading
+
+    import torch
+
+    from morphnas.client import Client
+    from morphnas.server.app import ServerOptions, build_server
+    from morphnas.server.service import SearchService
+    from morphnas.server.training import TrainingService
+    from morphnas.server.worker import Worker
+
+    torch.set_num_threads(1)
+    spent: list[float] = []
+    expansions: list[int] = []
+    original, search_fn = SearchService.suggest, policy.tree_search
+
+    def timed(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        began = time.thread_time()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            spent.append(time.thread_time() - began)
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        found = search_fn(*args, **kwargs)
+        expansions.append(found.expansions if found else 0)
+        return found
+
+    SearchService.suggest = timed  # type: ignore[method-assign]
+    policy.tree_search = counted  # type: ignore[assignment]
+    shapes = {"digits": (1, 8, 8), "mnist1d": (1, 40)}
+    try:
+        with tempfile.TemporaryDirectory(prefix="morphnas-suggest-") as folder:
+            options = ServerOptions(db_url=f"sqlite:///{folder}/s.db", port=0, sweep_seconds=0.2)
+            server = build_server(options)
+            worker = Worker(
+                TrainingService(server.service), name="bench", poll_seconds=0.05, device="cpu"
+            )
+            thread = threading.Thread(target=worker.run_forever, daemon=True)
+            began = time.process_time()
+            thread.start()
+            try:
+                with Client(server.address, timeout=60) as client:
+                    search = client.create_search(
+                        name=dataset, input_shape=shapes[dataset], num_classes=10, seed=seed
+                    )
+                    search.train(dataset, trials, epochs=8, max_seconds=600, device="cpu")
+                    events = list(search.watch(timeout=3600))
+                total = time.process_time() - began
+            finally:
+                worker.stop()
+                thread.join(60)
+                server.stop(0)
+    finally:
+        SearchService.suggest = original  # type: ignore[method-assign]
+        policy.tree_search = search_fn  # type: ignore[assignment]
+    finished = [e.payload for e in events if e.kind == "trial_finished"]
+    trial_seconds = [float(p.get("seconds", 0.0)) for p in finished]
+    return {
+        "trials": len(finished),
+        "beat": sum(bool(p.get("beat_parent")) for p in finished),
+        "trial_s": float(np.mean(trial_seconds)) if trial_seconds else 0.0,
+        "cpu": total,
+        "suggest": float(sum(spent)),
+        "suggest_max": max(spent, default=0.0),
+        "asks": len(spent),
+        "expansions": float(np.mean(expansions)) if expansions else 0.0,
+        "share": float(sum(spent)) / total if total > 0 else 0.0,
+    }
+
+
+def runs_table(trials: int, seeds: list[int], datasets: list[str]) -> str:
+    lines = [
+        f"Suggest share of default searches ({trials} trials, 8 epochs a trial, one torch thread,",
+        "in-process server and worker; CPU = process time of the whole search, suggest = thread",
+        f"time inside SearchService.suggest). Machine: {os.cpu_count()} cores shared with other",
+        f"jobs; 1-min load average {os.getloadavg()[0]:.1f} at the start.",
+        "",
+        f"{'dataset':8} {'seed':>4} {'trials':>6} {'beat':>4} {'trial s':>7} {'CPU s':>7} "
+        f"{'suggest s':>9} {'max ask s':>9} {'exp/ask':>7} {'share':>6}",
+    ]
+    for dataset in datasets:
+        for seed in seeds:
+            r = suggest_share(dataset, seed, trials)
+            lines.append(
+                f"{dataset:8} {seed:>4} {r['trials']:>6.0f} {r['beat']:>4.0f} {r['trial_s']:>7.1f} "
+                f"{r['cpu']:>7.1f} {r['suggest']:>9.3f} {r['suggest_max']:>9.3f} "
+                f"{r['expansions']:>7.1f} {100 * r['share']:>5.2f}%"
+            )
+            print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", action="store_true", help="suggest share of real searches")
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--datasets", nargs="+", default=["digits", "mnist1d"])
     parser.add_argument("--no-optuna", action="store_true")
     parser.add_argument("--sizes", default="", help="comma-separated subset, e.g. 50,200")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "suggest.txt"))
@@ -292,6 +399,16 @@ def main() -> None:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.runs:
+        text = runs_table(args.trials, args.seeds, args.datasets)
+        print(text)
+        out = (
+            Path(args.out).with_name("suggest-share.txt")
+            if args.out == parser.get_default("out")
+            else Path(args.out)
+        )
+        out.write_text(text + "\n")
+        return
     TRIAL_SECONDS[0] = args.trial_seconds
     if args.sizes:
         keep = {int(x) for x in args.sizes.split(",")}

@@ -33,8 +33,8 @@ the mean (clamped) measured trial seconds, φ = :data:`EFFORT_FRACTION`, ``t_e``
 thread, see the constant) and the clamp :data:`MIN_EXPANSIONS`..:data:`MAX_EXPANSIONS`. It is
 counted in expansions and derived only from stored numbers, so the same snapshot gives the same
 effort on any machine; the wall clock is only a safety net (:func:`safety_seconds`).
-At the minimum effort a proposal costs about 0.2-0.5 s of CPU (``bench/suggest.py``), so for
-trials shorter than about 10 s the share φ is exceeded: quality is not given up for latency there.
+At the minimum effort a proposal costs well under 0.1 s of CPU at 30 trials (``bench/suggest.py
+--runs``): within 5 % of even a 2-second digits trial.
 """
 
 from __future__ import annotations
@@ -62,12 +62,14 @@ EFFORT_FRACTION = 0.02
 #: this errs high so that the effort stays within its share on slower machines.
 SECONDS_PER_EXPANSION = 0.01
 #: Bounds of the expansions per proposal (E_min, E_max). E_min keeps a cheap search's proposals
-#: GP-guided: below 24 the bayesian policy fell behind random on a synthetic objective of
-#: tests/search/test_objectives.py (at 8 on first-layer width, 0.627 against 0.636; at 16 on the
-#: quick size-penalised one, 0.800 against 0.803). 24 costs about 0.25 s of CPU a suggest at 30
-#: trials: more than 5 % of a 2-second digits trial, about 4 % of a 6-second MNIST-1D one.
-#: E_max bounds the latency of an expensive one.
-MIN_EXPANSIONS = 24
+#: GP-guided at a cost within the 5 % goal on the shortest trials (digits, 2-3 s): about 8 ms
+#: of CPU an expansion at 30 trials (``bench/suggest.py --runs``). An earlier E_min of 24 was
+#: needed only because the layer distance averaged attribute differences, so the synthetic
+#: first-layer-width objective needed many expansions to find a widening (see
+#: :mod:`morphnas.search.distance`); with the largest difference the synthetic objectives hold
+#: at 8 (docs/performance.md, "The suggest path (issue 15)"). E_max bounds the latency of an
+#: expensive one.
+MIN_EXPANSIONS = 8
 MAX_EXPANSIONS = 400
 
 

@@ -75,9 +75,9 @@ def kind_id(kind: str) -> int:
 
 
 def attr_weights() -> np.ndarray:
-    """(n_kinds, 3): weight of each attribute column in a same-kind layer distance (read-only).
+    """(n_kinds, 3): which attribute columns a kind uses (non-zero: used; read-only).
 
-    Each kind averages the relative differences of the attributes it uses (1/count each), so a
+    A same-kind layer distance is the largest relative difference over the used attributes, so a
     kind without units/kernel/stride (ReLU, BN, ...) costs 0 against its own kind.
     """
     return _kinds(len(LAYER_KINDS))[1]

@@ -4,9 +4,14 @@
 
 * ``D_l``, the **layer distance**: Levenshtein distance between the main-chain layer sequences
   (:class:`~morphnas.search.descriptors.Descriptor` ``tokens``) with insertion/deletion cost 1
-  and substitution cost ``d_l(x, y)``: 1 for different kinds; for the same kind the mean over the
-  attributes the kind uses (units, kernel, stride) of ``|x − y| / max(x, y)`` (0 when both are 0).
-  Dense widths count (Auto-Keras 0.4 gave every Dense pair 0, so MLP widenings looked identical).
+  and substitution cost ``d_l(x, y)``: 1 for different kinds; for the same kind the *largest*,
+  over the attributes the kind uses (units, kernel, stride), of ``|x − y| / max(x, y)`` (0 when
+  both are 0). Dense widths count (Auto-Keras 0.4 gave every Dense pair 0, so MLP widenings
+  looked identical). The largest, not the mean: a mean divides a change of one attribute by the
+  number of attributes the kind has, so doubling a convolution's width (0.5/3 ≈ 0.17) looked a
+  third as far as doubling a dense layer's (0.5) and a sixth as far as adding a skip (1). The
+  posterior σ, and with it expected improvement, grows with distance, so widenings were hardly
+  ever explored (issue 15: the first-layer-width objective of ``tests/search/objectives.py``).
 * ``D_s``, the **skip distance**: skips are ``(u, δ, type)`` rows (start depth, span, Add/Concat).
   A pair costs 1 for different types, else ``(|u_a − u_b| + |δ_a − δ_b|) / (max(u_a, u_b) +
   max(δ_a, δ_b))``; the set distance is the optimal assignment of the smaller set into the larger
@@ -118,7 +123,7 @@ def _substitution_costs(ta: np.ndarray, tb: np.ndarray) -> tuple[np.ndarray, np.
             a, b = token[1 + c], tb[..., 1 + c]
             top = np.maximum(a, b)
             rel = np.divide(np.abs(a - b), top, out=np.zeros_like(b), where=top > 0)
-            cost += weights[kid, c] * rel
+            np.maximum(cost, rel, out=cost)
         costs[k] = np.where(kinds_b == kid, cost, 1.0)
     return costs, inverse.reshape(-1)
 
@@ -134,7 +139,7 @@ def _token_costs(code: int, tokens: np.ndarray) -> np.ndarray:
         a, b = token[1 + c], tokens[:, 1 + c]
         top = np.maximum(a, b)
         rel = np.divide(np.abs(a - b), top, out=np.zeros_like(b), where=top > 0)
-        cost += weights[kid, c] * rel
+        np.maximum(cost, rel, out=cost)
     return np.where(tokens[:, 0] == kid, cost, 1.0)
 
 

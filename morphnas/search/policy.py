@@ -409,11 +409,11 @@ def _bayesian(
                 node = found.node
                 proposal = Proposal(node.parent_id, node.operations, node.graph)
                 log.debug(
-                    "proposal %d: α=%.3f after %d expansions, %d morphs from trial %s",
+                    "proposal %d: α=%.3f after %d expansions, %s from trial %s",
                     k,
                     found.acquisition,
                     found.expansions,
-                    len(node.operations),
+                    "+".join(op.kind for op in node.operations),
                     node.parent_id,
                 )
                 break

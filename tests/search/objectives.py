@@ -49,10 +49,19 @@ def first_layer_width(graph: Graph) -> float:
     return 0.6 + gain - 0.03 * max(_log_size(graph), 0.0)
 
 
+def depth_not_width(graph: Graph) -> float:
+    """Pays for conv depth (up to 6 more layers), penalises every conv wider than the seed's
+    16 units: the opposite of first_layer_width, so no single morph kind wins both."""
+    convs = [layer for layer in graph.layers if layer.kind == "conv" and layer.kernel > 1]
+    excess = sum(math.log2(layer.units / 16) for layer in convs if layer.units > 16)
+    return 0.6 + 0.04 * min(len(convs) - 2, 6) - 0.05 * excess
+
+
 OBJECTIVES: dict[str, Callable[[Graph], float]] = {
     "size_peak": size_peak,
     "add_skips_only": add_skips_only,
     "first_layer_width": first_layer_width,
+    "depth_not_width": depth_not_width,
 }
 
 

@@ -133,7 +133,7 @@ def _value_distance(a: Descriptor, b: Descriptor) -> float:
             return 1.0
         used = [c for c, attr in enumerate(ATTRS) if attr in LAYER_KINDS[kinds[int(x[0])]].attrs]
         rel = [abs(x[1 + c] - y[1 + c]) / max(x[1 + c], y[1 + c]) for c in used]
-        return sum(rel) / len(rel) if rel else 0.0
+        return max(rel) if rel else 0.0
 
     ta, tb = [tuple(t) for t in a.tokens.tolist()], [tuple(t) for t in b.tokens.tolist()]
     costs = {(x, y): sub(x, y) for x in set(ta) for y in set(tb)}

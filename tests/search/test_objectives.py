@@ -110,7 +110,7 @@ def test_log_expected_improvement_is_exact_and_finite_far_in_the_tail() -> None:
 
 
 def test_acquisition_pays_for_cost_only_with_improvement() -> None:
-    """Equal EI: the cheaper candidate wins; twice the cost needs twice the EI (κ = 1)."""
+    """Equal EI: the cheaper candidate wins; twice the cost needs 2^κ the EI."""
     mean, std = np.array([0.5, 0.5]), np.array([1.0, 1.0])
     values = ei.acquisition(mean, std, 0.0, np.log([1.0, 2.0]))
     assert values[0] > values[1]
