@@ -92,10 +92,10 @@ def test_init_weights_is_seeded_and_uses_torch_bounds():
     graph = seed_graph((3, 16, 16), 10, width=8)
     first, again, other = init_weights(graph, 1), init_weights(graph, 1), init_weights(graph, 2)
     assert all(np.array_equal(first[k], again[k]) for k in first)
-    assert not np.array_equal(first["conv1.weight"], other["conv1.weight"])
+    assert not np.array_equal(first["conv0.weight"], other["conv0.weight"])
     bound = 1 / math.sqrt(3 * 3 * 3)  # U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = C*k*k
-    assert np.abs(first["conv1.weight"]).max() <= bound
-    assert np.array_equal(first["bn0.weight"], np.ones(3, np.float32))
+    assert np.abs(first["conv0.weight"]).max() <= bound
+    assert np.array_equal(first["bn1.weight"], np.ones(8, np.float32))
     assert set(first) == set(graph.weight_shapes())
 
 

@@ -146,12 +146,12 @@ def test_morphs_that_do_not_fit_are_refused():
     graph = seed_graph((2, 12, 12), 5, width=16)
     refused = [
         Deeper("nosuch", 3),
-        Deeper("conv1", 2),  # even kernel
-        Deeper("dense13", 3),  # a vector takes a Dense, kernel 0
-        Wider("bn0", 4),  # only conv and dense grow
-        Wider("conv1", 20_000),  # past MAX_UNITS
-        AddSkip("conv9", "conv1"),  # backwards
-        AddSkip("conv1", "dense13"),  # across the global pool
+        Deeper("conv3", 2),  # even kernel
+        Deeper("dense16", 3),  # a vector takes a Dense, kernel 0
+        Wider("bn1", 4),  # only conv and dense grow
+        Wider("conv3", 20_000),  # past MAX_UNITS
+        AddSkip("conv10", "conv3"),  # backwards
+        AddSkip("conv3", "dense16"),  # across the global pool
     ]
     for op in refused:
         with pytest.raises(InvalidMorphError):
@@ -169,10 +169,10 @@ def _inserted_kinds(graph, op):
 
 
 def test_deeper_adds_a_relu_only_where_the_tensor_is_non_negative():
-    cnn = seed_graph((2, 12, 12), 5, width=16)  # bn0 -> conv1 -> maxpool2 -> relu3 -> bn4 ...
-    assert _inserted_kinds(cnn, Deeper("relu3", 3)) == ["conv", "bn", "relu"]
+    cnn = seed_graph((2, 12, 12), 5, width=16)  # conv0 -> bn1 -> relu2 -> conv3 -> bn4 ...
+    assert _inserted_kinds(cnn, Deeper("relu2", 3)) == ["conv", "bn", "relu"]
     assert _inserted_kinds(cnn, Deeper("bn4", 3)) == ["conv", "bn"]
-    assert _inserted_kinds(cnn, Deeper("conv5", 5)) == ["conv", "bn"]
+    assert _inserted_kinds(cnn, Deeper("conv7", 5)) == ["conv", "bn"]
     mlp = seed_graph((20,), 3, width=32)  # dense0 -> dropout1 -> relu2 -> dense3 ...
     assert _inserted_kinds(mlp, Deeper("relu2")) == ["dense", "relu"]
     assert _inserted_kinds(mlp, Deeper("dense0")) == ["dense"]
@@ -195,26 +195,26 @@ def test_a_relu_after_a_pool_of_a_relu_is_safe():
 
 def test_wider_through_an_add_widens_the_other_branch(logits_of):
     parent = seed_graph((2, 12, 12), 5, width=16)
-    skip = AddSkip("conv1", "conv5")  # conv1 -> maxpool copy -> relu -> 1x1 conv -> add(conv5, .)
+    skip = AddSkip("conv3", "conv10")  # conv3 -> maxpool copy -> relu -> 1x1 conv -> add(conv10, .)
     graph, weights = _child(skip, parent, init_weights(parent, 0))
     projection = next(n for n in graph.by_name if n not in parent.by_name and n.startswith("conv"))
-    plan = widening_plan(graph, "conv5", 8)
-    assert plan.sources == {"conv5": 8, projection: 8}
-    child = Wider("conv5", 8).apply(graph)
+    plan = widening_plan(graph, "conv10", 8)
+    assert plan.sources == {"conv10": 8, projection: 8}
+    child = Wider("conv10", 8).apply(graph)
     assert child.by_name[projection].units == 24
-    _assert_same_logits(logits_of, graph, weights, Wider("conv5", 8))
+    _assert_same_logits(logits_of, graph, weights, Wider("conv10", 8))
 
 
 def test_wider_through_a_concat_inserts_at_the_right_offset(logits_of):
     parent = seed_graph((2, 12, 12), 5, width=16)
-    skip = ConcatSkip("conv1", "conv5")  # concat(conv5 [16 ch], relu(pool(conv1)) [16 ch])
+    skip = ConcatSkip("conv3", "conv10")  # concat(conv10 [16 ch], relu(pool(conv3)) [16 ch])
     graph, weights = _child(skip, parent, init_weights(parent, 0))
     projection = graph.consumers[next(n for n in graph.by_name if n.startswith("concat"))][0]
-    # conv5 is the concat's first input: new channels go between the two inputs.
-    assert widening_plan(graph, "conv5", 8).sinks == {projection: ((16, 8),)}
-    # conv1 feeds the main path (conv5) and the concat's second input (appended at the end).
-    assert widening_plan(graph, "conv1", 8).sinks == {"conv5": ((16, 8),), projection: ((32, 8),)}
-    for op in (Wider("conv5", 8), Wider("conv1", 8)):
+    # conv10 is the concat's first input: new channels go between the two inputs.
+    assert widening_plan(graph, "conv10", 8).sinks == {projection: ((16, 8),)}
+    # conv3 feeds the main path (conv7) and the concat's second input (appended at the end).
+    assert widening_plan(graph, "conv3", 8).sinks == {"conv7": ((16, 8),), projection: ((32, 8),)}
+    for op in (Wider("conv10", 8), Wider("conv3", 8)):
         _assert_same_logits(logits_of, graph, weights, op)
 
 
@@ -316,7 +316,7 @@ def test_a_morph_always_changes_the_hash(graph, rng_seed):
 
 def test_joins_do_not_block_widening():
     parent = seed_graph((2, 12, 12), 5, width=16)
-    for skip in (ConcatSkip("conv1", "conv5"), AddSkip("conv1", "conv5")):
+    for skip in (ConcatSkip("conv3", "conv10"), AddSkip("conv3", "conv10")):
         graph = skip.apply(parent)
         widenable = {op.layer for op in Wider.candidates(graph)}
         convs = {layer.name for layer in graph.layers if layer.kind == "conv"}

@@ -53,7 +53,7 @@ class SearchConfig:
     policy: Policy = Policy.BAYESIAN
     beta: float = 2.576  # UCB's weight; unused since the bayesian policy maximises EI per cost
     seed_width: int = 64
-    seed_depth: int = 3
+    seed_depth: int = 4
     max_params: int = 20_000_000
     max_memory_bytes: int = 8 * 1024**3
     batch_size: int = 128  # used for the memory estimate
