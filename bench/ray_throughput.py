@@ -55,7 +55,7 @@ def start_pool(kind: str, db_url: str, workers: int) -> tuple[Any, list[int], fl
 def train(client: Client, kind: str, trials: int, epochs: int) -> tuple[SearchHandle, float]:
     """Create the search, train it, return it with the wall seconds from start to finish."""
     search = client.create_search(
-        f"throughput-{kind}", (1, 8, 8), 10, seed=0, seed_width=16, seed_depth=2, policy="random"
+        f"throughput-{kind}", (1, 8, 8), 10, seed=0, seed_width=32, seed_depth=2, policy="random"
     )
     began = time.perf_counter()
     search.train("digits", trials, epochs=epochs, patience=epochs, device="cpu")

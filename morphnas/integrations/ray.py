@@ -113,6 +113,8 @@ class _Live:
     weights_sha256: str = ""
     step: int = 0  # the latest training_iteration reported as progress
     stop: bool = False  # the server's latest should_stop
+    ended: bool = False  # Tune completed it; its report could not be sent yet (server down)
+    errored: bool = False  # ... and it ended with an error
     handle: TrialHandle | None = field(default=None, repr=False, compare=False)
 
     def state(self) -> dict[str, Any]:
@@ -177,6 +179,9 @@ class MorphnasSearcher(Searcher):  # type: ignore[misc]
         return True
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
+        if not self.metric:
+            raise ValueError("MorphnasSearcher needs a metric: give metric= here or to TuneConfig")
+        self._send_late_reports()
         live = self._live.get(trial_id)
         if live is not None:  # asked again for a trial it was already given
             return self._config(self._handle(live))
@@ -221,14 +226,25 @@ class MorphnasSearcher(Searcher):  # type: ignore[misc]
             return
         if result:
             self._absorb(live, result)
+        live.ended, live.errored = True, error
+        self._send_report(trial_id, live)
+
+    def _send_report(self, trial_id: str, live: _Live) -> None:
         try:
-            self._report_outcome(trial_id, live, error)
-        except UnavailableError:
-            # Keep it in flight: a restored searcher reports it (the trial's lease may expire
-            # meanwhile; the server then hands its architecture out again).
-            log.exception("could not report Tune trial %s; the server is unavailable", trial_id)
+            self._report_outcome(trial_id, live, live.errored)
+        except UnavailableError as err:
+            # Kept (and saved with the searcher's state): the next suggest sends it again. The
+            # trial's lease may expire meanwhile; its report still counts then.
+            log.warning(
+                "Tune trial %s: report not sent, the server is unavailable: %s", trial_id, err
+            )
             return
         del self._live[trial_id]
+
+    def _send_late_reports(self) -> None:
+        for trial_id, live in list(self._live.items()):
+            if live.ended:
+                self._send_report(trial_id, live)
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "w", encoding="utf-8") as handle:

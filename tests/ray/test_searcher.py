@@ -180,3 +180,28 @@ def test_tune_trial_folders_are_named_by_the_morphnas_trial(server, client):
     assert trial_dirname(SimpleNamespace(config=config, trial_id="abc_00001")) == (
         "morphnas_0_abc_00001"
     )
+
+
+def test_a_report_the_server_could_not_take_is_sent_at_the_next_suggest(
+    server, client, monkeypatch
+):
+    from morphnas.client import TrialHandle
+    from morphnas.core.errors import UnavailableError
+
+    searcher = new_searcher(server, client)
+    trial_id = searcher.suggest("t1")[CONFIG_KEY]["trial_id"]
+    real_report = TrialHandle.report
+    outage = [True]
+
+    def report_during_an_outage(self, *args, **kwargs):
+        if outage.pop() if outage else False:
+            raise UnavailableError("connection refused")
+        return real_report(self, *args, **kwargs)
+
+    monkeypatch.setattr(TrialHandle, "report", report_during_an_outage)
+    searcher.on_trial_complete("t1", {"acc": 0.8, "training_iteration": 1})
+    assert client.get_trial(trial_id).state == "ACTIVE"  # not reported yet, not forgotten
+    assert searcher.get_state()["live"]["t1"]["ended"] is True  # saved with the checkpoint
+    config = searcher.suggest("t2")  # sends it first, so t2 is a child of the scored seed
+    assert client.get_trial(trial_id).score == 0.8
+    assert config[CONFIG_KEY]["parent_id"] == trial_id
