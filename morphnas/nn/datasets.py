@@ -22,7 +22,9 @@ import io
 import json
 import math
 import random
+import tokenize
 import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO
@@ -197,7 +199,7 @@ def load_npz(
         )
     try:
         archive = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+    except _ZIP_ERRORS as err:
         raise InvalidArgumentError(
             f"the upload is not a valid .npz file ({err}); save it with np.savez(f, x=x, y=y)"
         ) from None
@@ -220,6 +222,23 @@ def load_npz(
     return dataset_from_arrays(arrays, name=name, num_classes=num_classes)
 
 
+#: What zipfile and numpy raise for a damaged archive or member: a bad header, a truncated or
+#: corrupt stream (zlib.error), an unsupported zip version or compression method
+#: (NotImplementedError), an encrypted member (RuntimeError), a .npy header numpy's parser
+#: cannot read (tokenize.TokenError, SyntaxError).
+_ZIP_ERRORS = (
+    ValueError,
+    OSError,
+    EOFError,
+    zipfile.BadZipFile,
+    zlib.error,
+    NotImplementedError,
+    RuntimeError,
+    tokenize.TokenError,
+    SyntaxError,
+)
+
+
 def _declared_bytes(archive: zipfile.ZipFile | None, info: zipfile.ZipInfo) -> int:
     """Bytes the .npy header of a zip member declares (0 for a member that is not .npy)."""
     if archive is None or not info.filename.endswith(".npy"):
@@ -232,7 +251,7 @@ def _declared_bytes(archive: zipfile.ZipFile | None, info: zipfile.ZipInfo) -> i
                 fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
             )
             shape, _, dtype = read_header(member)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+    except _ZIP_ERRORS as err:
         raise InvalidArgumentError(
             f"member {info.filename!r} is not a valid .npy array: {err}"
         ) from None
@@ -242,7 +261,7 @@ def _declared_bytes(archive: zipfile.ZipFile | None, info: zipfile.ZipInfo) -> i
 def _npz_member(archive: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
     try:
         value = archive[key]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+    except _ZIP_ERRORS as err:
         if "pickle" in str(err).lower():  # object arrays need pickle, which is refused
             raise InvalidArgumentError(
                 f"array {key!r} cannot be read without pickle; "
@@ -310,7 +329,7 @@ def inspect_npz(
     try:
         archive = zipfile.ZipFile(file)
         members = archive.infolist()
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+    except _ZIP_ERRORS as err:
         raise InvalidArgumentError(
             f"the upload is not a valid .npz file ({err}); save it with np.savez(f, x=x, y=y)"
         ) from None
@@ -390,7 +409,7 @@ def _inspect_member(
                 else:
                     _check_labels_values(values, key)
                     highest[key] = max(highest[key], int(values.max()))
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+    except _ZIP_ERRORS as err:
         if isinstance(err, InvalidArgumentError):
             raise
         raise InvalidArgumentError(

@@ -18,6 +18,7 @@ from morphnas.core.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    shown,
 )
 from morphnas.core.graph import Graph
 from morphnas.core.records import (
@@ -135,7 +136,7 @@ class TrainingService:
         of the search's current best trial (``SearchHandle.final_fit``)."""
         if final_fit not in FINAL_FIT_OPTIONS:
             raise InvalidArgumentError(
-                f"final_fit must be one of {FINAL_FIT_OPTIONS}, got {final_fit!r}"
+                f"final_fit must be one of {FINAL_FIT_OPTIONS}, got {shown(final_fit)}"
             )
         fit_only = trials == 0 and budget_seconds == 0 and final_fit != "none"
         if fit_only:
@@ -155,7 +156,7 @@ class TrainingService:
                 info = self.repo.get_dataset(dataset)
             except NotFoundError:
                 raise NotFoundError(
-                    f"no dataset {dataset!r}: use one of {BUILTIN_DATASETS} or upload one"
+                    f"no dataset {shown(dataset)}: use one of {BUILTIN_DATASETS} or upload one"
                 ) from None
             # An upload's num_classes is its highest label + 1 (inspect_npz).
             check_fits(

@@ -3,8 +3,8 @@
 Most fields are checked where their meaning lives (a search's configuration by
 :class:`~morphnas.core.records.SearchConfig`, ids by :mod:`morphnas.core.ids`, page sizes and
 counts by the use cases, page tokens by the repository that issues them); each rule is written
-once. This table holds the rest: ranges of fields that are passed through to code that trusts
-them. :mod:`morphnas.server.decoding` runs :func:`check_request` on every decoded request
+once. This module holds the rest: ranges of fields that are passed through to code that
+trusts them, and one rule for every string of every request (no NUL character). :mod:`morphnas.server.decoding` runs :func:`check_request` on every decoded request
 (every message of a client stream), so a request out of range is INVALID_ARGUMENT before
 anything is read or stored.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from morphnas.core.errors import InvalidArgumentError
@@ -24,9 +25,24 @@ MAX_SEED = 2**63 - 1
 
 def check_request(request: Message) -> None:
     """Raise InvalidArgumentError when a field of ``request`` is outside its documented range."""
+    _check_text(request)
     check = _CHECKS.get(request.DESCRIPTOR.full_name)
     if check is not None:
         check(request)
+
+
+def _check_text(message: Message, prefix: str = "") -> None:
+    """No string field holds a NUL character: PostgreSQL cannot store one in text (SQLite
+    can), and no name, id, reason or token needs one. Nested messages are checked too."""
+    for field, value in message.ListFields():
+        name = f"{prefix}{field.name}"
+        if field.type == FieldDescriptor.TYPE_STRING:
+            values = value if field.is_repeated else [value]
+            if any("\x00" in text for text in values):
+                raise InvalidArgumentError(f"{name} must not contain NUL characters (\\x00)")
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            for nested in value if field.is_repeated else [value]:
+                _check_text(nested, f"{name}.")
 
 
 def _create_search(request: pb.CreateSearchRequest) -> None:

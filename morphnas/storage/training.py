@@ -30,7 +30,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, delete, func, insert, select, update
 
-from morphnas.core.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from morphnas.core.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    shown,
+)
 from morphnas.core.records import (
     DatasetInfo,
     RunState,
@@ -97,7 +102,7 @@ class TrainingStorage:
         def work(c: Connection) -> DatasetInfo:
             row = c.execute(select(datasets).where(datasets.c.id == dataset_id)).first()
             if row is None:
-                raise NotFoundError(f"no dataset {dataset_id!r}")
+                raise NotFoundError(f"no dataset {shown(dataset_id)}")
             return _dataset_record(row)
 
         return self._unit(work, write=False)  # type: ignore[no-any-return]
@@ -123,7 +128,7 @@ class TrainingStorage:
                 )
             c.execute(delete(dataset_blobs).where(dataset_blobs.c.dataset_id == dataset_id))
             if c.execute(delete(datasets).where(datasets.c.id == dataset_id)).rowcount == 0:
-                raise NotFoundError(f"no dataset {dataset_id!r}")
+                raise NotFoundError(f"no dataset {shown(dataset_id)}")
 
         self._unit(work, write=True)
 
@@ -133,7 +138,7 @@ class TrainingStorage:
                 select(dataset_blobs.c.data).where(dataset_blobs.c.dataset_id == dataset_id)
             ).scalar_one_or_none()
             if data is None:
-                raise NotFoundError(f"no dataset {dataset_id!r}")
+                raise NotFoundError(f"no dataset {shown(dataset_id)}")
             return bytes(data)
 
         return self._unit(work, write=False)  # type: ignore[no-any-return]

@@ -180,8 +180,10 @@ class MorphNasServicer:
 
     def ReportTrial(self, request, context):
         """Tell the outcome of a trial. Repeating the same report is a no-op that returns the same
-        trial; a different report for a finished trial fails with FAILED_PRECONDITION. While the
-        trial is ACTIVE, only the worker it was handed to may report it (see worker_id).
+        trial (also one naming uploaded weights by weights_sha256: the first report used the
+        upload up, the repeat is compared with what it stored); a different report for a finished
+        trial fails with FAILED_PRECONDITION. While the trial is ACTIVE, only the worker it was
+        handed to may report it (see worker_id). A STALE trial's report: see TrialState.STALE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -276,9 +278,10 @@ class MorphNasServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UploadDataset(self, request_iterator, context):
-        """Upload a dataset: an .npz file with arrays x (N, *input_shape) and y (N,) integer labels,
-        optionally x_test and y_test. Checked (dtype, shape, finite values, labels, size) before
-        anything is stored. The first message names the dataset.
+        """Upload a dataset: an .npz file with arrays x (N, *input_shape) and y (N,) integer labels
+        (0 to 99,999: a search has at most 100,000 classes), optionally x_test and y_test. Checked
+        (dtype, shape, finite values, labels, size) before anything is stored: the call either
+        returns the stored dataset or stores nothing. The first message names the dataset.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

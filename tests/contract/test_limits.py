@@ -155,6 +155,7 @@ CHECKS: dict[tuple[str, str], Callable[[Context], None]] = {
         "input_shape", [[], [1, 2, 3, 4], [0, 8], [8, -1], [1, 4001, 4000]], [[1, 2, 2], [3, 5]]
     ),
     ("CreateSearchRequest", "num_classes"): _create_limits("num_classes", [0, 1, 100_001], [2]),
+    ("CreateSearchRequest", "seed"): _create_limits("seed", [-1, -(2**63)], [0, 2**63 - 1]),
     ("CreateSearchRequest", "beta"): _create_limits("beta", [-0.01, float("nan")], [0.0]),
     ("CreateSearchRequest", "seed_width"): _create_limits("seed_width", [0, 4097], [1]),
     ("CreateSearchRequest", "seed_depth"): _create_limits("seed_depth", [0, 21], [1, 20]),
@@ -183,6 +184,21 @@ CHECKS: dict[tuple[str, str], Callable[[Context], None]] = {
             pb.ListSearchesRequest(page_size=1000),
             pb.ListSearchesRequest(page_size=0),
         ),
+    ),
+    ("ListSearchesRequest", "page_token"): lambda ctx: _refused(
+        ctx,
+        "ListSearches",
+        BAD,
+        *[pb.ListSearchesRequest(page_token=t) for t in ("A" * 201, "WzFlNDAwXQ", "x")],
+    ),
+    ("ListTrialsRequest", "page_token"): lambda ctx: _refused(
+        ctx,
+        "ListTrials",
+        BAD,
+        *[
+            pb.ListTrialsRequest(search_id=ctx.search_id, page_token=t)
+            for t in ("A" * 201, "WzFlNDAwXQ", "Wy0xXQ")  # [1e400], [-1]
+        ],
     ),
     ("SuggestTrialsRequest", "count"): lambda ctx: (
         _refused(

@@ -61,12 +61,15 @@ class World:
     """A server process and what the table's requests name: a search with an ACTIVE and a
     COMPLETED trial (with weights), an uploaded dataset and a search with a training run.
 
-    ``extra`` are more ``serve`` flags (e.g. limits); ``log`` receives the server's stderr.
+    ``extra`` are more ``serve`` flags (e.g. limits); ``db_url`` the database (default: a
+    SQLite file in ``folder``); the server's log goes to ``folder / "server.log"``.
     """
 
-    def __init__(self, folder: Path, *extra: str, verbose: bool = True) -> None:
+    def __init__(
+        self, folder: Path, *extra: str, db_url: str | None = None, verbose: bool = True
+    ) -> None:
         self.folder = folder
-        self.db_url = f"sqlite:///{folder / 'hostile.db'}"
+        self.db_url = db_url or f"sqlite:///{folder / 'hostile.db'}"
         self.log = folder / "server.log"
         self.process = ServerProcess(self.db_url, None, *extra, log=self.log, verbose=verbose)
         self.process.start()

@@ -1,0 +1,49 @@
+"""A coverage-guided fuzz run (atheris) of request decoding and the edge checks, a minute long.
+
+The fuzz target is :mod:`tests.reliability.hostile.fuzz_decoding`; it starts from a corpus of
+valid requests of every RPC. ``MORPHNAS_FUZZ_SECONDS`` sets the run's length (default 60).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.harness import REPO_ROOT
+
+pytest.importorskip("atheris")
+
+
+@pytest.mark.slow
+def test_fuzzed_requests_raise_only_domain_errors(tmp_path: Path) -> None:
+    from tests.reliability.hostile.fuzz_decoding import seed_corpus
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    seed_corpus(corpus)
+    seconds = int(os.environ.get("MORPHNAS_FUZZ_SECONDS", "60"))
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.reliability.hostile.fuzz_decoding",
+            f"-max_total_time={seconds}",
+            "-max_len=8192",
+            "-timeout=20",
+            f"-artifact_prefix={tmp_path}/",
+            str(corpus),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 240,
+    )
+    report = "\n".join(
+        line for line in run.stderr.splitlines() if not line.startswith("INFO: Instrumenting")
+    )
+    assert run.returncode == 0, report[-4000:]
+    assert "Done" in report and len(list(corpus.iterdir())) > 20  # it ran and found more inputs
