@@ -329,7 +329,7 @@ def inspect_npz(
     try:
         archive = zipfile.ZipFile(file)
         members = archive.infolist()
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+    except _ZIP_ERRORS as err:
         raise InvalidArgumentError(
             f"the upload is not a valid .npz file ({err}); save it with np.savez(f, x=x, y=y)"
         ) from None
@@ -409,7 +409,7 @@ def _inspect_member(
                 else:
                     _check_labels_values(values, key)
                     highest[key] = max(highest[key], int(values.max()))
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+    except _ZIP_ERRORS as err:
         if isinstance(err, InvalidArgumentError):
             raise
         raise InvalidArgumentError(

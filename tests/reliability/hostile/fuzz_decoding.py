@@ -14,6 +14,7 @@ and the traceback and exits non-zero.
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import atheris
 
 with atheris.instrument_imports(include=["morphnas"]):
     from morphnas.core.errors import InvalidArgumentError, MorphnasError
-    from morphnas.nn.datasets import load_npz
+    from morphnas.nn.datasets import inspect_npz, load_npz
     from morphnas.server import convert, validation
     from morphnas.server.decoding import Malformed, decoder, method_handler
     from morphnas.storage import repository
@@ -89,6 +90,9 @@ def test_one(data: bytes) -> None:
             repository._decode_token(request.page_token, float, str)
         if isinstance(request, pb.UploadDatasetRequest) and request.data:
             load_npz(request.data, max_bytes=1 << 20)
+        if isinstance(request, pb.UploadDatasetRequest) and request.data:
+            # What the server runs on an upload (streaming); the same refusals, never a crash.
+            inspect_npz(io.BytesIO(request.data), max_bytes=1 << 20)
     except MorphnasError:
         pass
 
