@@ -2,8 +2,9 @@
 
 UNKNOWN and INTERNAL mean a bug in morphnas: any exception not in the table is logged with its
 traceback and reported as INTERNAL without leaking details to the caller. A call the caller
-cancelled, or whose deadline passed, is no bug whatever its handler raised: it is logged at
-debug level. Status messages are at most MAX_MESSAGE_CHARS long.
+cancelled, or whose deadline passed, that ends in a domain error or in the RpcError of its
+request stream is no bug: it is logged at debug level. Status messages are at most
+MAX_MESSAGE_CHARS long.
 """
 
 from __future__ import annotations
@@ -49,12 +50,12 @@ MAX_MESSAGE_CHARS = 1000
 
 
 def _abort(context: grpc.ServicerContext, error: Exception, method: str) -> None:
-    if not context.is_active():
+    code = status_for(error)
+    if not context.is_active() and (code is not None or isinstance(error, grpc.RpcError)):
         # The caller cancelled or its deadline passed (a client stream then raises RpcError):
         # nobody is left to answer, and it is no fault of the server's.
         log.debug("%s ended by the caller (cancelled or deadline passed): %r", method, error)
         context.abort(grpc.StatusCode.CANCELLED, "the caller cancelled or its deadline passed")
-    code = status_for(error)
     if code is None:
         log.exception("bug in %s", method)
         context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see server log")
