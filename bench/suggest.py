@@ -349,7 +349,7 @@ def suggest_share(
 
     torch.set_num_threads(1)
     spent: list[float] = []
-    expansions: list[int] = []
+    done: list[int] = []  # expansions of each tree search
     original, search_fn = SearchService.suggest, policy.tree_search
 
     def timed(self, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -361,7 +361,7 @@ def suggest_share(
 
     def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
         found = search_fn(*args, **kwargs)
-        expansions.append(found.expansions if found else 0)
+        done.append(found.expansions if found else 0)
         return found
 
     SearchService.suggest = timed  # type: ignore[method-assign]
@@ -402,12 +402,15 @@ def suggest_share(
     return {
         "trials": len(finished),
         "beat": sum(bool(p.get("beat_parent")) for p in finished),
+        "best": float(max(finished, key=lambda p: (p["score"] or 0.0, -p["number"]))["number"])
+        if finished
+        else -1.0,
         "trial_s": float(np.mean(trial_seconds)) if trial_seconds else 0.0,
         "cpu": total,
         "suggest": float(sum(spent)),
         "suggest_max": max(spent, default=0.0),
         "asks": len(spent),
-        "expansions": float(np.mean(expansions)) if expansions else 0.0,
+        "expansions": float(np.mean(done)) if done else 0.0,
         "share": float(sum(spent)) / total if total > 0 else 0.0,
     }
 
@@ -421,15 +424,17 @@ def runs_table(
         "in-process server and worker; CPU = process time of the whole search, suggest = thread",
         f"time inside SearchService.suggest). Machine: {os.cpu_count()} cores shared with other",
         f"jobs; 1-min load average {os.getloadavg()[0]:.1f} at the start; {effort}.",
+        "best = number of the best trial (0: the seed); beat = children that beat their parent.",
         "",
-        f"{'dataset':8} {'seed':>4} {'trials':>6} {'beat':>4} {'trial s':>7} {'CPU s':>7} "
+        f"{'dataset':8} {'seed':>4} {'trials':>6} {'best':>4} {'beat':>4} {'trial s':>7} {'CPU s':>7} "
         f"{'suggest s':>9} {'max ask s':>9} {'exp/ask':>7} {'share':>6}",
     ]
     for dataset in datasets:
         for seed in seeds:
             r = suggest_share(dataset, seed, trials, expansions)
             lines.append(
-                f"{dataset:8} {seed:>4} {r['trials']:>6.0f} {r['beat']:>4.0f} {r['trial_s']:>7.1f} "
+                f"{dataset:8} {seed:>4} {r['trials']:>6.0f} {r['best']:>4.0f} {r['beat']:>4.0f} "
+                f"{r['trial_s']:>7.1f} "
                 f"{r['cpu']:>7.1f} {r['suggest']:>9.3f} {r['suggest_max']:>9.3f} "
                 f"{r['expansions']:>7.1f} {100 * r['share']:>5.2f}%"
             )
