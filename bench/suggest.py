@@ -9,6 +9,9 @@ then K timed ``ask()`` + ``tell()``.
 
     python bench/suggest.py            # writes bench/results/suggest.txt
 
+``--objectives size_peak first_layer_width --seeds 0 1 2``: CPU time per proposal of 30-trial
+bayesian searches on the synthetic objectives of ``tests/search/objectives.py`` (no training).
+
 ``--runs``: the suggest share of real searches instead. Default searches (bayesian, the
 child recipe) of ``--trials`` trials train on digits and MNIST-1D in one process (an in-process
 server and worker, one torch thread, 8 epochs a trial as the slow main-job test); the CPU time
@@ -43,6 +46,7 @@ from morphnas.core.graph import Graph  # noqa: E402
 from morphnas.core.morphs import sample_morph  # noqa: E402
 from morphnas.core.records import (  # noqa: E402
     Observation,
+    Policy,
     Search,
     SearchConfig,
     SearchSnapshot,
@@ -287,8 +291,51 @@ def table(ours: dict, theirs: dict, quick: dict, elapsed: float, load: str) -> s
     return "\n".join(lines)
 
 
-def suggest_share(dataset: str, seed: int, trials: int) -> dict[str, float]:
-    """One default search on ``dataset``; CPU seconds in suggest and in the whole search."""
+def objective_asks(names: list[str], seeds: list[int], trials: int = 30) -> str:
+    """CPU time of each proposal of bayesian searches on synthetic objectives (no training)."""
+    from tests.search import objectives
+
+    cpu: list[float] = []
+    expansions: list[int] = []
+    propose_fn, search_fn = objectives.propose, policy.tree_search
+
+    def timed(*args, **kwargs):  # type: ignore[no-untyped-def]
+        began = time.process_time()
+        try:
+            return propose_fn(*args, **kwargs)
+        finally:
+            cpu.append(time.process_time() - began)
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        found = search_fn(*args, **kwargs)
+        expansions.append(found.expansions if found else 0)
+        return found
+
+    objectives.propose = timed  # type: ignore[assignment]
+    policy.tree_search = counted  # type: ignore[assignment]
+    try:
+        for name in names:
+            for seed in seeds:
+                objectives.run(objectives.OBJECTIVES[name], Policy.BAYESIAN, seed, trials)
+    finally:
+        objectives.propose = propose_fn  # type: ignore[assignment]
+        policy.tree_search = search_fn  # type: ignore[assignment]
+    ms = 1e3 * np.array(cpu)
+    return (
+        f"{len(cpu)} proposals of {trials}-trial bayesian searches on {', '.join(names)} "
+        f"(seeds {seeds}): CPU mean {ms.mean():.0f} ms, p50 {np.median(ms):.0f} ms, "
+        f"p95 {np.percentile(ms, 95):.0f} ms, max {ms.max():.0f} ms; "
+        f"{np.mean(expansions):.1f} expansions on average"
+    )
+
+
+def suggest_share(
+    dataset: str, seed: int, trials: int, expansions: int | None = None
+) -> dict[str, float]:
+    """One default search on ``dataset``; CPU seconds in suggest and in the whole search.
+
+    ``expansions``: a fixed tree-search effort (None: the default, from measured trial seconds).
+    """
     import tempfile
     import threading
 
@@ -302,7 +349,7 @@ def suggest_share(dataset: str, seed: int, trials: int) -> dict[str, float]:
 
     torch.set_num_threads(1)
     spent: list[float] = []
-    expansions: list[int] = []
+    done: list[int] = []  # expansions of each tree search
     original, search_fn = SearchService.suggest, policy.tree_search
 
     def timed(self, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -314,7 +361,7 @@ def suggest_share(dataset: str, seed: int, trials: int) -> dict[str, float]:
 
     def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
         found = search_fn(*args, **kwargs)
-        expansions.append(found.expansions if found else 0)
+        done.append(found.expansions if found else 0)
         return found
 
     SearchService.suggest = timed  # type: ignore[method-assign]
@@ -322,7 +369,12 @@ def suggest_share(dataset: str, seed: int, trials: int) -> dict[str, float]:
     shapes = {"digits": (1, 8, 8), "mnist1d": (1, 40)}
     try:
         with tempfile.TemporaryDirectory(prefix="morphnas-suggest-") as folder:
-            options = ServerOptions(db_url=f"sqlite:///{folder}/s.db", port=0, sweep_seconds=0.2)
+            options = ServerOptions(
+                db_url=f"sqlite:///{folder}/s.db",
+                port=0,
+                sweep_seconds=0.2,
+                limits=ServiceLimits(suggest_expansions=expansions),
+            )
             server = build_server(options)
             worker = Worker(
                 TrainingService(server.service), name="bench", poll_seconds=0.05, device="cpu"
@@ -350,31 +402,39 @@ def suggest_share(dataset: str, seed: int, trials: int) -> dict[str, float]:
     return {
         "trials": len(finished),
         "beat": sum(bool(p.get("beat_parent")) for p in finished),
+        "best": float(max(finished, key=lambda p: (p["score"] or 0.0, -p["number"]))["number"])
+        if finished
+        else -1.0,
         "trial_s": float(np.mean(trial_seconds)) if trial_seconds else 0.0,
         "cpu": total,
         "suggest": float(sum(spent)),
         "suggest_max": max(spent, default=0.0),
         "asks": len(spent),
-        "expansions": float(np.mean(expansions)) if expansions else 0.0,
+        "expansions": float(np.mean(done)) if done else 0.0,
         "share": float(sum(spent)) / total if total > 0 else 0.0,
     }
 
 
-def runs_table(trials: int, seeds: list[int], datasets: list[str]) -> str:
+def runs_table(
+    trials: int, seeds: list[int], datasets: list[str], expansions: int | None = None
+) -> str:
+    effort = f"{expansions} expansions a proposal" if expansions else "the default effort"
     lines = [
         f"Suggest share of default searches ({trials} trials, 8 epochs a trial, one torch thread,",
         "in-process server and worker; CPU = process time of the whole search, suggest = thread",
         f"time inside SearchService.suggest). Machine: {os.cpu_count()} cores shared with other",
-        f"jobs; 1-min load average {os.getloadavg()[0]:.1f} at the start.",
+        f"jobs; 1-min load average {os.getloadavg()[0]:.1f} at the start; {effort}.",
+        "best = number of the best trial (0: the seed); beat = children that beat their parent.",
         "",
-        f"{'dataset':8} {'seed':>4} {'trials':>6} {'beat':>4} {'trial s':>7} {'CPU s':>7} "
+        f"{'dataset':8} {'seed':>4} {'trials':>6} {'best':>4} {'beat':>4} {'trial s':>7} {'CPU s':>7} "
         f"{'suggest s':>9} {'max ask s':>9} {'exp/ask':>7} {'share':>6}",
     ]
     for dataset in datasets:
         for seed in seeds:
-            r = suggest_share(dataset, seed, trials)
+            r = suggest_share(dataset, seed, trials, expansions)
             lines.append(
-                f"{dataset:8} {seed:>4} {r['trials']:>6.0f} {r['beat']:>4.0f} {r['trial_s']:>7.1f} "
+                f"{dataset:8} {seed:>4} {r['trials']:>6.0f} {r['best']:>4.0f} {r['beat']:>4.0f} "
+                f"{r['trial_s']:>7.1f} "
                 f"{r['cpu']:>7.1f} {r['suggest']:>9.3f} {r['suggest_max']:>9.3f} "
                 f"{r['expansions']:>7.1f} {100 * r['share']:>5.2f}%"
             )
@@ -385,9 +445,15 @@ def runs_table(trials: int, seeds: list[int], datasets: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", action="store_true", help="suggest share of real searches")
+    parser.add_argument(
+        "--objectives", nargs="*", help="CPU per proposal on these synthetic objectives"
+    )
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--datasets", nargs="+", default=["digits", "mnist1d"])
+    parser.add_argument(
+        "--expansions", type=int, default=None, help="with --runs: a fixed tree-search effort"
+    )
     parser.add_argument("--no-optuna", action="store_true")
     parser.add_argument("--sizes", default="", help="comma-separated subset, e.g. 50,200")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "suggest.txt"))
@@ -399,8 +465,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.objectives:
+        print(objective_asks(args.objectives, args.seeds or [0, 1, 2]))
+        return
     if args.runs:
-        text = runs_table(args.trials, args.seeds, args.datasets)
+        text = runs_table(args.trials, args.seeds, args.datasets, args.expansions)
         print(text)
         out = (
             Path(args.out).with_name("suggest-share.txt")

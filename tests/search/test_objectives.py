@@ -34,13 +34,15 @@ def test_bayesian_at_least_as_good_as_random_in_30_trials(name: str) -> None:
 
 
 def test_bayesian_beats_random_on_a_size_penalised_objective_quickly() -> None:
-    """The quick version of the above: one seed, 12 trials; also cheaper per trial than UCB was
-    (the bias this replaces: paths of 3 morphs to the largest networks)."""
+    """The quick version of the above: 12 trials x 3 seeds. Also no dearer than random at the
+    same number of trials (the bias this replaces: UCB's paths of 3 morphs to the largest
+    networks spent about 3x random's compute)."""
     f = objectives.size_peak
-    bayesian = objectives.run(f, Policy.BAYESIAN, 0, 12)
-    random = objectives.run(f, Policy.RANDOM, 0, 12)
-    assert bayesian.best >= random.best
-    assert all(1 <= p <= acquisition.MAX_PATH for p in bayesian.path_lengths)
+    bayesian = [objectives.run(f, Policy.BAYESIAN, s, 12) for s in (0, 1, 2)]
+    random = [objectives.run(f, Policy.RANDOM, s, 12) for s in (0, 1, 2)]
+    assert np.mean([r.best for r in bayesian]) >= np.mean([r.best for r in random])
+    assert sum(r.seconds for r in bayesian) <= sum(r.seconds for r in random)
+    assert all(1 <= p <= acquisition.MAX_PATH for r in bayesian for p in r.path_lengths)
 
 
 # ----------------------------------------------------------------------------- cost model
