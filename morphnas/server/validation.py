@@ -40,6 +40,18 @@ def _check_text(message: Message, prefix: str = "") -> None:
             values = value if field.is_repeated else [value]
             if any("\x00" in text for text in values):
                 raise InvalidArgumentError(f"{name} must not contain NUL characters (\\x00)")
+        elif (
+            field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry
+        ):
+            # a map field (e.g. ReportTrialRequest.metrics): its keys and values, not entries
+            key_type, value_type = (f.type for f in field.message_type.fields)
+            if key_type == FieldDescriptor.TYPE_STRING and any("\x00" in key for key in value):
+                raise InvalidArgumentError(f"{name} keys must not contain NUL characters (\\x00)")
+            for item in value.values():
+                if value_type == FieldDescriptor.TYPE_STRING and "\x00" in item:
+                    raise InvalidArgumentError(f"{name} must not contain NUL characters (\\x00)")
+                if value_type == FieldDescriptor.TYPE_MESSAGE:
+                    _check_text(item, f"{name}.")
         elif field.type == FieldDescriptor.TYPE_MESSAGE:
             for nested in value if field.is_repeated else [value]:
                 _check_text(nested, f"{name}.")
