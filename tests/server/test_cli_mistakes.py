@@ -71,7 +71,7 @@ _NO_CUDA = pytest.mark.skipif(
         (["serve", "--db", "sqlite://", "--workers", "2"], "is an in-memory database"),
         (["serve", "--workers", "65"], "--workers 65: give 0 to 64"),
         (["serve", "--tokens-file", "missing-tokens"], "--tokens-file 'missing-tokens': no such"),
-        (["serve", "--tls-key", "/etc/hostname"], "--tls-cert and --tls-key go together"),
+        (["serve", "--tls-key", str(ROOT / "README.md")], "--tls-cert and --tls-key go together"),
         (["worker", "--db", "sqlite://"], "is an in-memory database"),
         (["worker", "--device", "gpu"], "--device 'gpu': give cpu, cuda, cuda:N or auto"),
         (["run", "--dataset", "digits", "--db", "nope/x.db"], "--db 'nope/x.db': no such folder"),
