@@ -357,11 +357,12 @@ def test_run_takes_a_postgresql_url(tmp_path: Path, postgres_url: str) -> None:
 
 
 def test_an_unexpected_error_is_one_line_and_a_traceback_only_with_v(tmp_path: Path) -> None:
-    args = ("searches", "--token-file", str(tmp_path / "missing-token"))
+    (tmp_path / "token").write_bytes(b"\xff\xfe not text")  # not UTF-8: a case nobody checks
+    args = ("searches", "--token-file", "token")
     quiet = _morphnas(*args, cwd=tmp_path)
     assert quiet.returncode == 1
     line = _one_line(quiet)
-    assert "FileNotFoundError" in line and "morphnas -v searches" in line
+    assert "UnicodeDecodeError" in line and "morphnas -v searches" in line
     verbose = _morphnas("-v", *args, cwd=tmp_path)
     assert verbose.returncode == 1 and "Traceback" in verbose.stderr
 
