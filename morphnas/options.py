@@ -180,8 +180,10 @@ def check_files(args: argparse.Namespace, options: tuple[str, ...]) -> None:
         option = "--" + dest.replace("_", "-")
         if path is None:
             continue
-        if not os.path.isfile(path):
+        if not os.path.exists(path):
             raise UsageError(f"{option} {path!r}: no such file")
+        if not os.path.isfile(path):
+            raise UsageError(f"{option} {path!r} is not a file")
         if not os.access(path, os.R_OK):
             raise UsageError(f"{option} {path!r}: cannot read it")
     if bool(getattr(args, "tls_cert", None)) != bool(getattr(args, "tls_key", None)):

@@ -71,7 +71,7 @@ _NO_CUDA = pytest.mark.skipif(
         (["serve", "--db", "sqlite://", "--workers", "2"], "is an in-memory database"),
         (["serve", "--workers", "65"], "--workers 65: give 0 to 64"),
         (["serve", "--tokens-file", "missing-tokens"], "--tokens-file 'missing-tokens': no such"),
-        (["serve", "--tls-key", "/etc/hostname"], "--tls-cert and --tls-key go together"),
+        (["serve", "--tls-key", str(ROOT / "README.md")], "--tls-cert and --tls-key go together"),
         (["worker", "--db", "sqlite://"], "is an in-memory database"),
         (["worker", "--device", "gpu"], "--device 'gpu': give cpu, cuda, cuda:N or auto"),
         (["run", "--dataset", "digits", "--db", "nope/x.db"], "--db 'nope/x.db': no such folder"),
@@ -357,11 +357,12 @@ def test_run_takes_a_postgresql_url(tmp_path: Path, postgres_url: str) -> None:
 
 
 def test_an_unexpected_error_is_one_line_and_a_traceback_only_with_v(tmp_path: Path) -> None:
-    args = ("searches", "--token-file", str(tmp_path / "missing-token"))
+    (tmp_path / "token").write_bytes(b"\xff\xfe not text")  # not UTF-8: a case nobody checks
+    args = ("searches", "--token-file", "token")
     quiet = _morphnas(*args, cwd=tmp_path)
     assert quiet.returncode == 1
     line = _one_line(quiet)
-    assert "FileNotFoundError" in line and "morphnas -v searches" in line
+    assert "UnicodeDecodeError" in line and "morphnas -v searches" in line
     verbose = _morphnas("-v", *args, cwd=tmp_path)
     assert verbose.returncode == 1 and "Traceback" in verbose.stderr
 
