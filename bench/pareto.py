@@ -443,6 +443,7 @@ def plot(results: Sequence[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     datasets = [d for d in DATASETS if any(r["dataset"] == d for r in results)]
     fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 4.2 * len(datasets)), squeeze=False)
@@ -462,6 +463,7 @@ def plot(results: Sequence[dict], path: Path) -> None:
                 fx, fy = _front(r["trials"], key)
                 ax.step(fx, fy, where="post", color=colour, label=r["method"], lw=2)
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_xlabel(label)
             ax.set_ylabel("validation accuracy")
             ax.set_title(f"{dataset} (seed 0): fronts and all trials")

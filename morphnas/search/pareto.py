@@ -45,6 +45,8 @@ from morphnas.search.ei import MIN_STD, log_h
 #: Candidates costlier than the reference are given this much width (normalised cost units) so
 #: that their acquisition stays finite and ordered by expected score.
 MIN_WIDTH = 1e-6
+#: Above this u = (μ − level)/s the improvement is certain: log h(u) = log u.
+CERTAIN = 30.0
 
 
 def non_dominated(scores: np.ndarray, costs: np.ndarray) -> np.ndarray:
@@ -112,10 +114,19 @@ def log_ehvi(
     lo = np.maximum(breaks[None, :-1], cost[:, None])  # (Q, K+1)
     width = np.maximum(breaks[None, 1:] - lo, 0.0)  # (Q, K+1)
     s = np.maximum(std, MIN_STD)[:, None]  # (Q, 1)
-    log_ei = np.log(s) + log_h((mean[:, None] - levels[None, :]) / s)  # (Q, K+1): log EI_k
+    log_ei = np.log(s) + _log_h((mean[:, None] - levels[None, :]) / s)  # (Q, K+1): log EI_k
     with np.errstate(divide="ignore"):
-        terms = np.where(width > 0, np.log(width) + log_ei, -np.inf)
+        log_width = np.log(width)  # -inf where the interval is empty
+    terms = np.where(width > 0, log_width + np.where(width > 0, log_ei, 0.0), -np.inf)
     return np.asarray(logsumexp(terms, axis=1), np.float64)
+
+
+def _log_h(u: np.ndarray) -> np.ndarray:
+    """``log h(u)`` for any u: :func:`morphnas.search.ei.log_h` up to u = :data:`CERTAIN`, and
+    ``log u`` beyond, where ``h(u) = u + φ(u) − u(1 − Φ(u))`` equals u in floating point (the
+    closed form would overflow past u ≈ 37: an improvement over a level far below the mean with
+    a tiny standard deviation, as the reference level is for an observed point)."""
+    return np.where(u > CERTAIN, np.log(np.maximum(u, CERTAIN)), log_h(np.minimum(u, CERTAIN)))
 
 
 def normalised_log_costs(costs: np.ndarray, observed: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -137,3 +138,17 @@ def test_pareto_proposals_grow_small_networks_where_they_pay() -> None:
     parents = {o.trial_id: o for o in observations}
     assert all(p.parent_id in parents and 1 <= len(p.operations) <= 3 for p in proposals)
     assert min(p.graph.num_params for p in proposals) < ladder[0].num_params
+
+
+def test_log_ehvi_is_finite_for_certain_and_hopeless_candidates() -> None:
+    breaks, levels = front_staircase(np.array([0.2, 0.6]), np.array([0.1, 0.5]), (-5.0, 1.2))
+    values = log_ehvi(
+        np.array([0.5, 100.0, -1e4, 0.5]),
+        np.array([1e-12, 1e-12, 1e-3, 0.1]),
+        np.array([0.3, 0.3, 0.3, 5.0]),  # the last beyond the reference cost
+        breaks,
+        levels,
+    )
+    assert np.isfinite(values).all()
+    # A certain score of 100 at cost 0.3 adds [0.3, 0.5) x (100 - 0.2) + [0.5, 1.2) x (100 - 0.6).
+    assert np.exp(values[1]) == pytest.approx(0.2 * 99.8 + 0.7 * 99.4, rel=1e-9)

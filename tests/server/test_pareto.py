@@ -201,3 +201,18 @@ def test_the_worker_measures_latency_for_a_pareto_search(
     assert all(p["latency_ms"] > 0 for p in finished)
     # The second trial is the ladder's smallest seed, not a morph of the first.
     assert trials[1].parent_id is None and trials[1].info.num_params < trials[0].info.num_params
+
+
+def test_run_takes_objectives_for_its_search() -> None:
+    from morphnas.pareto_cli import objective_options
+
+    args = cli.build_parser().parse_args(
+        ["run", "--dataset", "digits", "--objectives", "params", "latency_ms"]
+        + ["--max-latency-ms", "0.5"]
+    )
+    assert objective_options(args) == {
+        "objectives": ["params", "latency_ms"],
+        "max_latency_ms": 0.5,
+    }
+    plain = cli.build_parser().parse_args(["run", "--dataset", "digits"])
+    assert objective_options(plain) == {}
