@@ -894,12 +894,14 @@ def diagnostics(results: Sequence[SearchResult]) -> list[str]:
         if m.startswith("morphnas"):
             children = [t for t in trials if t.parent is not None and t.best_epoch is not None]
             kept = sum(t.best_epoch == 0 for t in children)
+            beat = sum(_beats_parent(r) for r in rs)
             stopped: dict[str, int] = {}
             for t in trials:
                 reason = t.detail.get("stopped")
                 if reason:
                     stopped[reason] = stopped.get(reason, 0) + 1
             extra = (
+                f"; children that beat their parent (validation) {beat}/{len(children)}"
                 f"; children that kept their inherited weights (best epoch 0) "
                 f"{kept}/{len(children)}; trainer's stop reasons {dict(sorted(stopped.items()))}"
             )
@@ -910,6 +912,20 @@ def diagnostics(results: Sequence[SearchResult]) -> list[str]:
             f"{extra}"
         )
     return lines
+
+
+def _beats_parent(result: SearchResult) -> int:
+    """How many scored children of one search have a validation accuracy above their parent's."""
+    val = {t.number: t.val for t in result.trial_records}
+    return sum(
+        1
+        for t in result.trial_records
+        if t.parent is not None
+        and t.best_epoch is not None
+        and t.val is not None
+        and (parent := val.get(t.parent)) is not None
+        and t.val > parent
+    )
 
 
 def plot(results: Sequence[SearchResult], path: Path) -> None:
