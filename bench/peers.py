@@ -54,7 +54,8 @@ Datasets: ``digits`` and ``mnist1d`` from :mod:`morphnas.nn.datasets`, split by
 split's statistics; the same for every method of a seed.
 
 Output in ``--out`` (default ``bench/results``): ``peers.json`` (every search, written after each
-one; ``--resume`` skips searches already there with the same settings), ``peers.md`` (the
+one; ``--resume`` skips searches already there whose method's settings are unchanged: a new
+seed network or recipe reruns the morphnas searches and keeps the Optuna ones), ``peers.md`` (the
 table) and ``peers.png`` (best-so-far test accuracy against CPU seconds, mean over seeds).
 
 Run::
@@ -259,6 +260,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         "max_params": args.max_params or defaults["max_params"],
         "morphnas": defaults,
         "morphnas_train_config": "morphnas.nn.recipe.recipe_config",
+        "morphnas_recipe": recipe_settings(),
         "optuna": {
             "pruner": args.pruner,
             "epochs": {
@@ -271,6 +273,31 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         },
         "budget_rule": "cut before the next batch; the cut trial counts with its best epoch",
     }
+
+
+def recipe_settings() -> dict[str, Any]:
+    """The constants of the seed network and of a child's training recipe (they change what a
+    morphnas search does, so a change must not ``--resume`` old morphnas searches)."""
+    from morphnas.core import seeds
+    from morphnas.nn import recipe
+
+    return {
+        "seed_pool_every": seeds.POOL_EVERY,
+        "seed_min_pooled_map": seeds.MIN_POOLED_MAP,
+        "child_lr_scale": recipe.CHILD_LR_SCALE,
+        "child_warmup_epochs": recipe.CHILD_WARMUP_EPOCHS,
+        "child_bn_calibration": recipe.CHILD_BN_CALIBRATION,
+        "monitor": recipe.MONITOR,
+    }
+
+
+def comparable(old: dict[str, Any], new: dict[str, Any], method: str) -> bool:
+    """Whether a search of ``method`` run under settings ``old`` counts under ``new``: the
+    settings it depends on are equal (an Optuna search does not depend on morphnas' settings,
+    so a change of the seed network or of the trial recipe keeps the Optuna searches)."""
+    shared = ("max_params", "budget_rule")
+    own = ("optuna",) if method.startswith("optuna") else ("morphnas", "morphnas_recipe")
+    return all(old.get(key) == new.get(key) for key in shared + own)
 
 
 # ------------------------------------------------------------------------------------ data
@@ -867,12 +894,14 @@ def diagnostics(results: Sequence[SearchResult]) -> list[str]:
         if m.startswith("morphnas"):
             children = [t for t in trials if t.parent is not None and t.best_epoch is not None]
             kept = sum(t.best_epoch == 0 for t in children)
+            beat = sum(_beats_parent(r) for r in rs)
             stopped: dict[str, int] = {}
             for t in trials:
                 reason = t.detail.get("stopped")
                 if reason:
                     stopped[reason] = stopped.get(reason, 0) + 1
             extra = (
+                f"; children that beat their parent (validation) {beat}/{len(children)}"
                 f"; children that kept their inherited weights (best epoch 0) "
                 f"{kept}/{len(children)}; trainer's stop reasons {dict(sorted(stopped.items()))}"
             )
@@ -883,6 +912,20 @@ def diagnostics(results: Sequence[SearchResult]) -> list[str]:
             f"{extra}"
         )
     return lines
+
+
+def _beats_parent(result: SearchResult) -> int:
+    """How many scored children of one search have a validation accuracy above their parent's."""
+    val = {t.number: t.val for t in result.trial_records}
+    return sum(
+        1
+        for t in result.trial_records
+        if t.parent is not None
+        and t.best_epoch is not None
+        and t.val is not None
+        and (parent := val.get(t.parent)) is not None
+        and t.val > parent
+    )
 
 
 def plot(results: Sequence[SearchResult], path: Path) -> None:
@@ -988,9 +1031,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(1)
     config = settings(args)
     results: list[dict[str, Any]] = []
-    if args.resume and (old := _load(json_path)) and old.get("settings") == config:
-        results = old["results"]
-        print(f"resuming: {len(results)} searches already done", flush=True)
+    if args.resume and (old := _load(json_path)):
+        results = [r for r in old["results"] if comparable(old["settings"], config, r["method"])]
+        print(f"resuming: {len(results)} searches already done with equal settings", flush=True)
     done = {(r["dataset"], r["budget"], r["method"], r["seed"]) for r in results}
     command = "python bench/peers.py " + " ".join(sys.argv[1:] if argv is None else argv)
     machine = (

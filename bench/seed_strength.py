@@ -84,8 +84,17 @@ VARIANTS: dict[str, Variant] = {
     "seed-post-pool2": replace(BASE, order="post", pool="2"),
     "seed-post-pool2-linear": replace(BASE, order="post", pool="2", head="linear"),
     "seed-pool2-linear": replace(BASE, pool="2", head="linear"),
-    "seed-peerlike": replace(BASE, order="post", pool="2,4", head="linear", width=70, depth=4,
-                             dropout=0.22, epochs=20, lr=6e-3),  # fmt: skip
+    "seed-peerlike": replace(
+        BASE,
+        order="post",
+        pool="2,4",
+        head="linear",
+        width=70,
+        depth=4,
+        dropout=0.22,
+        epochs=20,
+        lr=6e-3,
+    ),  # fmt: skip
     "seed-peerlike-ep8": PEERLIKE8,
     # One factor at a time from the peer-like graph at 8 epochs (the search's trial length).
     **{

@@ -76,9 +76,9 @@ def test_vector_seed_is_the_auto_keras_mlp():
 
 
 def test_seed_sizes_are_configurable():
-    assert seed_graph((3, 8, 8), 2, width=8, depth=1).num_params == (8 * 3 * 9 + 8) + (
-        8 + 8
-    ) + (8 * 2 + 2)
+    assert seed_graph((3, 8, 8), 2, width=8, depth=1).num_params == (8 * 3 * 9 + 8) + (8 + 8) + (
+        8 * 2 + 2
+    )
     with pytest.raises(ValueError):
         seed_graph((3, 8, 8), 1)
 
