@@ -117,6 +117,12 @@ RPCS: tuple[Rpc, ...] = (
         lambda w: [pb.DownloadWeightsRequest(trial_id=w.done_id, kind=pb.TRAINED)],
     ),
     Rpc(
+        "GetParetoFront",
+        pb.GetParetoFrontRequest,
+        "unary_unary",
+        lambda w: [pb.GetParetoFrontRequest(search_id=w.search_id, objectives=["params"])],
+    ),
+    Rpc(
         "StartTraining",
         pb.StartTrainingRequest,
         "unary_unary",
