@@ -87,6 +87,7 @@ def rewrites(port: int) -> list[Rewrite]:
     return [
         Rewrite("50051", str(port), "a free port: other servers and test runs share the machine"),
         Rewrite("--budget 2m", "--budget 20s", "the main job's budget, shortened for the test"),
+        Rewrite("--port 8050", f"--port {port + 1}", "the dashboard's port: as the server's"),
     ]
 
 
