@@ -71,8 +71,8 @@ def test_layer_sequence_distance_by_hand() -> None:
 def test_identical_is_zero_and_widening_is_not() -> None:
     seed = seed_graph(synthetic.DIGITS, 10, 16, 2)
     assert edit_distance(seed, seed) == 0.0
-    dense_name = next(layer.name for layer in seed.layers[:-1] if layer.kind == "dense")
-    wider = Wider(dense_name, 8).apply(seed)
+    hidden = next(layer.name for layer in seed.layers[:-1] if layer.kind in ("conv", "dense"))
+    wider = Wider(hidden, 8).apply(seed)
     assert edit_distance(seed, wider) > 0.0
 
 
