@@ -202,7 +202,9 @@ def build_app(source: Source, tokens: Sequence[str] = ()) -> Any:
     def api_search(request: Request) -> Response:
         search_id = request.path_params["ident"]
         search = source.search(search_id)
-        return _json(request, payload.search_payload(search, source.trials(search_id)), etag=True)
+        trials = source.trials(search_id)
+        fronts = payload.pareto_fronts(source, search_id, trials)
+        return _json(request, payload.search_payload(search, trials, fronts=fronts), etag=True)
 
     def api_curves(request: Request) -> Response:
         search_id = request.path_params["ident"]

@@ -9,7 +9,9 @@
   A server offers per-epoch measurements only as ``epoch_finished`` events of server-side
   training (``WatchSearch``), so its learning curves are those events, read incrementally.
 
-Both return the plain records below; nothing here writes.
+Both return the plain records below; nothing here writes. Pareto fronts come from the one
+definition of the front, :func:`morphnas.server.pareto.front`: called on the repository's
+trials by :class:`DatabaseSource`, through ``GetParetoFront`` by :class:`ServerSource`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from morphnas.core.errors import MorphnasError, NotFoundError, UnavailableError
 from morphnas.core.graph import Graph
+from morphnas.core.records import LATENCY
 
 if TYPE_CHECKING:
     from morphnas.client import Client
@@ -73,6 +76,7 @@ class TrialView:
     updated_at: float
     reason: str = ""
     has_trained_weights: bool = False
+    latency_ms: float | None = None  # the ``latency_ms`` metric of its report, if measured
     seconds: float | None = field(init=False)
 
     def __post_init__(self) -> None:
@@ -100,6 +104,8 @@ class Source(Protocol):
     def curves(self, search_id: str, trial_ids: Sequence[str]) -> Curves: ...
 
     def onnx(self, trial_id: str) -> bytes: ...
+
+    def pareto(self, search_id: str, objective: str) -> list[str]: ...
 
     def close(self) -> None: ...
 
@@ -183,6 +189,16 @@ class DatabaseSource:
                 self._export = TrainingService(SearchService(self.repo))
         return bytes(self._export.export_onnx("", trial_id, softmax=False))
 
+    def pareto(self, search_id: str, objective: str) -> list[str]:
+        """Ids of the trials on the search's front of score against ``objective`` (what
+        ``SearchService.pareto_front`` answers; the search's latency limit applies)."""
+        from morphnas.server import pareto
+
+        search = self.repo.get_search(search_id)
+        chosen = pareto.objectives_for(search, (objective,))
+        limits = pareto.search_constraints(search, pareto.Constraints())
+        return [t.id for t in pareto.front(self.repo.completed_trials(search.id), chosen, limits)]
+
 
 def _trial_from_record(trial: Any) -> TrialView:
     return TrialView(
@@ -198,6 +214,7 @@ def _trial_from_record(trial: Any) -> TrialView:
         updated_at=trial.updated_at,
         reason=trial.reason,
         has_trained_weights=trial.has_trained_weights,
+        latency_ms=trial.metrics.get(LATENCY),
     )
 
 
@@ -264,6 +281,12 @@ class ServerSource:
     def onnx(self, trial_id: str) -> bytes:
         return self.client.export_onnx(None, trial_id=trial_id)
 
+    def pareto(self, search_id: str, objective: str) -> list[str]:
+        """Ids of the trials on the search's front of score against ``objective``
+        (``GetParetoFront``)."""
+        front = self.client.get_search(search_id).pareto([objective])
+        return [t.id for t in front.trials]
+
 
 def _read_epochs(handle: Any, after: int, curves: Curves, wait: float) -> int:
     """Fold the search's epoch events after event ``after`` into ``curves``; the last id read.
@@ -303,6 +326,7 @@ def _trial_from_info(info: Any) -> TrialView:
         updated_at=info.updated_at,
         reason=info.reason,
         has_trained_weights=info.has_trained_weights,
+        latency_ms=info.metrics.get(LATENCY),
     )
 
 

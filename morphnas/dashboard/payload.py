@@ -4,9 +4,16 @@ One builder per page, shared by the live app and the static report, so both show
 numbers. Per trial (``trial_row``): ``n`` number, ``id``, ``state``, ``score``, ``parent`` (the
 parent's number; null for a seed), ``morphs`` (the path from the parent in words), ``kinds`` (its
 morph kinds, e.g. ``["wider", "add_skip"]``), ``params``, ``flops``, ``seconds`` (suggestion to
-final report), ``created`` and ``finished`` (Unix seconds). ``axes`` names the trial fields the
-score-against-cost scatter may use as its x axis; a field added to every row (latency, say) and
-named there becomes a choice on the page without touching the page.
+final report), ``created`` and ``finished`` (Unix seconds), ``latency_ms`` (the measured latency
+of its report, or null). ``axes`` names the trial fields the score-against-cost scatter may use
+as its x axis; a field added to every row and named there becomes a choice on the page without
+touching the page (``latency_ms`` is named once some trial has one).
+
+``pareto`` maps each axis to the numbers of the trials on the Pareto front of score (maximised)
+against that cost (minimised), cheapest first: the completed trials no other completed trial
+beats on both, as :func:`morphnas.server.pareto.front` defines it (read through
+:meth:`Source.pareto <morphnas.dashboard.data.Source.pareto>`; the search's own latency limit
+applies). The scatter marks them and draws the staircase through them.
 """
 
 from __future__ import annotations
@@ -17,13 +24,25 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from morphnas.dashboard.data import STATES, Curves, SearchView, TrialView, flops_of, layers_of
+from morphnas.dashboard.data import (
+    STATES,
+    Curves,
+    SearchView,
+    Source,
+    TrialView,
+    flops_of,
+    layers_of,
+)
 from morphnas.tables import describe_path
 
 #: How many of the best trials' learning curves a search page overlays at first.
 DEFAULT_CURVES = 5
 #: The scatter's x axes: trial field -> label (the first is the default).
 AXES = {"params": "parameters", "flops": "FLOPs per example"}
+#: The latency axis, offered once some trial reports a measured ``latency_ms``.
+LATENCY_AXIS = ("latency_ms", "measured latency (ms)")
+#: Axis -> the ids of the trials on its Pareto front.
+Fronts = dict[str, list[str]]
 
 
 def trial_row(trial: TrialView, numbers: dict[str, int]) -> dict[str, Any]:
@@ -42,7 +61,21 @@ def trial_row(trial: TrialView, numbers: dict[str, int]) -> dict[str, Any]:
         "created": trial.created_at,
         "finished": trial.updated_at if trial.seconds is not None else None,
         "reason": trial.reason,
+        "latency_ms": trial.latency_ms,
     }
+
+
+def axes_of(trials: Sequence[TrialView]) -> dict[str, str]:
+    """The scatter's x axes for these trials: :data:`AXES`, and latency once one is measured."""
+    axes = dict(AXES)
+    if any(t.latency_ms is not None for t in trials):
+        axes[LATENCY_AXIS[0]] = LATENCY_AXIS[1]
+    return axes
+
+
+def pareto_fronts(source: Source, search_id: str, trials: Sequence[TrialView]) -> Fronts:
+    """Axis -> ids of the trials on the front of score against that axis's cost."""
+    return {axis: source.pareto(search_id, axis) for axis in axes_of(trials)}
 
 
 def best_trial(trials: Sequence[TrialView]) -> TrialView | None:
@@ -95,15 +128,22 @@ def search_summary(search: SearchView, trials: Sequence[TrialView]) -> dict[str,
 
 
 def search_payload(
-    search: SearchView, trials: Sequence[TrialView], curves: Curves | None = None
+    search: SearchView,
+    trials: Sequence[TrialView],
+    curves: Curves | None = None,
+    fronts: Fronts | None = None,
 ) -> dict[str, Any]:
-    """Everything the search page draws; ``curves`` of some trials, by trial id."""
+    """Everything the search page draws; ``curves`` of some trials, by trial id; ``fronts``
+    (:func:`pareto_fronts`) the Pareto front per axis, by trial id."""
     numbers = {t.id: t.number for t in trials}
     return {
         "search": search_summary(search, trials),
         "trials": [trial_row(t, numbers) for t in trials],
         "best_path": best_path(trials),
-        "axes": AXES,
+        "axes": axes_of(trials),
+        "pareto": {
+            axis: [numbers[i] for i in ids if i in numbers] for axis, ids in (fronts or {}).items()
+        },
         "curves": curves_payload(curves or {}),
     }
 

@@ -40,7 +40,9 @@ def report_html(source: Source, search_id: str) -> str:
     trials = source.trials(search_id)
     curves = source.curves(search_id, payload.curve_ids(trials, REPORT_CURVES))
     data = {
-        "search": payload.search_payload(search, trials, curves),
+        "search": payload.search_payload(
+            search, trials, curves, payload.pareto_fronts(source, search_id, trials)
+        ),
         "layers": {t.id: layers_of(t.architecture) for t in trials},
         "operations": {t.id: list(t.operations) for t in trials},
     }

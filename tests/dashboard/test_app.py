@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
+from morphnas.core.records import Policy, SearchConfig, TrialState
 from morphnas.dashboard import payload
 from morphnas.dashboard.app import RunningDashboard, start_dashboard
 from morphnas.dashboard.data import DatabaseSource
 from morphnas.dashboard.report import report_html
+from morphnas.server.service import SearchService
 from morphnas.storage import Repository
 from tests.dashboard.synthetic import build_search
 
@@ -134,6 +136,68 @@ def test_tokens_guard_everything_but_static_assets(source: DatabaseSource, searc
             assert response.status == 200
     finally:
         running.stop()
+
+
+#: (score, measured latency in ms) of the trials of the Pareto example, None: not measured.
+#: Against latency the front is trials 0, 1 and 3: 2 is slower and worse than 1, 4 slower and
+#: worse than 3; 5 has the best score but no latency, 6 failed.
+PARETO_TRIALS = [(0.5, 1.0), (0.6, 2.0), (0.55, 3.0), (0.9, 4.0), (0.8, 5.0), (0.95, None)]
+
+
+def pareto_search(repo: Repository) -> str:
+    """A search whose trials have the known scores and latencies of :data:`PARETO_TRIALS`,
+    and one FAILED trial."""
+    service = SearchService(repo)
+    config = SearchConfig(
+        name="pareto example", input_shape=(1, 8, 8), num_classes=10, policy=Policy.RANDOM,
+        seed=5, seed_width=8, seed_depth=2,
+    )  # fmt: skip
+    search = service.create_search(config)
+    for score, latency in PARETO_TRIALS:
+        (trial,) = service.suggest(search.id, 1, "test")
+        metrics = {} if latency is None else {"latency_ms": latency}
+        service.report(trial.id, state=TrialState.COMPLETED, score=score, metrics=metrics)
+    (failed,) = service.suggest(search.id, 1, "test")
+    service.report(failed.id, state=TrialState.FAILED, score=None, reason="out of memory")
+    return search.id
+
+
+def dominated(i: int, points: list[tuple[int, float, float]]) -> bool:
+    """Whether another (number, score, cost) point has a score at least as high at a cost at
+    least as low, and is better in one of them."""
+    _, a, c = points[i]
+    return any(b >= a and d <= c and (b > a or d < c) for _, b, d in points)
+
+
+def test_search_payload_names_the_pareto_front_of_each_axis(
+    dashboard: RunningDashboard, source: DatabaseSource
+) -> None:
+    search_id = pareto_search(source.repo)
+    data = get_json(f"{dashboard.url}api/search/{search_id}")
+    assert data["axes"]["latency_ms"] == "measured latency (ms)"  # offered: latency measured
+    assert data["pareto"]["latency_ms"] == [0, 1, 3]  # cheapest first
+    assert [row["latency_ms"] for row in data["trials"]] == [lat for _, lat in PARETO_TRIALS] + [
+        None
+    ]
+    # against parameters and FLOPs: exactly the completed trials nothing beats on both
+    for axis in ("params", "flops"):
+        points = [(r["n"], r["score"], r[axis]) for r in data["trials"] if r["score"] is not None]
+        front = {n for i, (n, _, _) in enumerate(points) if not dominated(i, points)}
+        assert set(data["pareto"][axis]) == front, axis
+        assert 5 in front  # the best score is always on the front
+    # the same fronts in the static report
+    match = re.search(r'type="application/json">(.*?)</script>', report_html(source, search_id))
+    assert match is not None
+    assert json.loads(match.group(1))["search"]["pareto"] == data["pareto"]
+
+
+def test_latency_axis_only_once_a_latency_is_measured(
+    dashboard: RunningDashboard, search_id: str
+) -> None:
+    data = get_json(f"{dashboard.url}api/search/{search_id}")
+    assert list(data["axes"]) == ["params", "flops"]
+    assert set(data["pareto"]) == {"params", "flops"}
+    assert data["pareto"]["params"]  # some completed trial is always on the front
 
 
 def test_report_is_self_contained(source: DatabaseSource, search_id: str, tmp_path: Path) -> None:

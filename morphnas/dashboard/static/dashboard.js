@@ -285,18 +285,25 @@
       axes: [{ label: 'epoch', incrs: WHOLE }, { label: metric }] }, data);
   }
 
-  function scatterData(trials, axis) {
+  /* Every scored trial with a positive cost on this axis, cheapest first: [xs, scores, front],
+   * where front holds the score of a trial on the axis's Pareto front (payload `pareto`) and
+   * null elsewhere, so the front gets its own marker and a line joining its points. */
+  function scatterData(trials, axis, front) {
+    const onFront = new Set(front || []);
     const pts = trials.filter((t) => t.score !== null && t[axis] !== null && t[axis] !== undefined && t[axis] > 0)
-      .sort((a, b) => a[axis] - b[axis]);
-    return [pts.map((t) => t[axis]), pts.map((t) => t.score)];
+      .sort((a, b) => a[axis] - b[axis] || a.n - b.n);
+    return [pts.map((t) => t[axis]), pts.map((t) => t.score), pts.map((t) => (onFront.has(t.n) ? t.score : null))];
   }
 
-  function scatterChart(container, trials, axis, label) {
+  function scatterChart(container, trials, axis, label, front) {
     const opts = {
       scales: { x: { time: false, distr: 3 } },
       axes: [{ label: label + ' (log)', values: (u, vals) => vals.map((v) => (v === null ? '' : fmtBig(v))) },
         { label: 'score' }],
-      series: [{ label }, pointsSeries('trial', '#16a34a')],
+      series: [{ label }, pointsSeries('trial', '#16a34a'),
+        { label: 'Pareto front', stroke: '#dc2626', width: 1.5, spanGaps: true,
+          paths: uPlot.paths.stepped({ align: 1 }),
+          points: { show: true, size: 9, stroke: '#dc2626', fill: '#dc2626' } }],
       legend: { live: false },
     };
     if (state.charts.scatter && state.charts.scatter._axis !== axis) {
@@ -304,8 +311,11 @@
       delete state.charts.scatter;
       container.replaceChildren();
     }
-    const chart = plot('scatter', container, opts, scatterData(trials, axis));
+    const data = scatterData(trials, axis, front);
+    const chart = plot('scatter', container, opts, data);
     chart._axis = axis;
+    container.dataset.axis = axis;
+    container.dataset.paretoPoints = String(data[2].filter((v) => v !== null).length);
   }
 
   // ------------------------------------------------------------------ genealogy tree (SVG)
@@ -411,7 +421,7 @@
       layout.facts = el('div', { class: 'facts' });
       layout.byTrial = el('div'); layout.byTime = el('div');
       layout.tree = el('div', { class: 'tree-box', id: 'tree' });
-      layout.curves = el('div'); layout.scatter = el('div');
+      layout.curves = el('div'); layout.scatter = el('div', { id: 'scatter' });
       layout.metric = el('select', { id: 'metric' });
       layout.metric.addEventListener('change', () => { metric = layout.metric.value; drawCurves(); });
       layout.axis = el('select', { id: 'axis' });
@@ -438,7 +448,8 @@
           el('div', { class: 'panel', id: 'curves-panel' }, el('h2', { text: 'Learning curves' }),
             el('div', { class: 'controls' }, 'measurement', layout.metric), layout.curves),
           el('div', { class: 'panel', id: 'scatter-panel' }, el('h2', { text: 'Score against cost' }),
-            el('div', { class: 'controls' }, 'x axis', layout.axis), layout.scatter),
+            el('div', { class: 'controls' }, 'x axis', layout.axis), layout.scatter,
+            el('p', { class: 'legend', text: 'Red: the Pareto front, the completed trials that no other beats on both score and cost on this axis (the search\'s latency limit applies).' })),
           el('div', { class: 'panel wide' }, el('h2', { text: 'Trials' }), layout.filters, layout.tableBox)));
     }
 
@@ -496,7 +507,16 @@
       layout.tableBox.replaceChildren(table.table);
     }
 
-    function drawScatter() { scatterChart(layout.scatter, current.trials, axis, current.axes[axis]); }
+    function drawScatter() {
+      // a live search may gain an axis (the first measured latency): offer it without a reload
+      const keys = Object.keys(current.axes);
+      if (keys.join() !== [...layout.axis.options].map((o) => o.value).join()) {
+        layout.axis.replaceChildren(...Object.entries(current.axes).map(([key, text]) => el('option', { value: key, text })));
+        if (!keys.includes(axis)) axis = keys[0];
+        layout.axis.value = axis;
+      }
+      scatterChart(layout.scatter, current.trials, axis, current.axes[axis], (current.pareto || {})[axis]);
+    }
 
     function drawCurves() {
       const ids = [...chosen];
