@@ -121,6 +121,11 @@ def test_search_page_draws_every_trial_and_the_genealogy(world: dict[str, Any]) 
             f"window.morphnas.charts.{chart}.data[1].filter(v => v !== null).length"
         )
         assert points == TRIALS, chart
+    # the scatter marks exactly the trials on the front of score against parameters
+    front = world["source"].pareto(world["search_id"], "params")
+    marked = page.evaluate("window.morphnas.charts.scatter.data[2].filter(v => v !== null).length")
+    assert marked == len(front) == int(page.get_attribute("#scatter", "data-pareto-points") or -1)
+    assert "Pareto front" in page.locator("#scatter .u-legend").inner_text()
     nodes, edges = tree(page)
     assert sorted(nodes) == [t.number for t in trials]
     assert nodes == {t.number: t.id for t in trials}

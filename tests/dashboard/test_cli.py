@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from morphnas.client import Client
-from morphnas.dashboard.data import ServerSource
+from morphnas.dashboard.data import DatabaseSource, ServerSource
 from morphnas.server.app import ServerOptions, build_server
 from morphnas.storage import Repository
 from tests.dashboard.synthetic import build_search
@@ -123,6 +123,10 @@ def test_server_source_reads_through_the_sdk(tmp_path: Path) -> None:
         assert [t.parent_id for t in source.trials(search_id)] == [t.parent_id for t in trials]
         curves = source.curves(search_id, [trials[2].id])
         assert curves == {trials[2].id: {"val_accuracy": [(1, 0.5), (2, 0.7)]}}
+        # the front through GetParetoFront is the one the database source computes
+        for axis in ("params", "flops"):
+            front = source.pareto(search_id, axis)
+            assert front and front == DatabaseSource(repo).pareto(search_id, axis), axis
         blob = source.onnx(trials[4].id)
         session = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
         (logits,) = session.run(None, {"input": np.zeros((2, 1, 8, 8), np.float32)})
