@@ -39,6 +39,8 @@ STATES = ("ACTIVE", "COMPLETED", "FAILED", "INFEASIBLE", "STALE")
 FINAL = frozenset({"COMPLETED", "FAILED", "INFEASIBLE"})
 #: Most trials one page reads (a search may hold at most 1,000,000; the page draws them all).
 MAX_TRIALS = 100_000
+#: Pareto fronts a database source keeps (one per search and axis) before it starts afresh.
+MAX_CACHED_FRONTS = 256
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,9 @@ class DatabaseSource:
         self.repo = repo
         self._export: Any = None
         self._lock = threading.Lock()
+        # (search id, objective) -> (the completed trials' ids and update times, the front's ids)
+        self._fronts: dict[tuple[str, str], tuple[tuple[tuple[str, float], ...], list[str]]] = {}
+        self._fronts_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str) -> DatabaseSource:
@@ -191,13 +196,27 @@ class DatabaseSource:
 
     def pareto(self, search_id: str, objective: str) -> list[str]:
         """Ids of the trials on the search's front of score against ``objective`` (what
-        ``SearchService.pareto_front`` answers; the search's latency limit applies)."""
+        ``SearchService.pareto_front`` answers; the search's latency limit applies).
+
+        The page asks every second; the front is recomputed (every architecture parsed for its
+        FLOPs) only when the completed trials changed since the last answer."""
         from morphnas.server import pareto
 
         search = self.repo.get_search(search_id)
+        trials = self.repo.completed_trials(search.id)
+        stamp = tuple((t.id, t.updated_at) for t in trials)
+        with self._fronts_lock:
+            cached = self._fronts.get((search.id, objective))
+        if cached is not None and cached[0] == stamp:
+            return list(cached[1])
         chosen = pareto.objectives_for(search, (objective,))
         limits = pareto.search_constraints(search, pareto.Constraints())
-        return [t.id for t in pareto.front(self.repo.completed_trials(search.id), chosen, limits)]
+        ids = [t.id for t in pareto.front(trials, chosen, limits)]
+        with self._fronts_lock:
+            if len(self._fronts) >= MAX_CACHED_FRONTS:
+                self._fronts.clear()
+            self._fronts[(search.id, objective)] = (stamp, ids)
+        return ids
 
 
 def _trial_from_record(trial: Any) -> TrialView:

@@ -189,6 +189,12 @@ def test_search_payload_names_the_pareto_front_of_each_axis(
     match = re.search(r'type="application/json">(.*?)</script>', report_html(source, search_id))
     assert match is not None
     assert json.loads(match.group(1))["search"]["pareto"] == data["pareto"]
+    # a faster, better trial replaces the whole latency front (no stale answer is kept)
+    service = SearchService(source.repo)
+    (best,) = service.suggest(search_id, 1, "test")
+    service.report(best.id, state=TrialState.COMPLETED, score=0.99, metrics={"latency_ms": 0.5})
+    data = get_json(f"{dashboard.url}api/search/{search_id}")
+    assert data["pareto"]["latency_ms"] == [best.number]
 
 
 def test_latency_axis_only_once_a_latency_is_measured(
