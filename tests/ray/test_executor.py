@@ -147,8 +147,10 @@ def test_sigterm_drains_the_server_and_stops_the_actors(ray_server: RayServer) -
             ray.get_actor(actor_name(ray_server.process.pid, i), namespace=NAMESPACE)
 
 
-def test_the_server_database_url_is_absolute_for_the_actors(tmp_path: Path) -> None:
+def test_the_server_database_url_is_absolute_for_the_actors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from morphnas.server.ray_executor import absolute_db_url
 
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)  # restored afterwards: later tests run from the repository
     assert absolute_db_url("sqlite:///m.db") == f"sqlite:///{tmp_path / 'm.db'}"

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 
 from morphnas.client import Client, ServerError, UnavailableError
 from morphnas.client.errors import from_rpc_error
+from morphnas.core.errors import FailedPreconditionError
 from morphnas.core.weights import weights_from_bytes, weights_to_bytes
 from morphnas.v1 import morphnas_pb2 as pb
 
@@ -120,6 +121,7 @@ class Ledger:
     reports: dict[str, tuple[float, str]] = field(default_factory=dict)  # trial → (score, sha)
     measurements: dict[tuple[str, int], float] = field(default_factory=dict)
     abandoned: set[str] = field(default_factory=set)  # trials whose worker "died"
+    refused: set[str] = field(default_factory=set)  # late or superseded reports, refused
     cycles: int = 0
     retries: int = 0
     errors: list[str] = field(default_factory=list)  # failures that are not transient
@@ -235,9 +237,12 @@ class Worker:
             return
         step, value = 0, round(self.rng.random(), 6)
         progress = pb.ReportProgressRequest(trial_id=trial.id, step=step, value=value)
-        self.call("ReportProgress", progress)
-        with self.ledger.lock:
-            self.ledger.measurements[(trial.id, step)] = value
+        answer = self.call("ReportProgress", progress)
+        if not answer.should_stop:  # type: ignore[attr-defined]
+            # (a trial closed meanwhile, e.g. superseded by its late original, stores nothing
+            # and answers should_stop: see docs/operations.md "Retries and late reports")
+            with self.ledger.lock:
+                self.ledger.measurements[(trial.id, step)] = value
         score = round(self.rng.random(), 6)
         report = pb.ReportTrialRequest(
             trial_id=trial.id, state=pb.COMPLETED, score=score, worker_id=self.worker_id
@@ -247,7 +252,18 @@ class Worker:
             blob = trained(self.initial_weights(trial.id), self.rng.random())
             report.weights = blob
             sha = hashlib.sha256(blob).hexdigest()
-        self.call("ReportTrial", report)
+        try:
+            self.call("ReportTrial", report)
+        except FailedPreconditionError as error:
+            # One result per proposal, the first to arrive: a late report of a trial whose copy
+            # reported first, or a copy superseded by its late original, is refused and kept
+            # nowhere (docs/operations.md "Retries and late reports"); the audit holds the rest.
+            if "handed out again" not in str(error) and "superseded" not in str(error):
+                raise
+            with self.ledger.lock:
+                self.ledger.refused.add(trial.id)
+                self.ledger.cycles += 1
+            return
         with self.ledger.lock:
             self.ledger.reports[trial.id] = (score, sha)
             self.ledger.cycles += 1
@@ -312,7 +328,7 @@ def audit(db_url: str, search_id: str, ledger: Ledger, *, shared: bool = False) 
         with engine.connect() as c:
             rows = c.execute(
                 sa.text(
-                    "SELECT id, number, state, score, weights_sha256, reissued_as FROM trials "
+                    "SELECT id, number, state, score, weights_sha256, reissued_as, reason FROM trials "
                     "WHERE search_id = :s ORDER BY number"
                 ),
                 {"s": search_id},
@@ -352,7 +368,9 @@ def audit(db_url: str, search_id: str, ledger: Ledger, *, shared: bool = False) 
         if shared and trial_id not in by_id:
             continue
         row = by_id.get(trial_id)
-        if row is None or row.state != "STALE" or row.reissued_as is None:
+        superseded = row is not None and row.state == "FAILED" and "superseded" in row.reason
+        # reclaimed: handed out again, or (a copy itself) closed when its late original reported
+        if not superseded and (row is None or row.state != "STALE" or row.reissued_as is None):
             problems.append(f"abandoned trial {trial_id} was not reclaimed: {row}")
     for row in rows:  # a worker that vanished mid-call also leaves a trial behind: reclaimed too
         if row.state == "STALE" and row.reissued_as is None:

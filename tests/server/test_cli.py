@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -68,6 +69,7 @@ def test_serve_lists_and_drains(tmp_path) -> None:
 def test_generated_code_matches_protos() -> None:
     result = subprocess.run(
         [sys.executable, "scripts/gen_protos.py", "--check"],
+        cwd=Path(__file__).resolve().parents[2],  # the repository, whatever the cwd is
         capture_output=True,
         text=True,
         timeout=120,
