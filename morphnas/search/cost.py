@@ -91,25 +91,8 @@ class CostModel:
         ``x̄`` is the mean log FLOPs over *all* given points (measured or not), so relative
         costs are centred on the observed architectures even before any time is known.
         """
-        x_all = np.log(np.maximum(np.asarray(flops, np.float64), 1.0))  # (N,)
-        x_mean = float(x_all.mean()) if len(x_all) else 0.0
-        known = [
-            i
-            for i, s in enumerate(seconds)
-            if s is not None and math.isfinite(s) and s >= MIN_SECONDS
-        ]
-        if not known:
-            return cls(0.0, PRIOR_SLOPE, x_mean, 0)
-        x = x_all[known]  # (n,)
-        y = np.log(np.asarray([seconds[i] for i in known], np.float64))  # (n,)
-        xc, yc = x - x.mean(), y - y.mean()
-        precision = 1.0 / SLOPE_PRIOR_SD**2
-        b = (float(xc @ yc) / LOG_NOISE**2 + PRIOR_SLOPE * precision) / (
-            float(xc @ xc) / LOG_NOISE**2 + precision
-        )
-        # The intercept at x_mean: the line through the measured points' centroid.
-        a = float(y.mean()) + b * (x_mean - float(x.mean()))
-        return cls(a, b, x_mean, len(known))
+        keep = [s is not None and math.isfinite(s) and s >= MIN_SECONDS for s in seconds]
+        return cls(*fit_log_line(flops, seconds, keep, PRIOR_SLOPE, SLOPE_PRIOR_SD, LOG_NOISE))
 
     def log_seconds(self, flops: np.ndarray) -> np.ndarray:
         """Predicted log seconds (Q,) at these FLOPs (Q,); meaningful only once n ≥ 1."""
@@ -118,6 +101,39 @@ class CostModel:
     def log_relative(self, flops: np.ndarray) -> np.ndarray:
         """``log ĉ(f) − log ĉ_ref`` (Q,): log cost relative to the observed points' typical one."""
         return self.b * (np.log(np.maximum(np.asarray(flops, np.float64), 1.0)) - self.x_mean)
+
+
+def fit_log_line(
+    flops: Sequence[float],
+    values: Sequence[float | None],
+    keep: Sequence[bool],
+    prior_slope: float,
+    slope_prior_sd: float,
+    log_noise: float,
+) -> tuple[float, float, float, int]:
+    """``log v ≈ a + b (log f − x̄)`` fitted on the kept points: ``(a, b, x̄, n)``.
+
+    ``x̄`` is the mean log FLOPs over *all* given points (kept or not), so predictions are
+    centred on the observed architectures even before any value is known. The slope has the
+    prior ``b ~ N(prior_slope, slope_prior_sd²)``, the residuals noise ``log_noise``, ``a`` a flat
+    prior; ``b`` is its posterior mean and ``a`` puts the line through the kept points'
+    centroid. With no kept point: ``(0, prior_slope, x̄, 0)``. Shared by the cost model here and
+    the latency model (:mod:`morphnas.search.latency`).
+    """
+    x_all = np.log(np.maximum(np.asarray(flops, np.float64), 1.0))  # (N,)
+    x_mean = float(x_all.mean()) if len(x_all) else 0.0
+    known = [i for i, k in enumerate(keep) if k]
+    if not known:
+        return 0.0, prior_slope, x_mean, 0
+    x = x_all[known]  # (n,)
+    y = np.log(np.asarray([values[i] for i in known], np.float64))  # (n,)
+    xc, yc = x - x.mean(), y - y.mean()
+    precision = 1.0 / slope_prior_sd**2
+    b = (float(xc @ yc) / log_noise**2 + prior_slope * precision) / (
+        float(xc @ xc) / log_noise**2 + precision
+    )
+    a = float(y.mean()) + b * (x_mean - float(x.mean()))
+    return a, b, x_mean, len(known)
 
 
 def mean_seconds(observations: Sequence[Observation]) -> float | None:

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from morphnas.search.cost import fit_log_line
+
 PRIOR_SLOPE = 0.5
 SLOPE_PRIOR_SD = 0.5
 LOG_NOISE = 0.3
@@ -43,22 +45,8 @@ class LatencyModel:
     @classmethod
     def fit(cls, flops: Sequence[float], latency_ms: Sequence[float | None]) -> LatencyModel:
         """Fit on the observed points' FLOPs and measured latencies (None: not measured)."""
-        x_all = np.log(np.maximum(np.asarray(flops, np.float64), 1.0))  # (N,)
-        x_mean = float(x_all.mean()) if len(x_all) else 0.0
-        known = [
-            i for i, v in enumerate(latency_ms) if v is not None and math.isfinite(v) and v > 0
-        ]
-        if not known:
-            return cls(0.0, PRIOR_SLOPE, x_mean, 0)
-        x = x_all[known]  # (n,)
-        y = np.log(np.asarray([latency_ms[i] for i in known], np.float64))  # (n,)
-        xc, yc = x - x.mean(), y - y.mean()
-        precision = 1.0 / SLOPE_PRIOR_SD**2
-        b = (float(xc @ yc) / LOG_NOISE**2 + PRIOR_SLOPE * precision) / (
-            float(xc @ xc) / LOG_NOISE**2 + precision
-        )
-        a = float(y.mean()) + b * (x_mean - float(x.mean()))
-        return cls(a, b, x_mean, len(known))
+        keep = [v is not None and math.isfinite(v) and v > 0 for v in latency_ms]
+        return cls(*fit_log_line(flops, latency_ms, keep, PRIOR_SLOPE, SLOPE_PRIOR_SD, LOG_NOISE))
 
     def predict_ms(self, flops: np.ndarray) -> np.ndarray:
         """Predicted latency (Q,) in ms at these FLOPs (Q,) (relative only while n = 0)."""
