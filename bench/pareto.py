@@ -100,6 +100,7 @@ def run_morphnas(dataset: str, seed: int, budget_s: float, say: Callable) -> lis
     )
     from morphnas.core.weights import check_weights, weights_from_bytes, weights_to_bytes
     from morphnas.nn.latency import measure_latency
+    from morphnas.nn.recipe import validation_score
     from morphnas.nn.train import train_trial
     from morphnas.server.service import SearchService
     from morphnas.storage.repository import Repository
@@ -168,7 +169,7 @@ def run_morphnas(dataset: str, seed: int, budget_s: float, say: Callable) -> lis
                 service.report(
                     trial.id,
                     state=TrialState.COMPLETED,
-                    score=result.val_accuracy,
+                    score=validation_score(result.val_accuracy, result.val_loss),
                     weights=weights_to_bytes(result.weights),
                     metrics=latency.metrics(),
                     measured_on=latency.machine,

@@ -338,6 +338,7 @@ def run_morphnas(
         TrialState,
     )
     from morphnas.core.weights import check_weights, weights_from_bytes, weights_to_bytes
+    from morphnas.nn.recipe import validation_score
     from morphnas.nn.train import evaluate, train_trial
     from morphnas.server.service import SearchService
     from morphnas.storage.repository import Repository
@@ -433,7 +434,7 @@ def run_morphnas(
                     service.report(
                         trial.id,
                         state=TrialState.COMPLETED,
-                        score=result.val_accuracy,
+                        score=validation_score(result.val_accuracy, result.val_loss),
                         weights=weights_to_bytes(result.weights),
                     )
                     was_cut = result.stopped_reason == "cancelled" and clock.spent()

@@ -32,7 +32,6 @@ best trial) live in :mod:`morphnas.server.training`.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 import threading
@@ -278,6 +277,8 @@ class Worker:
     ) -> None:
         """Report a finished training as COMPLETED (also when the budget or pruning stopped it:
         its best so far), FAILED (search stopped), or not at all."""
+        from morphnas.nn.recipe import validation_score
+
         if job.lease_lost.is_set():
             # The lease ran out (this worker stalled): the trial was or will be handed out again,
             # so this result would only compete with the retry.
@@ -292,10 +293,11 @@ class Worker:
             self._report_failed(job, "cancelled: the search was stopped")
             return
         record_training(int(result.samples_per_second * result.seconds), result.seconds)
+        score = validation_score(result.val_accuracy, result.val_loss)
         self._report(
             job,
             state=TrialState.COMPLETED,
-            score=validation_score(result.val_accuracy, result.val_loss),
+            score=score,
             reason="",
             weights=weights_to_bytes(result.weights),
             metrics=latency.metrics() if latency is not None else None,
@@ -309,9 +311,7 @@ class Worker:
                 "device": result.device,
                 "val_loss": result.val_loss,
                 "val_accuracy": result.val_accuracy,
-                **parent_comparison(
-                    validation_score(result.val_accuracy, result.val_loss), job.parent
-                ),
+                **parent_comparison(score, job.parent),
             },
         )
 
@@ -511,26 +511,6 @@ class Worker:
         payload.update(seconds=seconds, test_accuracy=test_accuracy)
         self.repo.add_event(search.id, "final_fit_finished", payload)
         return test_accuracy
-
-
-#: Largest weight of the validation loss in a server-side trial's score (see validation_score).
-LOSS_TIE_BREAK = 1e-9
-
-
-def validation_score(accuracy: float, loss: float) -> float:
-    """A server-side trial's score: its validation accuracy, ties broken by validation loss.
-
-    ``accuracy + ε / (1 + loss)`` with ε = :data:`LOSS_TIE_BREAK`: strictly decreasing in the
-    loss and below ε, so it orders only trials of *equal* accuracy (two different accuracies on
-    a split of n ≤ 10⁷ examples differ by at least 1/n ≥ 10⁻⁷). On a small validation split
-    accuracies tie often (digits: 270 examples, the seed already 99.6-100 %), and a tie went to
-    the earlier trial: the seed, or the parent of a child that kept its accuracy and lowered its
-    loss. Cross-entropy is a proper scoring rule on the same held-out examples, so the lower
-    loss is the better model at equal accuracy, not a relabelling. A loss that is not finite
-    adds nothing. The accuracy alone is in the ``trial_finished`` event (``val_accuracy``).
-    """
-    bonus = LOSS_TIE_BREAK / (1.0 + loss) if math.isfinite(loss) and loss >= 0 else 0.0
-    return float(accuracy) + bonus
 
 
 def parent_comparison(score: float, parent: Trial | None) -> dict[str, float | bool | None]:

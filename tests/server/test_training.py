@@ -355,7 +355,7 @@ def test_a_default_search_improves_on_its_seed(client: Client, worker: Worker) -
 def test_a_score_breaks_accuracy_ties_by_validation_loss_only() -> None:
     """Equal accuracy: the lower validation loss scores higher (and beats its parent); the loss
     never outweighs one more correct example, even on a split of ten million."""
-    from morphnas.server.worker import validation_score
+    from morphnas.nn.recipe import validation_score
 
     tied = [validation_score(0.9963, loss) for loss in (0.02, 0.01, 0.0)]
     assert tied == sorted(tied) and len(set(tied)) == 3
