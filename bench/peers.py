@@ -287,6 +287,8 @@ def recipe_settings() -> dict[str, Any]:
         "child_lr_scale": recipe.CHILD_LR_SCALE,
         "child_warmup_epochs": recipe.CHILD_WARMUP_EPOCHS,
         "child_bn_calibration": recipe.CHILD_BN_CALIBRATION,
+        "child_patience_after": "middle of the schedule after the warm-up",
+        "ema_epochs": recipe.EMA_EPOCHS,
         "monitor": recipe.MONITOR,
     }
 

@@ -82,10 +82,11 @@ from morphnas.core.weights import Weights, init_weights
 from morphnas.nn.datasets import Dataset, Normalisation, Split
 from morphnas.nn.train import TrainConfig, evaluate, train_fixed
 
-CHILD_LR_SCALE = 0.3
+CHILD_LR_SCALE = 0.1
 CHILD_WARMUP_EPOCHS = 1.0
 CHILD_BN_CALIBRATION = "preserve"
 MONITOR = "val_accuracy"
+EMA_EPOCHS = 1.0
 FINAL_FIT_MODES = ("continue", "retrain")
 
 
@@ -109,6 +110,7 @@ def recipe_config(
         seed=seed,
         device=device or budget.device,
         monitor=MONITOR,
+        ema_epochs=EMA_EPOCHS,
     )
     return child_config(base) if inherited else base
 
@@ -120,9 +122,18 @@ def child_config(base: TrainConfig) -> TrainConfig:
         base,
         lr=base.learning_rate * CHILD_LR_SCALE,
         warmup_epochs=warmup,
+        patience_after=child_patience_after(base.epochs, warmup),
         bn_calibration=CHILD_BN_CALIBRATION,
         monitor=MONITOR,
     )
+
+
+def child_patience_after(epochs: int, warmup_epochs: float) -> int:
+    """The last epoch of a child's run that patience does not count: the middle of its cosine
+    schedule after the warm-up. A child restarted at a raised rate recovers as the rate falls,
+    in the second half of the schedule; stopping it before then (as patience 5 of an 8-epoch
+    run did, at epoch 6) returned its inherited weights."""
+    return math.ceil(warmup_epochs + (epochs - warmup_epochs) / 2)
 
 
 def trial_train_config(

@@ -25,6 +25,8 @@ Notation: ``n`` examples of a split, ``b`` batch size, ``K`` classes; shapes in 
 
 from __future__ import annotations
 
+import copy
+
 import logging
 import math
 import re
@@ -74,7 +76,8 @@ class TrainConfig:
     ``monitor`` picks the best epoch (whose weights are returned): ``val_loss`` (lower by more
     than ``min_delta``) or ``val_accuracy`` (higher; an equal accuracy counts only with a loss
     lower by more than ``min_delta``). ``patience``: stop after this many epochs that do not
-    improve on the best (None: never stop early); epochs of the warm-up are not counted.
+    improve on the best (None: never stop early); epochs of the warm-up and epochs up to
+    ``patience_after`` are not counted.
     ``warmup_epochs``: the learning rate rises linearly from about 0 to ``lr`` over this many
     epochs (in steps; 0: none), then follows ``schedule`` over the remaining steps.
     ``bn_calibration``: before the first step, BatchNorm channels still at the identity a morph
@@ -82,6 +85,8 @@ class TrainConfig:
     training batches: ``preserve`` keeps the layer the identity, ``estimate`` normalises with the
     measured statistics (changes the function), ``none`` leaves them. ``max_seconds``:
     wall-clock limit for the whole trial, checked before every batch (None: no limit).
+    ``ema_epochs``: judge and return an exponential moving average of the weights with a
+    horizon of this many epochs instead of the raw weights (see :class:`_Average`; None: off).
     """
 
     epochs: int = 20
@@ -104,6 +109,8 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     bn_calibration: str = "none"
     calibration_batches: int = 8
+    ema_epochs: float | None = None
+    patience_after: int = 0
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}")
@@ -117,6 +124,11 @@ class TrainConfig:
             self.bn_calibration in CALIBRATIONS, f"bn_calibration must be one of {CALIBRATIONS}"
         )
         _require(self.calibration_batches >= 1, "calibration_batches must be at least 1")
+        _require(self.patience_after >= 0, "patience_after must be >= 0")
+        _require(
+            self.ema_epochs is None or _positive(self.ema_epochs),
+            f"ema_epochs must be positive or None, got {self.ema_epochs}",
+        )
         _require(
             math.isfinite(self.warmup_epochs) and 0 <= self.warmup_epochs < self.epochs,
             f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}",
@@ -424,6 +436,7 @@ class _Trainer:
         self.total_steps = max(1, config.epochs * self.steps_per_epoch)
         self.warmup_steps = round(config.warmup_epochs * self.steps_per_epoch)
         self.optimizer = _make_optimizer(self.module, config, device)
+        self.average: _Average | None = None  # made after calibration, in run()
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
@@ -440,6 +453,8 @@ class _Trainer:
     ) -> TrainResult:
         """Train; return the best epoch's weights (``keep_last``: the last epoch's, unselected)."""
         calibrated = self._calibrate()
+        if self.config.ema_epochs is not None:
+            self.average = _Average(self.module, self.config.ema_epochs * self.steps_per_epoch)
         start_loss, start_accuracy = self._validate()
         best_loss, best_accuracy = start_loss, start_accuracy
         best_epoch = 0
@@ -449,7 +464,7 @@ class _Trainer:
         reason = "completed"
         # Patience starts after the warm-up: a child is expected to get worse while its learning
         # rate rises, and those epochs must not use up its chances.
-        warm = math.ceil(self.config.warmup_epochs)
+        warm = max(math.ceil(self.config.warmup_epochs), self.config.patience_after)
         for epoch in range(1, self.config.epochs + 1):
             train_loss, interrupted = self._train_epoch(should_stop)
             if interrupted:
@@ -475,6 +490,8 @@ class _Trainer:
             if self.config.patience is not None and stale >= self.config.patience:
                 reason = "early_stopping"
                 break
+        if best_state is None and self.average is not None:
+            best_state = self._snapshot()
         if best_state is not None:
             self.module.load_state_dict(best_state)
         return TrainResult(
@@ -563,6 +580,8 @@ class _Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         self.step += 1
+        if self.average is not None:
+            self.average.update()
         return loss.detach().float()
 
     def _set_lr(self) -> None:
@@ -584,9 +603,10 @@ class _Trainer:
         validation examples."""
         if len(self.y_val) == 0:
             return float("nan"), float("nan")
-        self.module.eval()
+        module = self._evaluated()
+        module.eval()
         logits = _predict(
-            self.module,
+            module,
             self.x_val,
             self.config.eval_batch_size,
             lambda: _autocast(self.device, self.amp_dtype),
@@ -596,8 +616,45 @@ class _Trainer:
         accuracy = float((logits.argmax(1) == self.y_val).float().mean())
         return loss, accuracy
 
+    def _evaluated(self) -> GraphModule:
+        """The weights an epoch is judged by: the running average when there is one."""
+        return self.module if self.average is None else self.average.module
+
     def _snapshot(self) -> dict[str, torch.Tensor]:
-        return {name: value.detach().clone() for name, value in self.module.state_dict().items()}
+        state = self._evaluated().state_dict()
+        return {name: value.detach().clone() for name, value in state.items()}
+
+
+class _Average:
+    """An exponential moving average of a module's weights and BatchNorm statistics.
+
+    After every optimiser step, each floating-point tensor ``a`` of the average moves towards
+    the module's ``w``: ``a ← a + (w − a) / horizon`` (decay ``1 − 1/horizon`` per step, so a
+    step's weight halves after about ``0.69 · horizon`` steps); integer buffers (BatchNorm's
+    batch count) are copied. The average starts at the module's weights when training begins:
+    for a child, its inherited weights, so the averaged child moves from its parent's function
+    gradually instead of jumping with the first steps at the raised learning rate. Averaging
+    BatchNorm's running statistics along with the weights is an approximation (the statistics
+    of averaged weights are not the average of the statistics) that is small when the weights
+    move little within a horizon, as at the end of a schedule.
+    """
+
+    def __init__(self, module: GraphModule, horizon_steps: float) -> None:
+        self.module = copy.deepcopy(module)
+        self.rate = 1.0 / max(1.0, horizon_steps)
+        # state_dict() tensors share storage with the live parameters and buffers.
+        self.pairs = list(
+            zip(self.module.state_dict().values(), module.state_dict().values(), strict=True)
+        )
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Move the average one step towards the module's current weights."""
+        for mine, theirs in self.pairs:
+            if mine.is_floating_point():
+                mine.lerp_(theirs, self.rate)
+            else:
+                mine.copy_(theirs)
 
 
 def _placed(module: GraphModule, device: torch.device, layout: torch.memory_format) -> GraphModule:

@@ -25,6 +25,7 @@ from morphnas.nn.datasets import Dataset, Normalisation, Split
 from morphnas.nn.module import build_module, module_weights
 from morphnas.nn.recipe import (
     CHILD_LR_SCALE,
+    child_patience_after,
     final_fit,
     final_fit_epochs,
     recipe_config,
@@ -229,6 +230,30 @@ def test_patience_counts_from_the_first_epoch_after_warm_up(
     assert result.best_epoch == 0
 
 
+def test_patience_after_keeps_the_first_half_of_a_childs_schedule(
+    monkeypatch: pytest.MonkeyPatch,
+    small_cnn: Graph,
+    digits: Dataset,
+    digits_split: Split,
+    digits_norm: Normalisation,
+) -> None:
+    # Never better than the start: stale epochs count only after epoch 5, so patience 2 ends
+    # the run at epoch 7 instead of epoch 3.
+    _scripted(monkeypatch, [(0.5, 0.9)] + [(1.0, 0.5)] * 10)
+    config = TrainConfig(
+        epochs=10, patience=2, warmup_epochs=1.0, patience_after=5, monitor="val_accuracy", **FAST
+    )
+    result = train_trial(small_cnn, None, digits, digits_split, digits_norm, config)
+    assert result.stopped_reason == "early_stopping" and result.epochs_run == 7
+    # morphnas run's 8 epochs with patience 5: a child always reaches the end of its schedule.
+    kid = recipe_config(TrainingBudget(epochs=8, patience=5), seed=0, inherited=True)
+    assert kid.patience_after == child_patience_after(8, 1.0) == 5
+    assert kid.patience_after + kid.patience > kid.epochs
+    # A long run still stops early, once past the middle of its schedule.
+    long = recipe_config(TrainingBudget(epochs=100, patience=5), seed=0, inherited=True)
+    assert long.patience_after == 51
+
+
 def test_the_child_recipe_is_deterministic(
     deeper_child, digits: Dataset, digits_split: Split, digits_norm: Normalisation
 ) -> None:
@@ -372,6 +397,7 @@ def test_final_fit_epochs_and_arguments(
         {"warmup_epochs": -1.0},
         {"warmup_epochs": 20.0},
         {"warmup_epochs": float("nan")},
+        {"patience_after": -1},
     ],
 )
 def test_recipe_fields_are_validated(bad: dict) -> None:

@@ -146,6 +146,37 @@ def test_never_improving_returns_the_starting_weights(
     assert same_weights(result.weights, check_weights(small_cnn, start))
 
 
+def test_an_average_of_one_step_is_the_plain_run(
+    trained, small_cnn: Graph, digits: Dataset, digits_split: Split, digits_norm: Normalisation
+) -> None:
+    # A horizon of one step (rate 1) copies the weights after every step: nothing is averaged.
+    config = TrainConfig(epochs=3, ema_epochs=1e-9, **FAST)
+    again = train_trial(small_cnn, None, digits, digits_split, digits_norm, config)
+    assert same_weights(again.weights, trained.weights)
+    assert [h.val_loss for h in again.history] == [h.val_loss for h in trained.history]
+
+
+def test_an_average_starts_at_the_inherited_weights_and_moves_slowly(
+    trained, small_cnn: Graph, digits: Dataset, digits_split: Split, digits_norm: Normalisation
+) -> None:
+    # A child starting from trained weights: with a horizon of a million epochs its average
+    # barely leaves them; with one epoch it follows training, yet is not the raw weights.
+    inherited = trained.weights
+    slow = TrainConfig(epochs=2, lr=0.05, ema_epochs=1e6, monitor="val_accuracy", **FAST)
+    kept = train_trial(small_cnn, inherited, digits, digits_split, digits_norm, slow)
+    assert kept.start_val_accuracy == pytest.approx(trained.val_accuracy, abs=1e-6)
+    drift = max(float(np.abs(kept.weights[k] - inherited[k]).max()) for k in inherited)
+    assert drift < 1e-3
+    one = TrainConfig(epochs=2, lr=0.05, ema_epochs=1.0, patience=None, **FAST)
+    raw = TrainConfig(epochs=2, lr=0.05, patience=None, **FAST)
+    averaged = train_trial(small_cnn, inherited, digits, digits_split, digits_norm, one)
+    plain = train_trial(small_cnn, inherited, digits, digits_split, digits_norm, raw)
+    assert not same_weights(averaged.weights, plain.weights)
+    # The returned weights are the ones judged: evaluating them gives the reported accuracy.
+    accuracy, _ = evaluate(small_cnn, averaged.weights, digits, digits_split.val, digits_norm)
+    assert accuracy == pytest.approx(averaged.val_accuracy, abs=1e-6)
+
+
 def test_time_limit_stops_within_a_batch(
     small_cnn: Graph, digits: Dataset, digits_split: Split, digits_norm: Normalisation
 ) -> None:
@@ -258,6 +289,8 @@ def test_dataset_must_fit_the_graph(digits: Dataset, digits_split: Split) -> Non
         {"amp_dtype": "fp8"},
         {"seed": -1},
         {"seed": 2**64},
+        {"ema_epochs": 0.0},
+        {"ema_epochs": float("inf")},
     ],
 )
 def test_config_is_validated(bad: dict) -> None:
