@@ -67,6 +67,9 @@ CHILD_RECIPES: dict[str, Callable[[int], TrainConfig]] = {
     "calib-none": lambda seed: replace(_new_child(seed), bn_calibration="none"),
     "calib-estimate": lambda seed: replace(_new_child(seed), bn_calibration="estimate"),
     "nowarmup": lambda seed: replace(_new_child(seed), warmup_epochs=0.0),
+    "lr0.3": lambda seed: replace(_new_child(seed), lr=OLD.learning_rate * 0.3),
+    "no-average": lambda seed: replace(_new_child(seed), ema_epochs=None),
+    "early-patience": lambda seed: replace(_new_child(seed), patience_after=0),
 }
 
 

@@ -16,9 +16,20 @@ and all scored the seed's accuracy. A child therefore trains with
 * its morph-inserted BatchNorm channels calibrated with ``CHILD_BN_CALIBRATION`` (see
   :mod:`morphnas.nn.calibration`);
 * the best epoch chosen on validation *accuracy* (the score the optimiser sees) with ties going
-  to the lower loss, and patience counted only after the warm-up. Epoch 0, the inherited
-  weights, is returned only when no later epoch reaches a higher accuracy: a child that cannot
-  improve reports its own honest best, which equals its parent's score.
+  to the lower loss. Epoch 0, the inherited weights, is returned only when no later epoch
+  reaches a higher accuracy: a child that cannot improve reports its own honest best, which
+  equals its parent's score;
+* patience counted only in the second half of its schedule (:func:`child_patience_after`):
+  restarted at a raised rate, a child recovers as the cosine schedule brings the rate down, and
+  patience 5 after a one-epoch warm-up ended an 8-epoch child at epoch 6, before that.
+
+Every trial, seed included, is judged by an exponential moving average of its weights with a
+horizon of ``EMA_EPOCHS`` epochs (``TrainConfig.ema_epochs``): the epoch's validation accuracy
+and loss, the weights returned and stored, are the average's. For a child the average starts at
+its inherited weights, so it leaves its parent's function gradually and the evaluated network
+is a blend of parent and trained child, which on a flat optimum is better than either (the
+argument of stochastic weight averaging and of weight-space ensembles); the average of one
+epoch also smooths the last steps' noise out of the score the optimiser sees.
 
 Every trial, seed included, selects its best epoch by validation accuracy, so a child and its
 parent are scored the same way.
