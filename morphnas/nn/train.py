@@ -26,7 +26,6 @@ Notation: ``n`` examples of a split, ``b`` batch size, ``K`` classes; shapes in 
 from __future__ import annotations
 
 import copy
-
 import logging
 import math
 import re
