@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from morphnas.core.errors import UnavailableError
+from morphnas.core.errors import InvalidArgumentError, UnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,30 @@ def absolute_db_url(db_url: str) -> str:
         return db_url
     path, query_sep, query = rest.partition("?")
     return f"{scheme}:///{os.path.abspath(path)}{query_sep}{query}"
+
+
+def check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Fail fast when a cluster address (``host:port`` or ``ray://host:port``) does not answer.
+
+    ``ray.init`` retries an unreachable address for minutes (over 200 s measured) before it
+    gives up; one TCP connection with a timeout tells the user at once. ``None`` (start a local
+    cluster) and ``"auto"`` (an address Ray finds itself) are not checked.
+    """
+    if address is None or address == "auto":
+        return
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise InvalidArgumentError(
+            f"--ray-address must be auto, host:port or ray://host:port, got {address!r}"
+        )
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        raise UnavailableError(
+            f"cannot reach the Ray cluster at {address} within {timeout:g} s: {err}"
+        ) from err
 
 
 def actor_count(options: RayExecutorOptions, resources: dict[str, float]) -> int:
@@ -143,6 +168,7 @@ class RayWorkerPool:
         import ray
 
         if not ray.is_initialized():
+            check_reachable(self.options.address)
             try:
                 ray.init(
                     address=self.options.address,

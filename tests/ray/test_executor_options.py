@@ -43,3 +43,28 @@ def test_one_actor_per_gpu_or_per_cpu_unless_counted() -> None:
     assert actor_count(RayExecutorOptions(workers=3), {"CPU": 2.0, "GPU": 8.0}) == 3
     with pytest.raises(RuntimeError, match="fewer than --gpus-per-trial"):
         actor_count(gpus, {"CPU": 16.0})
+
+
+def test_an_unreachable_cluster_address_fails_at_once() -> None:
+    # ray.init retries an address that does not answer for minutes; the executor checks first.
+    import socket
+    import time
+
+    from morphnas.core.errors import InvalidArgumentError, UnavailableError
+    from morphnas.server.ray_executor import check_reachable
+
+    check_reachable(None)  # a new local cluster: nothing to reach
+    check_reachable("auto")
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        check_reachable(f"127.0.0.1:{port}")
+        check_reachable(f"ray://127.0.0.1:{port}")
+    started = time.monotonic()
+    with pytest.raises(UnavailableError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}"):
+        check_reachable(f"127.0.0.1:{port}")  # closed now
+    assert time.monotonic() - started < 10
+    for bad in ("head", "ray://head", "head:port", ":6379"):
+        with pytest.raises(InvalidArgumentError, match="host:port"):
+            check_reachable(bad)
