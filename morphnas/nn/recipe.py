@@ -29,10 +29,8 @@ and loss, the weights returned and stored, are the average's. For a child the av
 its inherited weights, so it leaves its parent's function gradually and the evaluated network
 is a blend of parent and trained child, which on a flat optimum is better than either (the
 argument of stochastic weight averaging and of weight-space ensembles); the average of one
-epoch also smooths the last steps' noise out of the score the optimiser sees.
-
-Every trial, seed included, selects its best epoch by validation accuracy, so a child and its
-parent are scored the same way.
+epoch also smooths the last steps' noise out of the score the optimiser sees. Every trial also
+selects its best epoch by validation accuracy, so a child and its parent are scored the same way.
 
 The recipe alone is not enough when every trial trains to convergence: with ``morphnas run``'s
 old 20 epochs a trial, the seed converged (MNIST-1D 0.975 validation, the maximum of 20 noisy

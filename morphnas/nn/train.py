@@ -642,18 +642,20 @@ class _Average:
         self.module = copy.deepcopy(module)
         self.rate = 1.0 / max(1.0, horizon_steps)
         # state_dict() tensors share storage with the live parameters and buffers.
-        self.pairs = list(
+        pairs = list(
             zip(self.module.state_dict().values(), module.state_dict().values(), strict=True)
         )
+        self.averaged = [mine for mine, _ in pairs if mine.is_floating_point()]
+        self.followed = [theirs for mine, theirs in pairs if mine.is_floating_point()]
+        self.copied = [(mine, theirs) for mine, theirs in pairs if not mine.is_floating_point()]
 
     @torch.no_grad()
     def update(self) -> None:
-        """Move the average one step towards the module's current weights."""
-        for mine, theirs in self.pairs:
-            if mine.is_floating_point():
-                mine.lerp_(theirs, self.rate)
-            else:
-                mine.copy_(theirs)
+        """Move the average one step towards the module's current weights (after every step:
+        one multi-tensor lerp, as the optimiser's own multi-tensor kernels, not one per tensor)."""
+        torch._foreach_lerp_(self.averaged, self.followed, self.rate)
+        for mine, theirs in self.copied:
+            mine.copy_(theirs)
 
 
 def _placed(module: GraphModule, device: torch.device, layout: torch.memory_format) -> GraphModule:
